@@ -1,0 +1,58 @@
+//! Refusals: the filter's error answers, each with a stable `code` clients can branch on.
+
+use serde::Serialize;
+
+/// An answer the filter gives instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    /// Stable, machine-readable; see `API.md`.
+    pub code: &'static str,
+    /// For a person; never contains a secret.
+    pub message: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+    request_id: &'a str,
+}
+
+impl Refusal {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON body: `{"code", "message", "requestId"}`.
+    pub fn body(&self, request_id: &str) -> Vec<u8> {
+        serde_json::to_vec(&Body {
+            code: self.code,
+            message: &self.message,
+            request_id,
+        })
+        // why: serializing three strings cannot fail; fall back to a fixed body rather than
+        // panic inside the proxy if it somehow did.
+        .unwrap_or_else(|_| br#"{"code":"internal","message":"internal error","requestId":""}"#.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_json_with_the_three_fields_escaped() {
+        let r = Refusal::new(400, "no_mtls_mapping", "no \"mapping\"");
+        let v: serde_json::Value = serde_json::from_slice(&r.body("req-1")).unwrap();
+        assert_eq!(v["code"], "no_mtls_mapping");
+        assert_eq!(v["message"], "no \"mapping\"");
+        assert_eq!(v["requestId"], "req-1");
+        assert_eq!(v.as_object().unwrap().len(), 3);
+    }
+}
