@@ -72,11 +72,15 @@ pub fn decide(req: &Request<'_>, index: Option<&Index>) -> Decision {
         .collect();
     let path = req.path.split('?').next().unwrap_or_default();
     let Some(account) = path.strip_prefix(FORWARD_PREFIX) else {
-        return Decision::PassThrough { remove: own_headers };
+        return Decision::PassThrough {
+            remove: own_headers,
+        };
     };
     if account.contains('/') {
         // `/mtls/account/{id}/certificates` and the like belong to the control plane.
-        return Decision::PassThrough { remove: own_headers };
+        return Decision::PassThrough {
+            remove: own_headers,
+        };
     }
     match forward(req, account, index) {
         Ok(f) => Decision::Forward(f),
@@ -100,14 +104,21 @@ fn forward(req: &Request<'_>, account: &str, index: Option<&Index>) -> Result<Fo
         ));
     }
     let url = single_header(req.headers, headers::FORWARD_URL)?.ok_or_else(|| {
-        Refusal::new(400, "missing_forward_url", "the LP-forward-url header is required")
+        Refusal::new(
+            400,
+            "missing_forward_url",
+            "the LP-forward-url header is required",
+        )
     })?;
-    let target = Target::parse(url).map_err(|e| {
-        Refusal::new(400, "invalid_forward_url", format!("LP-forward-url: {e}"))
-    })?;
+    let target = Target::parse(url)
+        .map_err(|e| Refusal::new(400, "invalid_forward_url", format!("LP-forward-url: {e}")))?;
     let service = single_header(req.headers, headers::SERVICE_NAME)?
         .ok_or_else(|| {
-            Refusal::new(400, "missing_service_name", "the LP-service-name header is required")
+            Refusal::new(
+                400,
+                "missing_service_name",
+                "the LP-service-name header is required",
+            )
         })?
         .parse::<Service>()
         .map_err(|e| Refusal::new(400, "invalid_service_name", format!("LP-service-name: {e}")))?;

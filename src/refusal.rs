@@ -38,7 +38,9 @@ impl Refusal {
         })
         // why: serializing three strings cannot fail; fall back to a fixed body rather than
         // panic inside the proxy if it somehow did.
-        .unwrap_or_else(|_| br#"{"code":"internal","message":"internal error","requestId":""}"#.to_vec())
+        .unwrap_or_else(|_| {
+            br#"{"code":"internal","message":"internal error","requestId":""}"#.to_vec()
+        })
     }
 }
 

@@ -53,7 +53,10 @@ impl Service {
     }
 
     pub fn from_id(id: u8) -> Result<Self, UnknownService> {
-        Self::ALL.into_iter().find(|s| s.id() == id).ok_or(UnknownService)
+        Self::ALL
+            .into_iter()
+            .find(|s| s.id() == id)
+            .ok_or(UnknownService)
     }
 }
 
@@ -103,7 +106,17 @@ mod tests {
 
     #[test]
     fn unknown_and_miscased_names_are_refused() {
-        for bad in ["idp", "3", "01", "+1", "", " 1", "01x", "TEST SERVICE", "255"] {
+        for bad in [
+            "idp",
+            "3",
+            "01",
+            "+1",
+            "",
+            " 1",
+            "01x",
+            "TEST SERVICE",
+            "255",
+        ] {
             assert_eq!(bad.parse::<Service>(), Err(UnknownService), "{bad:?}");
         }
     }

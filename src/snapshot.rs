@@ -130,10 +130,22 @@ mod tests {
         });
         assert_eq!(idx.len(), 3);
         let hit = |a, s, u| idx.lookup(a, s, u).map(|r| r.mapping_id);
-        assert_eq!(hit("acc1", Service::Idp, "https://a.example/x?q=1"), Some(1));
-        assert_eq!(hit("acc1", Service::Webhooks, "https://a.example/x?q=1"), Some(2));
-        assert_eq!(hit("acc2", Service::Idp, "https://a.example/x?q=1"), Some(3));
-        assert_eq!(hit("acc1", Service::TestService, "https://a.example/x?q=1"), None);
+        assert_eq!(
+            hit("acc1", Service::Idp, "https://a.example/x?q=1"),
+            Some(1)
+        );
+        assert_eq!(
+            hit("acc1", Service::Webhooks, "https://a.example/x?q=1"),
+            Some(2)
+        );
+        assert_eq!(
+            hit("acc2", Service::Idp, "https://a.example/x?q=1"),
+            Some(3)
+        );
+        assert_eq!(
+            hit("acc1", Service::TestService, "https://a.example/x?q=1"),
+            None
+        );
         assert_eq!(hit("acc1", Service::Idp, "https://a.example/x?q=2"), None);
         assert_eq!(hit("acc1", Service::Idp, "https://a.example/x"), None);
         assert_eq!(hit("acc1", Service::Idp, "https://a.example/x?q=1&"), None);
@@ -149,7 +161,12 @@ mod tests {
         let json = serde_json::to_vec(&snap).unwrap();
         let idx = Index::from_json(&json).unwrap();
         assert_eq!(idx.version(), "abc");
-        assert_eq!(idx.lookup("a", Service::TestService, "https://h/").unwrap().cluster, "c7");
+        assert_eq!(
+            idx.lookup("a", Service::TestService, "https://h/")
+                .unwrap()
+                .cluster,
+            "c7"
+        );
         assert!(Index::from_json(br#"{"version":"x","mappings":[],"extra":1}"#).is_err());
         assert!(Index::from_json(b"not json").is_err());
     }

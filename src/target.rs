@@ -138,7 +138,10 @@ fn split_host_port(authority: &str) -> Result<(&str, u16), TargetError> {
         }
         match &v6[close + 1..] {
             "" => (host, None),
-            p => (host, Some(p.strip_prefix(':').ok_or(TargetError::InvalidHost)?)),
+            p => (
+                host,
+                Some(p.strip_prefix(':').ok_or(TargetError::InvalidHost)?),
+            ),
         }
     } else {
         match authority.rsplit_once(':') {
@@ -201,14 +204,20 @@ mod tests {
         assert_eq!(t.port(), 8443);
         assert_eq!(t.authority(), "api.brand.example:8443");
         assert_eq!(t.path(), "/oauth/token?x=1&y=2");
-        assert_eq!(t.as_str(), "https://api.brand.example:8443/oauth/token?x=1&y=2");
+        assert_eq!(
+            t.as_str(),
+            "https://api.brand.example:8443/oauth/token?x=1&y=2"
+        );
         assert!(!t.host_is_ip());
     }
 
     #[test]
     fn defaults_port_and_path() {
         let t = Target::parse("https://example.com").unwrap();
-        assert_eq!((t.port(), t.path(), t.authority()), (443, "/", "example.com"));
+        assert_eq!(
+            (t.port(), t.path(), t.authority()),
+            (443, "/", "example.com")
+        );
         let t = Target::parse("https://example.com?q=1").unwrap();
         assert_eq!(t.path(), "?q=1");
     }
@@ -219,7 +228,10 @@ mod tests {
         assert!(t.host_is_ip());
         assert_eq!(t.host(), "127.0.0.1");
         let t = Target::parse("https://[::1]:9443/a").unwrap();
-        assert_eq!((t.host(), t.port(), t.authority()), ("::1", 9443, "[::1]:9443"));
+        assert_eq!(
+            (t.host(), t.port(), t.authority()),
+            ("::1", 9443, "[::1]:9443")
+        );
         assert!(t.host_is_ip());
     }
 

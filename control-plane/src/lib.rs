@@ -1,0 +1,20 @@
+//! The mtlsgate control plane.
+//!
+//! - [`api`]: the management API (certificates, mappings) and the runtime snapshot feed.
+//! - [`store`]: metadata in SQL (SQLite by default).
+//! - [`vault`]: certificate material in Vault / OpenBao KV v2.
+//! - [`desired`]: what Envoy should have, rebuilt from the store and Vault by [`sync`].
+//! - [`xds`]: ADS (CDS + SDS) to Envoy, tracking what each node acknowledged.
+//! - [`serve`]: wires it all together.
+
+pub mod api;
+pub mod certinfo;
+pub mod config;
+pub mod desired;
+pub mod p12;
+pub mod secret;
+pub mod serve;
+pub mod store;
+pub mod sync;
+pub mod vault;
+pub mod xds;

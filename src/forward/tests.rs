@@ -18,12 +18,27 @@ fn index() -> Index {
 }
 
 fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
-fn decide_with(method: &str, path: &str, headers: &[(&str, &str)], idx: Option<&Index>) -> Decision {
+fn decide_with(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    idx: Option<&Index>,
+) -> Decision {
     let headers = h(headers);
-    decide(&Request { method, path, headers: &headers }, idx)
+    decide(
+        &Request {
+            method,
+            path,
+            headers: &headers,
+        },
+        idx,
+    )
 }
 
 fn refusal(d: Decision) -> (u16, &'static str) {
@@ -52,7 +67,9 @@ fn forwards_a_mapped_triplet_and_rewrites_the_request() {
         ],
         Some(&idx),
     );
-    let Decision::Forward(f) = d else { panic!("{d:?}") };
+    let Decision::Forward(f) = d else {
+        panic!("{d:?}")
+    };
     assert_eq!(f.route.mapping_id, 11);
     assert_eq!(f.account, "52653865");
     for gone in [
@@ -92,7 +109,11 @@ fn unmapped_triplets_are_refused_as_no_mtls_mapping() {
     let idx = index();
     for (account, service, url) in [
         ("52653865", "WEBHOOKS", URL),
-        ("52653865", "IDP", "https://api.brand.example/oauth/token?x=2"),
+        (
+            "52653865",
+            "IDP",
+            "https://api.brand.example/oauth/token?x=2",
+        ),
         ("52653865", "IDP", "https://api.brand.example/oauth/token"),
         ("other", "IDP", URL),
     ] {
@@ -102,7 +123,11 @@ fn unmapped_triplets_are_refused_as_no_mtls_mapping() {
             &[("lp-forward-url", url), ("lp-service-name", service)],
             Some(&idx),
         );
-        assert_eq!(refusal(d), (400, "no_mtls_mapping"), "{account} {service} {url}");
+        assert_eq!(
+            refusal(d),
+            (400, "no_mtls_mapping"),
+            "{account} {service} {url}"
+        );
     }
 }
 
@@ -111,12 +136,28 @@ fn bad_headers_get_their_own_codes() {
     let idx = index();
     let cases: &[(&[(&str, &str)], (u16, &str))] = &[
         (&[("lp-service-name", "IDP")], (400, "missing_forward_url")),
-        (&[("lp-forward-url", "http://x/"), ("lp-service-name", "IDP")], (400, "invalid_forward_url")),
-        (&[("lp-forward-url", "https://a@b/"), ("lp-service-name", "IDP")], (400, "invalid_forward_url")),
-        (&[("lp-forward-url", URL)], (400, "missing_service_name")),
-        (&[("lp-forward-url", URL), ("lp-service-name", "idp")], (400, "invalid_service_name")),
         (
-            &[("lp-forward-url", URL), ("lp-forward-url", "https://evil/"), ("lp-service-name", "IDP")],
+            &[("lp-forward-url", "http://x/"), ("lp-service-name", "IDP")],
+            (400, "invalid_forward_url"),
+        ),
+        (
+            &[
+                ("lp-forward-url", "https://a@b/"),
+                ("lp-service-name", "IDP"),
+            ],
+            (400, "invalid_forward_url"),
+        ),
+        (&[("lp-forward-url", URL)], (400, "missing_service_name")),
+        (
+            &[("lp-forward-url", URL), ("lp-service-name", "idp")],
+            (400, "invalid_service_name"),
+        ),
+        (
+            &[
+                ("lp-forward-url", URL),
+                ("lp-forward-url", "https://evil/"),
+                ("lp-service-name", "IDP"),
+            ],
             (400, "duplicate_header"),
         ),
     ];
@@ -130,9 +171,23 @@ fn bad_headers_get_their_own_codes() {
 fn other_methods_and_bad_accounts_are_refused() {
     let idx = index();
     let hs = [("lp-forward-url", URL), ("lp-service-name", "IDP")];
-    assert_eq!(refusal(decide_with("PATCH", "/mtls/account/52653865", &hs, Some(&idx))), (405, "method_not_allowed"));
-    assert_eq!(refusal(decide_with("GET", "/mtls/account/", &hs, Some(&idx))), (400, "invalid_account"));
-    assert_eq!(refusal(decide_with("GET", "/mtls/account/a%2Fb", &hs, Some(&idx))), (400, "invalid_account"));
+    assert_eq!(
+        refusal(decide_with(
+            "PATCH",
+            "/mtls/account/52653865",
+            &hs,
+            Some(&idx)
+        )),
+        (405, "method_not_allowed")
+    );
+    assert_eq!(
+        refusal(decide_with("GET", "/mtls/account/", &hs, Some(&idx))),
+        (400, "invalid_account")
+    );
+    assert_eq!(
+        refusal(decide_with("GET", "/mtls/account/a%2Fb", &hs, Some(&idx))),
+        (400, "invalid_account")
+    );
 }
 
 #[test]
@@ -155,7 +210,12 @@ fn other_paths_pass_through_without_the_filters_own_headers() {
         &[("x-mtlsgate-cluster", "x"), ("authorization", "Bearer t")],
         Some(&idx),
     );
-    assert_eq!(d, Decision::PassThrough { remove: vec!["x-mtlsgate-cluster".into()] });
+    assert_eq!(
+        d,
+        Decision::PassThrough {
+            remove: vec!["x-mtlsgate-cluster".into()]
+        }
+    );
     let d = decide_with("GET", "/elsewhere", &[], Some(&idx));
     assert_eq!(d, Decision::PassThrough { remove: vec![] });
 }
@@ -166,7 +226,11 @@ fn connection_tokens_become_hop_by_hop() {
     let d = decide_with(
         "GET",
         "/mtls/account/52653865",
-        &[("lp-forward-url", URL), ("lp-service-name", "IDP"), ("connection", "x-secret-hop, keep-alive")],
+        &[
+            ("lp-forward-url", URL),
+            ("lp-service-name", "IDP"),
+            ("connection", "x-secret-hop, keep-alive"),
+        ],
         Some(&idx),
     );
     let Decision::Forward(f) = d else { panic!() };

@@ -1,0 +1,265 @@
+//! Mapping CRUD on the `accountConfigReadWrite` domain (`ac-common/mtls`).
+
+use std::collections::HashSet;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::Json as JsonOut;
+use mtlsgate_filter::service::Service;
+use mtlsgate_filter::target::Target;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::{Json, Path};
+use super::{check_account, views, AppState, Principal};
+use crate::store::{NewMapping, Store};
+
+/// Most mappings in one request.
+const BATCH_MAX: usize = 1000;
+/// Largest `caCertificates` bundle.
+const CA_MAX: usize = 64 * 1024;
+
+/// A mapping as the seeds' POST body has it. Ids may come as strings or numbers.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MappingInput {
+    certification_id: Value,
+    service_id: Value,
+    #[serde(default = "yes")]
+    enable: bool,
+    url: String,
+    site_id: Option<Value>,
+    name: String,
+    #[serde(default)]
+    deleted: bool,
+    #[serde(default)]
+    ca_certificates: Option<String>,
+    /// Ignored on create (ids are assigned); accepted so a GET body can be posted back.
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Option<Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn invalid(index: usize, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::bad_request(code, message).with("index", json!(index))
+}
+
+/// Checks one mapping on its own (no database).
+fn validate(index: usize, account: &str, m: &MappingInput) -> Result<NewMapping, ApiError> {
+    let certificate_id = text_of(&m.certification_id)
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            invalid(
+                index,
+                "invalid_certification_id",
+                "certificationId must be a certificate id",
+            )
+        })?;
+    let service = text_of(&m.service_id)
+        .and_then(|s| s.parse::<Service>().ok())
+        .ok_or_else(|| {
+            invalid(
+                index,
+                "invalid_service_id",
+                "serviceId must be 0 (TEST_SERVICE), 1 (IDP) or 2 (WEBHOOKS)",
+            )
+        })?;
+    if let Some(site) = &m.site_id {
+        if text_of(site).as_deref() != Some(account) {
+            return Err(invalid(
+                index,
+                "site_id_mismatch",
+                "siteId must equal the account in the path",
+            ));
+        }
+    }
+    Target::parse(&m.url).map_err(|e| invalid(index, "invalid_url", format!("url: {e}")))?;
+    if m.name.trim().is_empty()
+        || m.name.chars().count() > 128
+        || m.name.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            index,
+            "invalid_name",
+            "name must be 1-128 characters with no control characters",
+        ));
+    }
+    if m.deleted {
+        return Err(invalid(
+            index,
+            "invalid_deleted",
+            "a new mapping cannot be created deleted",
+        ));
+    }
+    let ca_certificates = match &m.ca_certificates {
+        None => None,
+        Some(pem) if pem.trim().is_empty() => None,
+        Some(pem) => {
+            check_ca_bundle(pem).map_err(|msg| invalid(index, "invalid_ca_certificates", msg))?;
+            Some(pem.clone())
+        }
+    };
+    Ok(NewMapping {
+        name: m.name.clone(),
+        service,
+        url: m.url.clone(),
+        certificate_id,
+        enabled: m.enable,
+        ca_certificates,
+    })
+}
+
+/// A PEM bundle of one or more readable X.509 certificates and nothing else.
+fn check_ca_bundle(pem: &str) -> Result<(), String> {
+    if pem.len() > CA_MAX {
+        return Err(format!("caCertificates is larger than {CA_MAX} bytes"));
+    }
+    let mut count = 0;
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+        let block = block.map_err(|_| "caCertificates is not valid PEM".to_owned())?;
+        if block.label != "CERTIFICATE" || block.parse_x509().is_err() {
+            return Err("caCertificates must contain only X.509 certificates".into());
+        }
+        count += 1;
+    }
+    if count == 0 {
+        return Err("caCertificates holds no certificate".into());
+    }
+    Ok(())
+}
+
+fn revision_header(revision: i64) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&revision.to_string()) {
+        h.insert("ac-revision", v);
+    }
+    h
+}
+
+/// `POST /api/account/{account}/configuration/ac-common/mtls?v=3.0`: creates every mapping
+/// in the array, or none.
+pub async fn create(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    principal: Principal,
+    Json(input): Json<Vec<MappingInput>>,
+) -> Result<(StatusCode, HeaderMap, JsonOut<Value>), ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    if input.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the body must be a non-empty array of mappings",
+        ));
+    }
+    if input.len() > BATCH_MAX {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!("at most {BATCH_MAX} mappings per request"),
+        ));
+    }
+    let mut valid = Vec::with_capacity(input.len());
+    let mut names = HashSet::new();
+    let mut triplets = HashSet::new();
+    for (i, m) in input.iter().enumerate() {
+        let v = validate(i, &account, m)?;
+        if !names.insert(v.name.clone()) {
+            return Err(ApiError::conflict(
+                "duplicate_mapping_name",
+                format!("name {:?} appears twice in the request", v.name),
+            )
+            .with("index", json!(i)));
+        }
+        if !triplets.insert((v.service, v.url.clone())) {
+            return Err(ApiError::conflict(
+                "duplicate_mapping",
+                "the same service and url appear twice in the request",
+            )
+            .with("index", json!(i)));
+        }
+        valid.push(v);
+    }
+
+    let (rows, revision) = {
+        let _w = state.store.write_lock().await;
+        let mut tx = state.store.begin().await?;
+        for (i, v) in valid.iter().enumerate() {
+            let cert_ok = state
+                .store
+                .certificate(&account, v.certificate_id)
+                .await?
+                .is_some();
+            if !cert_ok {
+                return Err(invalid(
+                    i,
+                    "unknown_certificate",
+                    format!(
+                        "certificate {} does not exist in this account",
+                        v.certificate_id
+                    ),
+                ));
+            }
+            if let Some(existing) = Store::mapping_named(&mut tx, &account, &v.name).await? {
+                return Err(ApiError::conflict(
+                    "duplicate_mapping_name",
+                    format!("a mapping named {:?} already exists", v.name),
+                )
+                .with("index", json!(i))
+                .with("existingMapping", views::mapping(&existing)));
+            }
+            if let Some(existing) = Store::mapping_for(&mut tx, &account, v.service, &v.url).await?
+            {
+                return Err(ApiError::conflict(
+                    "duplicate_mapping",
+                    "a mapping for this account, service and url already exists",
+                )
+                .with("index", json!(i))
+                .with("existingMapping", views::mapping(&existing)));
+            }
+        }
+        let mut rows = Vec::with_capacity(valid.len());
+        for v in &valid {
+            rows.push(Store::insert_mapping(&mut tx, &account, v).await?);
+        }
+        let revision = Store::bump_revision(&mut tx, &account).await?;
+        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        (rows, revision)
+    };
+    state.sync.kick();
+    tracing::info!(account, count = rows.len(), revision, "mappings created");
+    Ok((
+        StatusCode::CREATED,
+        revision_header(revision),
+        JsonOut(Value::Array(rows.iter().map(views::mapping).collect())),
+    ))
+}
+
+/// `GET /api/account/{account}/configuration/ac-common/mtls`
+pub async fn list(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    principal: Principal,
+) -> Result<(HeaderMap, JsonOut<Value>), ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    let revision = state.store.revision(&account).await?;
+    let rows = state.store.mappings(&account).await?;
+    Ok((
+        revision_header(revision),
+        JsonOut(Value::Array(rows.iter().map(views::mapping).collect())),
+    ))
+}

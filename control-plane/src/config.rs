@@ -1,0 +1,76 @@
+//! Command-line flags and environment variables of `mtlsgate serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// Everything `serve` needs. Every flag has an environment variable; secrets are read from
+/// the environment by preference so they stay out of `ps`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeConfig {
+    /// Address of the management API, the runtime snapshot feed and the health check.
+    #[arg(long, env = "MTLSGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Address of the xDS (ADS) gRPC server Envoy connects to.
+    #[arg(long, env = "MTLSGATE_XDS_ADDR", default_value = "127.0.0.1:18000")]
+    pub xds_addr: SocketAddr,
+
+    /// SQLite database file; created with its schema on first start.
+    #[arg(long, env = "MTLSGATE_DATABASE", default_value = "mtlsgate.db")]
+    pub database: PathBuf,
+
+    /// Vault / OpenBao address.
+    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
+    pub vault_addr: String,
+
+    /// Vault / OpenBao token.
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
+    pub vault_token: Secret,
+
+    /// KV v2 mount that holds certificate material.
+    #[arg(long, env = "MTLSGATE_VAULT_MOUNT", default_value = "secret")]
+    pub vault_mount: String,
+
+    /// Path prefix inside the mount.
+    #[arg(long, env = "MTLSGATE_VAULT_PREFIX", default_value = "mtlsgate/")]
+    pub vault_prefix: String,
+
+    /// How often to look for certificates rotated directly in Vault (seconds). Changes made
+    /// through the API reach Envoy at once, whatever this is.
+    #[arg(long, env = "MTLSGATE_VAULT_WATCH_SECONDS", default_value_t = 10)]
+    pub vault_watch_seconds: u64,
+
+    /// DEVELOPMENT ONLY: accept `Authorization: Bearer <token>` as an admin of every account.
+    #[arg(long, env = "MTLSGATE_DEV_ADMIN_TOKEN", hide_env_values = true)]
+    pub dev_admin_token: Option<Secret>,
+
+    /// Longest life of a pooled upstream connection (seconds): bounds how long a rotated
+    /// client certificate can keep being presented on an old connection.
+    #[arg(
+        long,
+        env = "MTLSGATE_UPSTREAM_MAX_CONNECTION_SECONDS",
+        default_value_t = 60
+    )]
+    pub upstream_max_connection_seconds: u64,
+
+    /// Upstream connect timeout (milliseconds).
+    #[arg(
+        long,
+        env = "MTLSGATE_UPSTREAM_CONNECT_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub upstream_connect_timeout_ms: u64,
+
+    /// Largest accepted upload (P12 file plus form fields), in bytes.
+    #[arg(long, env = "MTLSGATE_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024)]
+    pub max_upload_bytes: usize,
+}
+
+impl ServeConfig {
+    pub fn upstream_max_connection_duration(&self) -> Duration {
+        Duration::from_secs(self.upstream_max_connection_seconds.max(1))
+    }
+}

@@ -1,0 +1,133 @@
+use super::*;
+use crate::certinfo::CertInfo;
+use crate::secret::Secret;
+use mtlsgate_filter::service::Service;
+
+fn cert(id: i64) -> CertificateRow {
+    CertificateRow {
+        id,
+        account: "a".into(),
+        name: format!("c{id}"),
+        display_name: format!("c{id}"),
+        deleted: false,
+        info: CertInfo {
+            subject: "CN=x".into(),
+            issuer: "CN=ca".into(),
+            serial_number: "01".into(),
+            not_before: 0,
+            not_after: i64::MAX,
+            sha256_fingerprint: String::new(),
+            key_algorithm: "EC".into(),
+            key_size: 256,
+        },
+        vault_version: 1,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+fn mapping(id: i64, cert: i64, service: Service, url: &str, ca: Option<&str>) -> MappingRow {
+    MappingRow {
+        id,
+        account: "a".into(),
+        name: format!("m{id}"),
+        service,
+        url: url.into(),
+        certificate_id: cert,
+        enabled: true,
+        deleted: false,
+        ca_certificates: ca.map(Into::into),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+fn materials(ids: &[i64]) -> HashMap<i64, (u64, Arc<Material>)> {
+    ids.iter()
+        .map(|&id| {
+            let m = Material {
+                chain_pem: format!("chain{id}"),
+                key_pem: Secret::new("k"),
+            };
+            (id, (1, Arc::new(m)))
+        })
+        .collect()
+}
+
+#[test]
+fn mappings_share_a_cluster_only_when_certificate_host_port_and_trust_match() {
+    let certs = [cert(1), cert(2)];
+    let maps = [
+        mapping(10, 1, Service::Idp, "https://a.example/x?q=1", None),
+        mapping(11, 1, Service::Webhooks, "https://a.example/y", None),
+        mapping(12, 1, Service::Idp, "https://a.example:8443/x", None),
+        mapping(13, 2, Service::Idp, "https://a.example/z", None),
+        mapping(14, 1, Service::Idp, "https://a.example/w", Some("PEM")),
+    ];
+    let d = Desired::build(&certs, &maps, &materials(&[1, 2]));
+    assert_eq!(d.mappings.len(), 5);
+    let cluster_of = |id: u64| {
+        d.mappings
+            .iter()
+            .find(|r| r.entry.id == id)
+            .unwrap()
+            .entry
+            .cluster
+            .clone()
+    };
+    assert_eq!(cluster_of(10), cluster_of(11));
+    assert_ne!(cluster_of(10), cluster_of(12));
+    assert_ne!(cluster_of(10), cluster_of(13));
+    assert_ne!(cluster_of(10), cluster_of(14));
+    assert_eq!(d.clusters.len(), 4);
+    assert_eq!(d.secrets.len(), 2);
+    assert_eq!(d.clusters[&cluster_of(12)].port, 8443);
+    assert_eq!(
+        d.clusters[&cluster_of(14)].trust,
+        Trust::Bundle("PEM".into())
+    );
+}
+
+#[test]
+fn mappings_without_material_or_live_certificate_are_not_served() {
+    let certs = [cert(1)];
+    let maps = [
+        mapping(10, 1, Service::Idp, "https://a.example/", None),
+        mapping(11, 2, Service::Idp, "https://b.example/", None),
+        mapping(12, 3, Service::Idp, "https://c.example/", None),
+    ];
+    let d = Desired::build(&certs, &maps, &materials(&[1, 2]));
+    let ids: Vec<u64> = d.mappings.iter().map(|r| r.entry.id).collect();
+    assert_eq!(ids, vec![10]);
+}
+
+#[test]
+fn versions_change_with_content() {
+    let certs = [cert(1)];
+    let maps = [mapping(10, 1, Service::Idp, "https://a.example/", None)];
+    let d1 = Desired::build(&certs, &maps, &materials(&[1]));
+    let mut rotated = materials(&[1]);
+    rotated.insert(
+        1,
+        (
+            2,
+            Arc::new(Material {
+                chain_pem: "new".into(),
+                key_pem: Secret::new("k2"),
+            }),
+        ),
+    );
+    let d2 = Desired::build(&certs, &maps, &rotated);
+    let names = vec![secret_name(1)];
+    assert_eq!(d1.cds_version, d2.cds_version, "same clusters");
+    assert_ne!(
+        d1.sds_version(&names),
+        d2.sds_version(&names),
+        "rotated secret"
+    );
+    let maps2 = [mapping(10, 1, Service::Idp, "https://b.example/", None)];
+    assert_ne!(
+        d1.cds_version,
+        Desired::build(&certs, &maps2, &materials(&[1])).cds_version
+    );
+}

@@ -1,0 +1,127 @@
+//! `mtlsgate serve`: opens the store and Vault, starts the sync, the xDS server and the
+//! HTTP API, and stops them all on Ctrl-C or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{self, AppState};
+use crate::config::ServeConfig;
+use crate::store::Store;
+use crate::sync::Sync;
+use crate::vault::Vault;
+use crate::xds::{Acks, Ads, ResourceOptions};
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("vault: {0}")]
+    Vault(#[from] crate::vault::VaultError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(std::net::SocketAddr, std::io::Error),
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("xDS server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
+    if cfg.dev_admin_token.is_some() {
+        tracing::warn!(
+            "DEVELOPMENT ADMIN TOKEN ENABLED: anyone with it administers every account. \
+             Never use --dev-admin-token in production."
+        );
+    }
+    let store = Store::open(&cfg.database).await?;
+    let vault = Arc::new(Vault::new(
+        &cfg.vault_addr,
+        &cfg.vault_token,
+        &cfg.vault_mount,
+        &cfg.vault_prefix,
+    )?);
+    vault.check().await?;
+    let sync = Sync::new(store.clone(), vault.clone());
+    sync.rebuild(true).await?;
+    tokio::spawn(
+        sync.clone()
+            .run(Duration::from_secs(cfg.vault_watch_seconds.max(1))),
+    );
+
+    let acks = Arc::new(Acks::default());
+    let opts = ResourceOptions {
+        max_connection_duration: cfg.upstream_max_connection_duration(),
+        connect_timeout: Duration::from_millis(cfg.upstream_connect_timeout_ms.max(1)),
+    };
+    let ads = Ads::new(sync.subscribe(), acks.clone(), opts);
+
+    let state = AppState {
+        store,
+        vault,
+        sync,
+        acks,
+        dev_admin_token: cfg.dev_admin_token.clone(),
+    };
+    let app = api::router(state, cfg.max_upload_bytes);
+    let http = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .map_err(|e| ServeError::Bind(cfg.http_addr, e))?;
+    let xds = tokio::net::TcpListener::bind(cfg.xds_addr)
+        .await
+        .map_err(|e| ServeError::Bind(cfg.xds_addr, e))?;
+    tracing::info!(http = %cfg.http_addr, xds = %cfg.xds_addr, database = %cfg.database.display(), "mtlsgate control plane listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let mut xds_stop = stop_rx;
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let xds_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(ads.into_service())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(xds),
+                async move {
+                    let _ = xds_stop.wait_for(|s| *s).await;
+                },
+            ),
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    // why: ADS streams and long polls never end by themselves; give them a moment, then go.
+    let grace = Duration::from_secs(3);
+    let _ = tokio::time::timeout(grace, async {
+        let _ = http_task.await;
+        let _ = xds_task.await;
+    })
+    .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

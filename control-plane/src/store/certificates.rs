@@ -1,0 +1,201 @@
+//! Certificate rows.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{now, Store, StoreError};
+use crate::certinfo::CertInfo;
+
+/// A certificate's metadata as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRow {
+    pub id: i64,
+    pub account: String,
+    pub name: String,
+    pub display_name: String,
+    pub deleted: bool,
+    pub info: CertInfo,
+    /// The Vault KV version that holds this certificate's material; 0 before the first write.
+    pub vault_version: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What a create or update writes.
+#[derive(Debug, Clone)]
+pub struct NewCertificate<'a> {
+    pub account: &'a str,
+    pub name: &'a str,
+    pub display_name: &'a str,
+    pub info: &'a CertInfo,
+}
+
+const COLUMNS: &str = "id, account, name, display_name, deleted, subject, issuer, serial_number, \
+    not_before, not_after, sha256_fingerprint, key_algorithm, key_size, vault_version, created_at, updated_at";
+
+fn from_row(r: &SqliteRow) -> Result<CertificateRow, sqlx::Error> {
+    Ok(CertificateRow {
+        id: r.try_get("id")?,
+        account: r.try_get("account")?,
+        name: r.try_get("name")?,
+        display_name: r.try_get("display_name")?,
+        deleted: r.try_get("deleted")?,
+        info: CertInfo {
+            subject: r.try_get("subject")?,
+            issuer: r.try_get("issuer")?,
+            serial_number: r.try_get("serial_number")?,
+            not_before: r.try_get("not_before")?,
+            not_after: r.try_get("not_after")?,
+            sha256_fingerprint: r.try_get("sha256_fingerprint")?,
+            key_algorithm: r.try_get("key_algorithm")?,
+            key_size: r.try_get::<i64, _>("key_size")? as u32,
+        },
+        vault_version: r.try_get::<i64, _>("vault_version")? as u64,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+impl Store {
+    /// A live (not deleted) certificate of the account.
+    pub async fn certificate(
+        &self,
+        account: &str,
+        id: i64,
+    ) -> Result<Option<CertificateRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM certificates WHERE account = ? AND id = ? AND deleted = 0"
+        ))
+        .bind(account)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// The account's live certificates, oldest first.
+    pub async fn certificates(&self, account: &str) -> Result<Vec<CertificateRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM certificates WHERE account = ? AND deleted = 0 ORDER BY id"
+        ))
+        .bind(account)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Every live certificate of every account.
+    pub async fn all_certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM certificates WHERE deleted = 0 ORDER BY id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The id of a live certificate of the account with this name.
+    pub async fn certificate_named(
+        tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
+        name: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM certificates WHERE account = ? AND name = ? AND deleted = 0",
+        )
+        .bind(account)
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?)
+    }
+
+    pub async fn insert_certificate(
+        tx: &mut Transaction<'_, Sqlite>,
+        c: &NewCertificate<'_>,
+    ) -> Result<i64, StoreError> {
+        let t = now();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO certificates (account, name, display_name, subject, issuer, serial_number, \
+             not_before, not_after, sha256_fingerprint, key_algorithm, key_size, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(c.account)
+        .bind(c.name)
+        .bind(c.display_name)
+        .bind(&c.info.subject)
+        .bind(&c.info.issuer)
+        .bind(&c.info.serial_number)
+        .bind(c.info.not_before)
+        .bind(c.info.not_after)
+        .bind(&c.info.sha256_fingerprint)
+        .bind(&c.info.key_algorithm)
+        .bind(i64::from(c.info.key_size))
+        .bind(t)
+        .bind(t)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn update_certificate(
+        tx: &mut Transaction<'_, Sqlite>,
+        id: i64,
+        c: &NewCertificate<'_>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE certificates SET name = ?, display_name = ?, subject = ?, issuer = ?, serial_number = ?, \
+             not_before = ?, not_after = ?, sha256_fingerprint = ?, key_algorithm = ?, key_size = ?, \
+             updated_at = ? WHERE id = ? AND account = ? AND deleted = 0",
+        )
+        .bind(c.name)
+        .bind(c.display_name)
+        .bind(&c.info.subject)
+        .bind(&c.info.issuer)
+        .bind(&c.info.serial_number)
+        .bind(c.info.not_before)
+        .bind(c.info.not_after)
+        .bind(&c.info.sha256_fingerprint)
+        .bind(&c.info.key_algorithm)
+        .bind(i64::from(c.info.key_size))
+        .bind(now())
+        .bind(id)
+        .bind(c.account)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_vault_version(
+        tx: &mut Transaction<'_, Sqlite>,
+        id: i64,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE certificates SET vault_version = ? WHERE id = ?")
+            .bind(version as i64)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the certificate deleted. The caller checks for mappings first.
+    pub async fn mark_certificate_deleted(
+        tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
+        id: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE certificates SET deleted = 1, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0",
+        )
+        .bind(now())
+        .bind(account)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool().begin().await?)
+    }
+}

@@ -1,0 +1,98 @@
+//! The metadata store: SQL through `sqlx`, SQLite by default.
+//!
+//! Writes are serialized by one lock: SQLite takes one writer at a time anyway, and doing it
+//! here turns "database is locked" races into plain waiting.
+
+mod certificates;
+mod mappings;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::Mutex;
+
+pub use certificates::{CertificateRow, NewCertificate};
+pub use mappings::{MappingRow, NewMapping};
+
+/// Schema migrations, applied in order, tracked in `PRAGMA user_version`.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the database schema is newer ({0}) than this mtlsgate knows ({1})")]
+    SchemaTooNew(i64, usize),
+}
+
+/// Handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    write: std::sync::Arc<Mutex<()>>,
+}
+
+/// Now, in Unix seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        let store = Store {
+            pool,
+            write: Default::default(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        let version: i64 = sqlx::query("PRAGMA user_version")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(StoreError::SchemaTooNew(version, MIGRATIONS.len()));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(migration = i + 1, "database schema migrated");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Takes the write lock; hold it across a whole write (including a Vault call that must
+    /// land together with it).
+    pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write.lock().await
+    }
+}

@@ -1,0 +1,169 @@
+//! The Vault sync: keeps [`Desired`] current.
+//!
+//! Two triggers: the API's own writes (`kick`, after it has told the cache the new material,
+//! so nothing is re-read) and a periodic watch of Vault's KV metadata, which catches
+//! certificates rotated directly in Vault and certificates deleted from it.
+//!
+//! If Vault is unreachable, the last known material keeps being served: an outage of the
+//! secret store must not take certificates away from a running gateway.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Mutex, Notify};
+
+use crate::desired::Desired;
+use crate::p12::Material;
+use crate::store::{Store, StoreError};
+use crate::vault::Vault;
+
+/// Material cache: certificate id → (Vault version, material).
+type Materials = HashMap<i64, (u64, Arc<Material>)>;
+
+pub struct Sync {
+    store: Store,
+    vault: Arc<Vault>,
+    materials: Mutex<Materials>,
+    kick: Notify,
+    tx: watch::Sender<Arc<Desired>>,
+}
+
+impl Sync {
+    pub fn new(store: Store, vault: Arc<Vault>) -> Arc<Self> {
+        let (tx, _) = watch::channel(Arc::new(Desired::default()));
+        Arc::new(Sync {
+            store,
+            vault,
+            materials: Mutex::default(),
+            kick: Notify::new(),
+            tx,
+        })
+    }
+
+    /// The current desired state and its changes.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Desired>> {
+        self.tx.subscribe()
+    }
+
+    /// Records material the API has just written to Vault, then rebuilds.
+    pub async fn remember(&self, certificate_id: i64, vault_version: u64, material: Material) {
+        self.materials
+            .lock()
+            .await
+            .insert(certificate_id, (vault_version, Arc::new(material)));
+        self.kick.notify_one();
+    }
+
+    /// Forgets a deleted certificate, then rebuilds.
+    pub async fn forget(&self, certificate_id: i64) {
+        self.materials.lock().await.remove(&certificate_id);
+        self.kick.notify_one();
+    }
+
+    /// Asks for a rebuild (after a metadata-only change such as a new mapping).
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Whether the certificate's material is present in Vault as last seen.
+    pub async fn has_material(&self, certificate_id: i64) -> bool {
+        self.materials.lock().await.contains_key(&certificate_id)
+    }
+
+    /// Rebuilds once. With `check_vault`, asks Vault for the current version of every
+    /// certificate; otherwise only certificates not yet cached are read.
+    pub async fn rebuild(&self, check_vault: bool) -> Result<(), StoreError> {
+        let certificates = self.store.all_certificates().await?;
+        let mappings = self.store.enabled_mappings().await?;
+        let mut materials = self.materials.lock().await.clone();
+        let mut changed = false;
+        for c in &certificates {
+            let cached = materials.get(&c.id).map(|(v, _)| *v);
+            if cached.is_some() && !check_vault {
+                continue;
+            }
+            let current = match self.vault.version(&c.account, c.id).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Vault watch failed; keeping the last known certificates");
+                    break;
+                }
+            };
+            match current {
+                Some(v) if Some(v) != cached => match self.vault.get(&c.account, c.id, v).await {
+                    Ok(Some(m)) => {
+                        if cached.is_some() {
+                            tracing::info!(
+                                certificate = c.id,
+                                version = v,
+                                "certificate rotated in Vault"
+                            );
+                        }
+                        materials.insert(c.id, (v, Arc::new(m)));
+                        changed = true;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(certificate = c.id, error = %e, "cannot read certificate from Vault")
+                    }
+                },
+                None if cached.is_some() => {
+                    tracing::warn!(
+                        certificate = c.id,
+                        "certificate is gone from Vault; no longer served"
+                    );
+                    materials.remove(&c.id);
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        // Drop material of certificates deleted from the store.
+        let live: std::collections::HashSet<i64> = certificates.iter().map(|c| c.id).collect();
+        let before = materials.len();
+        materials.retain(|id, _| live.contains(id));
+        changed |= materials.len() != before;
+        if changed {
+            let mut cache = self.materials.lock().await;
+            // Keep what the API remembered meanwhile (it is newer than what we read).
+            for (id, (v, m)) in materials.iter() {
+                match cache.get(id) {
+                    Some((cv, _)) if cv >= v => {}
+                    _ => {
+                        cache.insert(*id, (*v, m.clone()));
+                    }
+                }
+            }
+            cache.retain(|id, _| live.contains(id));
+            materials = cache.clone();
+        }
+        let desired = Desired::build(&certificates, &mappings, &materials);
+        self.tx.send_if_modified(|cur| {
+            if **cur == desired {
+                false
+            } else {
+                *cur = Arc::new(desired);
+                true
+            }
+        });
+        Ok(())
+    }
+
+    /// Runs until the process ends: rebuild on every kick, and check Vault every `watch`.
+    pub async fn run(self: Arc<Self>, watch_every: Duration) {
+        let mut tick = tokio::time::interval(watch_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let check = tokio::select! {
+                _ = self.kick.notified() => false,
+                _ = tick.tick() => true,
+            };
+            if let Err(e) = self.rebuild(check).await {
+                tracing::error!(error = %e, "rebuild failed; Envoy keeps its current configuration");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.kick.notify_one();
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! One ADS stream's protocol state: what was sent, what was acknowledged, what to send next.
+//!
+//! Synchronous: the server feeds it requests and desired-state updates and sends whatever it
+//! returns. Rules (see Envoy's xDS protocol doc, "ACK and NACK semantics"):
+//! - a request whose `response_nonce` is not the last one sent is stale and ignored;
+//! - a request with the last nonce and no `error_detail` ACKs that response;
+//! - with `error_detail` it NACKs it: logged, and the same content is not re-sent (Envoy keeps
+//!   its last good config; re-sending would loop);
+//! - a response is sent when the content or the requested names differ from what was last
+//!   sent. Envoy asks for all SDS names in one request, so every SDS response carries all of
+//!   them.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::util::pack_any;
+
+use super::resources::{self, ResourceOptions};
+use super::{CLUSTER_TYPE, SECRET_TYPE};
+use crate::desired::Desired;
+
+#[derive(Debug, Clone)]
+struct Sent {
+    nonce: String,
+    version: String,
+    /// Names of the resources in that response.
+    names: Vec<String>,
+    /// Names requested when it was sent.
+    requested: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Subscription {
+    requested: Vec<String>,
+    sent: Option<Sent>,
+    /// The version last NACKed: not sent again.
+    rejected: Option<String>,
+}
+
+/// An acknowledgement to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub type_url: String,
+    pub version: String,
+    pub names: Vec<String>,
+}
+
+/// What handling a request produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub responses: Vec<DiscoveryResponse>,
+    pub ack: Option<Ack>,
+}
+
+/// The state of one stream.
+pub struct Connection {
+    node: Option<String>,
+    subs: HashMap<String, Subscription>,
+    next_nonce: u64,
+    opts: ResourceOptions,
+}
+
+impl Connection {
+    pub fn new(opts: ResourceOptions) -> Self {
+        Connection {
+            node: None,
+            subs: HashMap::new(),
+            next_nonce: 0,
+            opts,
+        }
+    }
+
+    /// The node id, once the first request named it.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    pub fn handle_request(&mut self, req: DiscoveryRequest, desired: &Desired) -> Outcome {
+        if self.node.is_none() {
+            self.node = req
+                .node
+                .as_ref()
+                .map(|n| n.id.clone())
+                .filter(|id| !id.is_empty());
+        }
+        let type_url = req.type_url.clone();
+        if type_url != CLUSTER_TYPE && type_url != SECRET_TYPE {
+            tracing::debug!(%type_url, "ignoring request for a type this server does not serve");
+            return Outcome::default();
+        }
+        let sub = self.subs.entry(type_url.clone()).or_default();
+        let mut out = Outcome::default();
+        if !req.response_nonce.is_empty() {
+            let Some(sent) = sub.sent.as_ref().filter(|s| s.nonce == req.response_nonce) else {
+                return out; // stale
+            };
+            if let Some(err) = &req.error_detail {
+                tracing::warn!(
+                    node = self.node.as_deref().unwrap_or("?"),
+                    %type_url,
+                    version = %sent.version,
+                    error = %err.message,
+                    "Envoy rejected a configuration (NACK); it keeps its last good one"
+                );
+                sub.rejected = Some(sent.version.clone());
+            } else {
+                out.ack = Some(Ack {
+                    type_url: type_url.clone(),
+                    version: sent.version.clone(),
+                    names: sent.names.clone(),
+                });
+            }
+        }
+        let mut requested = req.resource_names;
+        requested.sort();
+        requested.dedup();
+        sub.requested = requested;
+        out.responses.extend(self.respond(&type_url, desired));
+        out
+    }
+
+    /// Pushes what changed in `desired` to every subscription.
+    pub fn handle_update(&mut self, desired: &Desired) -> Vec<DiscoveryResponse> {
+        let types: Vec<String> = self.subs.keys().cloned().collect();
+        types
+            .iter()
+            .filter_map(|t| self.respond(t, desired))
+            .collect()
+    }
+
+    fn respond(&mut self, type_url: &str, desired: &Desired) -> Option<DiscoveryResponse> {
+        let (version, resources, names) =
+            build(type_url, self.subs.get(type_url)?, desired, &self.opts);
+        let sub = self.subs.get_mut(type_url)?;
+        let unchanged = sub
+            .sent
+            .as_ref()
+            .is_some_and(|s| s.version == version && s.requested == sub.requested);
+        if unchanged || sub.rejected.as_deref() == Some(version.as_str()) {
+            return None;
+        }
+        self.next_nonce += 1;
+        let nonce = self.next_nonce.to_string();
+        sub.sent = Some(Sent {
+            nonce: nonce.clone(),
+            version: version.clone(),
+            names,
+            requested: sub.requested.clone(),
+        });
+        Some(DiscoveryResponse {
+            version_info: version,
+            resources,
+            type_url: type_url.to_owned(),
+            nonce,
+            ..Default::default()
+        })
+    }
+}
+
+fn build(
+    type_url: &str,
+    sub: &Subscription,
+    desired: &Desired,
+    opts: &ResourceOptions,
+) -> (String, Vec<Any>, Vec<String>) {
+    if type_url == CLUSTER_TYPE {
+        let resources = desired
+            .clusters
+            .values()
+            .map(|c| pack_any(resources::cluster(c, opts)))
+            .collect();
+        let names = desired.clusters.keys().cloned().collect();
+        (desired.cds_version.clone(), resources, names)
+    } else {
+        let names: Vec<String> = sub
+            .requested
+            .iter()
+            .filter(|n| desired.secrets.contains_key(*n))
+            .cloned()
+            .collect();
+        let resources = names
+            .iter()
+            .filter_map(|n| {
+                desired
+                    .secrets
+                    .get(n)
+                    .map(|s| pack_any(resources::secret(n, s)))
+            })
+            .collect();
+        (desired.sds_version(&names), resources, names)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,204 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::rpc::Status;
+use mtlsgate_filter::service::Service;
+
+use super::*;
+use crate::certinfo::CertInfo;
+use crate::p12::Material;
+use crate::secret::Secret;
+use crate::store::{CertificateRow, MappingRow};
+
+fn opts() -> ResourceOptions {
+    ResourceOptions {
+        max_connection_duration: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(5),
+    }
+}
+
+fn desired(urls: &[(i64, &str)], material_version: u64) -> Desired {
+    let certs: Vec<CertificateRow> = urls
+        .iter()
+        .map(|(id, _)| CertificateRow {
+            id: *id,
+            account: "a".into(),
+            name: format!("c{id}"),
+            display_name: String::new(),
+            deleted: false,
+            info: CertInfo {
+                subject: String::new(),
+                issuer: String::new(),
+                serial_number: String::new(),
+                not_before: 0,
+                not_after: 0,
+                sha256_fingerprint: String::new(),
+                key_algorithm: String::new(),
+                key_size: 0,
+            },
+            vault_version: 1,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .collect();
+    let maps: Vec<MappingRow> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, (cert, url))| MappingRow {
+            id: i as i64 + 1,
+            account: "a".into(),
+            name: format!("m{i}"),
+            service: Service::Idp,
+            url: url.to_string(),
+            certificate_id: *cert,
+            enabled: true,
+            deleted: false,
+            ca_certificates: None,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .collect();
+    let materials: HashMap<i64, (u64, Arc<Material>)> = urls
+        .iter()
+        .map(|(id, _)| {
+            let m = Material {
+                chain_pem: format!("chain{id}-{material_version}"),
+                key_pem: Secret::new("k"),
+            };
+            (*id, (material_version, Arc::new(m)))
+        })
+        .collect();
+    Desired::build(&certs, &maps, &materials)
+}
+
+fn request(type_url: &str, nonce: &str, names: &[&str], error: Option<&str>) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(Node {
+            id: "envoy-1".into(),
+            ..Default::default()
+        }),
+        type_url: type_url.into(),
+        response_nonce: nonce.into(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        error_detail: error.map(|m| Status {
+            code: 3,
+            message: m.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn initial_request_gets_all_clusters_and_ack_is_reported_once() {
+    let d = desired(&[(1, "https://a.example/"), (2, "https://b.example/")], 1);
+    let mut c = Connection::new(opts());
+    let out = c.handle_request(request(CLUSTER_TYPE, "", &[], None), &d);
+    assert_eq!(c.node(), Some("envoy-1"));
+    assert!(out.ack.is_none());
+    assert_eq!(out.responses.len(), 1);
+    let r = &out.responses[0];
+    assert_eq!(r.resources.len(), 2);
+    assert_eq!(r.version_info, d.cds_version);
+
+    // ACK: recorded, nothing re-sent.
+    let out = c.handle_request(request(CLUSTER_TYPE, &r.nonce, &[], None), &d);
+    assert!(out.responses.is_empty());
+    let ack = out.ack.unwrap();
+    assert_eq!(ack.names, d.clusters.keys().cloned().collect::<Vec<_>>());
+}
+
+#[test]
+fn stale_nonces_are_ignored() {
+    let d = desired(&[(1, "https://a.example/")], 1);
+    let mut c = Connection::new(opts());
+    let first = c
+        .handle_request(request(CLUSTER_TYPE, "", &[], None), &d)
+        .responses
+        .remove(0);
+    let d2 = desired(&[(1, "https://a.example/"), (2, "https://b.example/")], 1);
+    let second = c.handle_update(&d2).remove(0);
+    assert_ne!(first.nonce, second.nonce);
+    // An ACK of the first response arrives late: ignored, not recorded.
+    let out = c.handle_request(request(CLUSTER_TYPE, &first.nonce, &[], None), &d2);
+    assert!(out.ack.is_none() && out.responses.is_empty());
+    let out = c.handle_request(request(CLUSTER_TYPE, &second.nonce, &[], None), &d2);
+    assert_eq!(out.ack.unwrap().names.len(), 2);
+}
+
+#[test]
+fn nack_is_not_resent_but_the_next_change_is() {
+    let d = desired(&[(1, "https://a.example/")], 1);
+    let mut c = Connection::new(opts());
+    let r = c
+        .handle_request(request(CLUSTER_TYPE, "", &[], None), &d)
+        .responses
+        .remove(0);
+    let out = c.handle_request(
+        request(CLUSTER_TYPE, &r.nonce, &[], Some("bad cluster")),
+        &d,
+    );
+    assert!(out.ack.is_none());
+    assert!(
+        out.responses.is_empty(),
+        "a NACKed version must not be re-sent"
+    );
+    assert!(c.handle_update(&d).is_empty());
+    let d2 = desired(&[(1, "https://a.example/"), (2, "https://b.example/")], 1);
+    assert_eq!(c.handle_update(&d2).len(), 1);
+}
+
+#[test]
+fn sds_answers_every_requested_secret_that_exists_and_pushes_rotations() {
+    let d = desired(&[(1, "https://a.example/"), (2, "https://b.example/")], 1);
+    let mut c = Connection::new(opts());
+    let r = c
+        .handle_request(
+            request(SECRET_TYPE, "", &["cert-2", "cert-1", "cert-9"], None),
+            &d,
+        )
+        .responses
+        .remove(0);
+    assert_eq!(r.resources.len(), 2, "cert-9 does not exist");
+    let ack = c
+        .handle_request(
+            request(SECRET_TYPE, &r.nonce, &["cert-1", "cert-2", "cert-9"], None),
+            &d,
+        )
+        .ack
+        .unwrap();
+    assert_eq!(ack.names, vec!["cert-1".to_string(), "cert-2".to_string()]);
+
+    // A rotation (new Vault version) changes the content: pushed.
+    let rotated = desired(&[(1, "https://a.example/"), (2, "https://b.example/")], 2);
+    let pushed = c.handle_update(&rotated);
+    assert_eq!(pushed.len(), 1);
+    assert_ne!(pushed[0].version_info, r.version_info);
+
+    // A new name in the subscription gets an answer even with the last nonce.
+    let out = c.handle_request(
+        request(SECRET_TYPE, &pushed[0].nonce, &["cert-1"], None),
+        &rotated,
+    );
+    assert!(out.ack.is_some());
+    assert_eq!(out.responses.len(), 1);
+    assert_eq!(out.responses[0].resources.len(), 1);
+}
+
+#[test]
+fn unknown_types_are_ignored() {
+    let d = desired(&[], 1);
+    let mut c = Connection::new(opts());
+    let out = c.handle_request(
+        request(
+            "type.googleapis.com/envoy.config.listener.v3.Listener",
+            "",
+            &[],
+            None,
+        ),
+        &d,
+    );
+    assert!(out.responses.is_empty() && out.ack.is_none());
+}

@@ -1,0 +1,183 @@
+//! Envoy resources built from the desired state.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, DnsLookupFamily,
+};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+use envoy_types::pb::envoy::config::core::v3::Address;
+use envoy_types::pb::envoy::config::core::v3::{
+    address, config_source, socket_address, transport_socket, AggregatedConfigSource, ApiVersion,
+    ConfigSource, DataSource, Http1ProtocolOptions, HttpProtocolOptions as CoreHttpOptions,
+    SocketAddress, TransportSocket,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    certificate_validation_context::SystemRootCerts, common_tls_context::ValidationContextType,
+    secret, subject_alt_name_matcher::SanType, tls_parameters::TlsProtocol,
+    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, Secret, SubjectAltNameMatcher,
+    TlsCertificate, TlsParameters, UpstreamTlsContext,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+    explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use envoy_types::util::pack_any;
+
+use crate::desired::{ClusterSpec, SecretSpec, Trust};
+
+/// Settings that apply to every upstream cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceOptions {
+    /// Pooled connections are closed after this long, so a rotated client certificate
+    /// reaches every connection within it (Envoy applies a new secret to new connections
+    /// only).
+    pub max_connection_duration: Duration,
+    pub connect_timeout: Duration,
+}
+
+fn pb_duration(d: Duration) -> PbDuration {
+    PbDuration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// The upstream cluster of a mapping: mTLS with the client certificate from SDS, SNI set to
+/// the host, the server verified against the host name, TLS 1.2 to 1.3.
+pub fn cluster(spec: &ClusterSpec, opts: &ResourceOptions) -> Cluster {
+    let san = SubjectAltNameMatcher {
+        san_type: if spec.host_is_ip {
+            SanType::IpAddress
+        } else {
+            SanType::Dns
+        } as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(spec.host.clone())),
+            ignore_case: !spec.host_is_ip,
+        }),
+        ..Default::default()
+    };
+    let mut validation = CertificateValidationContext {
+        match_typed_subject_alt_names: vec![san],
+        ..Default::default()
+    };
+    match &spec.trust {
+        Trust::System => validation.system_root_certs = Some(SystemRootCerts {}),
+        Trust::Bundle(pem) => {
+            validation.trusted_ca = Some(DataSource {
+                specifier: Some(Specifier::InlineString(pem.clone())),
+                ..Default::default()
+            })
+        }
+    }
+    let tls = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_params: Some(TlsParameters {
+                // why: Envoy's upstream default maximum is TLS 1.2.
+                tls_minimum_protocol_version: TlsProtocol::TlSv12 as i32,
+                tls_maximum_protocol_version: TlsProtocol::TlSv13 as i32,
+                ..Default::default()
+            }),
+            tls_certificate_sds_secret_configs: vec![SdsSecretConfig {
+                name: spec.secret.clone(),
+                sds_config: Some(ConfigSource {
+                    config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+                        AggregatedConfigSource {},
+                    )),
+                    resource_api_version: ApiVersion::V3 as i32,
+                    ..Default::default()
+                }),
+            }],
+            validation_context_type: Some(ValidationContextType::ValidationContext(validation)),
+            alpn_protocols: vec!["http/1.1".into()],
+            ..Default::default()
+        }),
+        // No SNI for IP literals (RFC 6066 forbids it).
+        sni: if spec.host_is_ip {
+            String::new()
+        } else {
+            spec.host.clone()
+        },
+        ..Default::default()
+    };
+    let http = HttpProtocolOptions {
+        common_http_protocol_options: Some(CoreHttpOptions {
+            max_connection_duration: Some(pb_duration(opts.max_connection_duration)),
+            ..Default::default()
+        }),
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::HttpProtocolOptions(
+                    Http1ProtocolOptions::default(),
+                )),
+            },
+        )),
+        ..Default::default()
+    };
+    let endpoint = LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: spec.host.clone(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                        spec.port,
+                    ))),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    Cluster {
+        name: spec.name.clone(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(if spec.host_is_ip {
+            DiscoveryType::Static
+        } else {
+            DiscoveryType::LogicalDns
+        } as i32)),
+        dns_lookup_family: DnsLookupFamily::V4Preferred as i32,
+        connect_timeout: Some(pb_duration(opts.connect_timeout)),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: spec.name.clone(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![endpoint],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        transport_socket: Some(TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(tls))),
+        }),
+        typed_extension_protocol_options: HashMap::from([(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            pack_any(http),
+        )]),
+        ..Default::default()
+    }
+}
+
+/// A client certificate secret.
+pub fn secret(name: &str, spec: &SecretSpec) -> Secret {
+    let inline = |s: &str| DataSource {
+        specifier: Some(Specifier::InlineString(s.to_owned())),
+        ..Default::default()
+    };
+    Secret {
+        name: name.to_owned(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline(&spec.material.chain_pem)),
+            private_key: Some(inline(spec.material.key_pem.expose())),
+            ..Default::default()
+        })),
+    }
+}
