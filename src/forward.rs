@@ -47,6 +47,9 @@ const ACCOUNT_MAX_LEN: usize = 64;
 
 /// Headers that describe one hop and must not travel past the gateway (RFC 9110 §7.6.1),
 /// plus the proxy headers that would tell the target about the internal network.
+///
+/// Not `x-forwarded-proto`: Envoy finds no route at all for a request without it. The route
+/// removes it after routing (`request_headers_to_remove` in `envoy/bootstrap.yaml`).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -59,7 +62,6 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
     "x-forwarded-for",
     "x-forwarded-host",
-    "x-forwarded-proto",
 ];
 
 /// Decides what happens to `req`. `index` is `None` until a first snapshot has loaded.

@@ -23,9 +23,14 @@ enum Command {
     Serve(Box<mtlsgate::config::ServeConfig>),
 }
 
+/// The Vault client logs every 404 (an absent entry, which is normal here) as an error;
+/// mtlsgate reports Vault failures itself.
+const DEFAULT_LOG: &str = "info,vaultrs=off,rustify=off";
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("MTLSGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("MTLSGATE_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     if cli.log_json {
         tracing_subscriber::fmt()
             .json()

