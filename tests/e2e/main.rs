@@ -1,1 +1,10 @@
+//! End-to-end tests: every test starts its own OpenBao (dev), control plane and Envoy with the
+//! filter, plus a real HTTPS upstream that requires a client certificate, all on free loopback
+//! ports. Nothing is mocked. A missing component fails the test loudly (run `scripts/test`,
+//! which installs and builds everything first).
 
+mod harness;
+mod pki;
+mod upstream;
+
+mod forward;

@@ -1,0 +1,325 @@
+//! The whole path: upload a P12, map it, forward over mTLS through real Envoy.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{error_code, Stack};
+use crate::upstream::Target;
+
+const ACCOUNT: &str = "52653865";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_flow_get_and_post_reach_the_upstream_with_the_mapped_certificate() {
+    let stack = Stack::start().await;
+    let target = Target::start().await;
+    let client = target.client_ca.client("brand-client-1");
+    let cert = stack
+        .upload_ok(
+            ACCOUNT,
+            "brand-cert",
+            client.p12(&target.client_ca, "s3cret"),
+            "s3cret",
+        )
+        .await;
+    let url = target.upstream.url("/oauth/token?grant=1");
+    stack
+        .map_ok(
+            ACCOUNT,
+            cert,
+            "1",
+            &url,
+            "idp-token",
+            &target.server_ca.cert_pem,
+        )
+        .await;
+
+    let r = wait_forward_ok(&stack, &url, "IDP").await;
+    let seen: Value = r.json().await.expect("json");
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["path"], "/oauth/token?grant=1");
+    assert_eq!(
+        seen["clientCertSha256"],
+        client.fingerprint(),
+        "upstream saw another certificate"
+    );
+    assert_eq!(
+        seen["headers"]["host"][0],
+        format!("localhost:{}", target.upstream.addr.port())
+    );
+
+    // POST with a body, service named by id: the body arrives as sent.
+    let body = r#"{"grant_type":"client_credentials","x":[1,2,3]}"#;
+    let r = stack
+        .forward(
+            ACCOUNT,
+            "POST",
+            &url,
+            "1",
+            &[("content-type", "application/json")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-upstream"],
+        "yes",
+        "the answer comes back as the target sent it"
+    );
+    let seen: Value = r.json().await.expect("json");
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["body"], body);
+    assert_eq!(seen["headers"]["content-type"][0], "application/json");
+    assert_eq!(seen["clientCertSha256"], client.fingerprint());
+
+    for method in ["PUT", "DELETE"] {
+        let r = stack
+            .forward(ACCOUNT, method, &url, "IDP", &[], Some("x"))
+            .await;
+        assert_eq!(r.status(), 200, "{method}");
+        let seen: Value = r.json().await.expect("json");
+        assert_eq!(seen["method"], method);
+    }
+}
+
+/// Forwards until the answer is 200 (at most 10 s), asserting that every answer before it is
+/// the `no_mtls_mapping` refusal: never a 5xx from a cluster that is not there yet.
+async fn wait_forward_ok(stack: &Stack, url: &str, service: &str) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = stack.forward(ACCOUNT, "GET", url, service, &[], None).await;
+        if r.status() == 200 {
+            return r;
+        }
+        let (status, code) = error_code(r).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "no_mtls_mapping"),
+            "only 'not mapped yet' may precede success"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the mapping did not reach the gateway within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_exact_triplet_is_forwarded() {
+    let stack = Stack::start().await;
+    let target = Target::start().await;
+    let client = target.client_ca.client("c");
+    let cert = stack
+        .upload_ok(ACCOUNT, "c", client.p12(&target.client_ca, "pw"), "pw")
+        .await;
+    let url = target.upstream.url("/hook?a=1");
+    stack
+        .map_ok(ACCOUNT, cert, "2", &url, "hook", &target.server_ca.cert_pem)
+        .await;
+    wait_forward_ok(&stack, &url, "WEBHOOKS").await;
+
+    let other_query = target.upstream.url("/hook?a=2");
+    let no_query = target.upstream.url("/hook");
+    for (account, url, service) in [
+        (ACCOUNT, url.as_str(), "IDP"),
+        (ACCOUNT, url.as_str(), "TEST_SERVICE"),
+        (ACCOUNT, other_query.as_str(), "WEBHOOKS"),
+        (ACCOUNT, no_query.as_str(), "WEBHOOKS"),
+        ("99999", url.as_str(), "WEBHOOKS"),
+    ] {
+        let r = stack.forward(account, "GET", url, service, &[], None).await;
+        assert_eq!(
+            error_code(r).await,
+            (400, "no_mtls_mapping".into()),
+            "{account} {service} {url}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_mapping_is_served_as_soon_as_it_is_created() {
+    let stack = Stack::start().await;
+    let target = Target::start().await;
+    let client = target.client_ca.client("late");
+    let cert = stack
+        .upload_ok(ACCOUNT, "late", client.p12(&target.client_ca, "pw"), "pw")
+        .await;
+    let url = target.upstream.url("/late");
+
+    let r = stack.forward(ACCOUNT, "GET", &url, "IDP", &[], None).await;
+    assert_eq!(error_code(r).await, (400, "no_mtls_mapping".into()));
+
+    stack
+        .map_ok(ACCOUNT, cert, "1", &url, "late", &target.server_ca.cert_pem)
+        .await;
+    let r = wait_forward_ok(&stack, &url, "IDP").await;
+    let seen: Value = r.json().await.expect("json");
+    assert_eq!(seen["clientCertSha256"], client.fingerprint());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_certificate_switches_new_requests_without_a_failure() {
+    let mut stack = Stack::start().await;
+    let target = Target::start().await;
+    let old = target.client_ca.client("old");
+    let new = target.client_ca.client("new");
+    let cert = stack
+        .upload_ok(ACCOUNT, "rotating", old.p12(&target.client_ca, "pw"), "pw")
+        .await;
+    let url = target.upstream.url("/rotate");
+    stack
+        .map_ok(
+            ACCOUNT,
+            cert,
+            "1",
+            &url,
+            "rotating",
+            &target.server_ca.cert_pem,
+        )
+        .await;
+    let r = wait_forward_ok(&stack, &url, "IDP").await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["clientCertSha256"],
+        old.fingerprint()
+    );
+
+    let r = stack
+        .rotate(
+            ACCOUNT,
+            cert,
+            "rotating",
+            new.p12(&target.client_ca, "pw2"),
+            "pw2",
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "rotate: {}",
+        r.text().await.unwrap_or_default()
+    );
+
+    // Keep forwarding: every request must succeed, and soon they present the new certificate.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = 0;
+    loop {
+        let r = stack.forward(ACCOUNT, "GET", &url, "IDP", &[], None).await;
+        assert_eq!(r.status(), 200, "request {sent} after the rotation failed");
+        sent += 1;
+        let seen: Value = r.json().await.expect("json");
+        if seen["clientCertSha256"] == new.fingerprint() {
+            break;
+        }
+        assert_eq!(seen["clientCertSha256"], old.fingerprint());
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never presented"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // From then on, only the new one.
+    for _ in 0..20 {
+        let r = stack.forward(ACCOUNT, "GET", &url, "IDP", &[], None).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json::<Value>().await.expect("json")["clientCertSha256"],
+            new.fingerprint()
+        );
+    }
+    assert!(stack.all_alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_headers_never_reach_the_upstream() {
+    let stack = Stack::start().await;
+    let target = Target::start().await;
+    let client = target.client_ca.client("h");
+    let cert = stack
+        .upload_ok(ACCOUNT, "h", client.p12(&target.client_ca, "pw"), "pw")
+        .await;
+    let url = target.upstream.url("/headers");
+    stack
+        .map_ok(ACCOUNT, cert, "1", &url, "h", &target.server_ca.cert_pem)
+        .await;
+    wait_forward_ok(&stack, &url, "IDP").await;
+
+    let r = stack
+        .forward(
+            ACCOUNT,
+            "GET",
+            &url,
+            "IDP",
+            &[
+                ("authorization", "Bearer caller-secret-token"),
+                ("lp-authorization-override", "Basic dXBzdHJlYW06cHc="),
+                ("lp-stop-if-certificate-not-found", "true"),
+                ("lp-something-else", "x"),
+                ("x-mtlsgate-cluster", "mtlsgate_control"),
+                ("x-forwarded-for", "10.1.2.3"),
+                ("x-custom", "kept"),
+                ("x-request-id", "req-123"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.expect("json");
+    let headers = seen["headers"].as_object().expect("headers");
+    assert_eq!(
+        headers["authorization"],
+        serde_json::json!(["Basic dXBzdHJlYW06cHc="]),
+        "override becomes Authorization"
+    );
+    for name in headers.keys() {
+        assert!(!name.starts_with("lp-"), "{name} reached the upstream");
+        assert!(
+            !name.starts_with("x-mtlsgate"),
+            "{name} reached the upstream"
+        );
+        assert!(!name.starts_with("x-envoy"), "{name} reached the upstream");
+        assert!(
+            !name.starts_with("x-forwarded"),
+            "{name} reached the upstream"
+        );
+    }
+    assert!(!seen.to_string().contains("caller-secret-token"));
+    assert_eq!(headers["x-custom"], serde_json::json!(["kept"]));
+    assert_eq!(headers["x-request-id"], serde_json::json!(["req-123"]));
+
+    // Without an override, no Authorization at all.
+    let r = stack
+        .forward(
+            ACCOUNT,
+            "GET",
+            &url,
+            "IDP",
+            &[("authorization", "Bearer t")],
+            None,
+        )
+        .await;
+    let seen: Value = r.json().await.expect("json");
+    assert!(seen["headers"].get("authorization").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_forward_requests_get_json_errors() {
+    let stack = Stack::start().await;
+    for (url, service, want) in [
+        ("http://example.com/", "IDP", "invalid_forward_url"),
+        ("https://user:pw@example.com/", "IDP", "invalid_forward_url"),
+        ("https://example.com/#frag", "IDP", "invalid_forward_url"),
+        ("https://example.com/", "NOPE", "invalid_service_name"),
+    ] {
+        let r = stack.forward(ACCOUNT, "GET", url, service, &[], None).await;
+        assert_eq!(error_code(r).await, (400, want.into()), "{url} {service}");
+    }
+    let r = stack
+        .client
+        .get(format!("{}/mtls/account/{ACCOUNT}", stack.gateway))
+        .header("LP-service-name", "IDP")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(error_code(r).await, (400, "missing_forward_url".into()));
+}

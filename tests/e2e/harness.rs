@@ -1,0 +1,460 @@
+//! Starts the real components for one test and talks to them.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::multipart::{Form, Part};
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "e2e-admin-token";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of a component: from its environment variable (set by `scripts/test`), else where
+/// `scripts/setup` puts it. Missing means the test fails, never that it is skipped.
+fn component(var: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(default));
+    assert!(
+        path.exists(),
+        "{var}: {} does not exist; run scripts/test (or scripts/setup) to install and build it",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port nothing listens on. Ports come from a per-process counter starting at a
+/// random point, so tests running in parallel never pick the same one (asking the OS for
+/// port 0 and closing it again can hand the same port to two tests).
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + u16::from_le_bytes([rand_bytes()[0], rand_bytes()[1]]) % 30_000,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        if port < 20_000 || port > 60_000 {
+            NEXT.store(20_000, Ordering::SeqCst);
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A scratch directory, removed when the test passes (kept, and named, when it fails).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("mtlsgate-e2e-{}", hex::encode(rand_bytes())));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+fn rand_bytes() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("random");
+    b
+}
+
+/// A child process killed when dropped.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, dir: &Path, cmd: &mut Command) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name, child, log }
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!(
+                "---- last lines of {} ({}) ----",
+                self.name,
+                self.log.display()
+            );
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// OpenBao + control plane + Envoy, on free loopback ports.
+pub struct Stack {
+    pub gateway: String,
+    pub api: String,
+    /// Envoy's admin address.
+    #[allow(dead_code)]
+    pub admin: String,
+    pub client: reqwest::Client,
+    // Dropped in reverse order of start: Envoy first.
+    envoy: Proc,
+    control_plane: Proc,
+    bao: Proc,
+    scratch: Scratch,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.scratch.0);
+        } else {
+            eprintln!("e2e scratch directory kept: {}", self.scratch.0.display());
+        }
+    }
+}
+
+/// Options for a stack.
+pub struct Options {
+    pub max_connection_seconds: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_connection_seconds: 1,
+        }
+    }
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Stack {
+        let envoy_bin = component("ENVOY_BIN", ".venv/bin/envoy");
+        let bao_bin = component("BAO_BIN", ".venv/bin/bao");
+        let mtlsgate_bin = component("MTLSGATE_BIN", "target/debug/mtlsgate");
+        let wasm = component(
+            "MTLSGATE_WASM",
+            "target/wasm32-wasip1/release/mtlsgate_filter.wasm",
+        );
+        let scratch = Scratch::new();
+        let dir = scratch.0.clone();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+
+        let bao_port = free_port();
+        let bao_token = hex::encode(rand_bytes());
+        let mut bao = Proc::spawn(
+            "openbao",
+            &dir,
+            // why: dev mode writes its token to $HOME/.vault-token; parallel tests would race.
+            Command::new(&bao_bin).env("HOME", &dir).args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={bao_token}"),
+                &format!("-dev-listen-address=127.0.0.1:{bao_port}"),
+            ]),
+        );
+        wait_ok(
+            &client,
+            &format!("http://127.0.0.1:{bao_port}/v1/sys/health"),
+            &mut bao,
+        )
+        .await;
+
+        let api_port = free_port();
+        let xds_port = free_port();
+        let mut control_plane = Proc::spawn(
+            "control-plane",
+            &dir,
+            Command::new(&mtlsgate_bin)
+                .arg("serve")
+                .args(["--http-addr", &format!("127.0.0.1:{api_port}")])
+                .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
+                .args(["--database", &dir.join("mtlsgate.db").to_string_lossy()])
+                .args(["--vault-addr", &format!("http://127.0.0.1:{bao_port}")])
+                .args([
+                    "--upstream-max-connection-seconds",
+                    &opts.max_connection_seconds.to_string(),
+                ])
+                .env("VAULT_TOKEN", &bao_token)
+                .env("MTLSGATE_DEV_ADMIN_TOKEN", TOKEN)
+                .env(
+                    "MTLSGATE_LOG",
+                    "info,mtlsgate=debug,vaultrs=off,rustify=off",
+                ),
+        );
+        let api = format!("http://127.0.0.1:{api_port}");
+        wait_ok(&client, &format!("{api}/healthz"), &mut control_plane).await;
+
+        let gateway_port = free_port();
+        let admin_port = free_port();
+        let node = format!("e2e-{}", hex::encode(rand_bytes()));
+        let template = std::fs::read_to_string(root().join("envoy/bootstrap.yaml"))
+            .expect("bootstrap template");
+        let values = [
+            ("NODE_ID", node.clone()),
+            ("WASM", wasm.to_string_lossy().into_owned()),
+            ("LISTEN_ADDRESS", "127.0.0.1".into()),
+            ("LISTEN_PORT", gateway_port.to_string()),
+            ("ADMIN_ADDRESS", "127.0.0.1".into()),
+            ("ADMIN_PORT", admin_port.to_string()),
+            ("CONTROL_ADDRESS", "127.0.0.1".into()),
+            ("XDS_PORT", xds_port.to_string()),
+            ("API_PORT", api_port.to_string()),
+            (
+                "ACCESS_LOG",
+                dir.join("access.log").to_string_lossy().into_owned(),
+            ),
+        ];
+        let mut bootstrap = template;
+        for (k, v) in values {
+            bootstrap = bootstrap.replace(&format!("${{{k}}}"), &v);
+        }
+        assert!(
+            !bootstrap.contains("${"),
+            "unfilled placeholder in the bootstrap"
+        );
+        let bootstrap_path = dir.join("envoy.yaml");
+        std::fs::write(&bootstrap_path, bootstrap).expect("write bootstrap");
+        let mut envoy = Proc::spawn(
+            "envoy",
+            &dir,
+            Command::new(&envoy_bin)
+                .args(["-c", &bootstrap_path.to_string_lossy()])
+                .args([
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "2",
+                    "--log-level",
+                    "info",
+                ]),
+        );
+        let admin = format!("http://127.0.0.1:{admin_port}");
+        wait_ok(&client, &format!("{admin}/ready"), &mut envoy).await;
+
+        let stack = Stack {
+            gateway: format!("http://127.0.0.1:{gateway_port}"),
+            api,
+            admin,
+            client,
+            envoy,
+            control_plane,
+            bao,
+            scratch,
+        };
+        stack.wait_snapshot_loaded().await;
+        stack
+    }
+
+    /// Waits until the filter has its first snapshot (it answers 503 before that).
+    async fn wait_snapshot_loaded(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self
+                .forward("probe", "GET", "https://probe.invalid/", "IDP", &[], None)
+                .await;
+            if r.status() != 503 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the filter never loaded a snapshot"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Uploads a P12 through the gateway's mtlsGateway domain, as the seeds do.
+    pub async fn upload(
+        &self,
+        account: &str,
+        name: &str,
+        p12: Vec<u8>,
+        password: &str,
+    ) -> reqwest::Response {
+        let form = Form::new()
+            .part("file", Part::bytes(p12).file_name("cert.p12"))
+            .text(
+                "certificate",
+                json!({"name": name, "password": password}).to_string(),
+            );
+        self.client
+            .post(format!(
+                "{}/mtls/account/{account}/certificates/by-file",
+                self.gateway
+            ))
+            .bearer_auth(TOKEN)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload")
+    }
+
+    /// Uploads and answers the new certificate's id.
+    pub async fn upload_ok(&self, account: &str, name: &str, p12: Vec<u8>, password: &str) -> i64 {
+        let r = self.upload(account, name, p12, password).await;
+        assert_eq!(r.status(), 201, "upload");
+        let v: Value = r.json().await.expect("json");
+        v["successfulySavedCertificates"][0]["id"]
+            .as_i64()
+            .expect("id")
+    }
+
+    /// Replaces a certificate's material (PUT by-file).
+    pub async fn rotate(
+        &self,
+        account: &str,
+        id: i64,
+        name: &str,
+        p12: Vec<u8>,
+        password: &str,
+    ) -> reqwest::Response {
+        let form = Form::new()
+            .part("file", Part::bytes(p12).file_name("cert.p12"))
+            .text(
+                "certificate",
+                json!({"name": name, "password": password, "id": id}).to_string(),
+            );
+        self.client
+            .put(format!(
+                "{}/mtls/account/{account}/certificates/by-file",
+                self.gateway
+            ))
+            .bearer_auth(TOKEN)
+            .multipart(form)
+            .send()
+            .await
+            .expect("rotate")
+    }
+
+    /// Posts mappings to the accountConfigReadWrite domain.
+    pub async fn map(&self, account: &str, mappings: Value) -> reqwest::Response {
+        self.client
+            .post(format!(
+                "{}/api/account/{account}/configuration/ac-common/mtls?v=3.0",
+                self.api
+            ))
+            .bearer_auth(TOKEN)
+            .json(&mappings)
+            .send()
+            .await
+            .expect("map")
+    }
+
+    /// Maps one triplet to a certificate, trusting `ca_pem` for the target's server certificate.
+    pub async fn map_ok(
+        &self,
+        account: &str,
+        cert: i64,
+        service_id: &str,
+        url: &str,
+        name: &str,
+        ca_pem: &str,
+    ) {
+        let r = self
+            .map(
+                account,
+                json!([{
+                    "certificationId": cert.to_string(), "serviceId": service_id, "enable": true,
+                    "url": url, "siteId": account, "name": name, "deleted": false,
+                    "caCertificates": ca_pem,
+                }]),
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            201,
+            "map: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    /// Sends a forward request through the gateway.
+    pub async fn forward(
+        &self,
+        account: &str,
+        method: &str,
+        url: &str,
+        service: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> reqwest::Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .client
+            .request(method, format!("{}/mtls/account/{account}", self.gateway))
+            .header("LP-forward-url", url)
+            .header("LP-service-name", service);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_owned());
+        }
+        req.send().await.expect("forward")
+    }
+
+    /// Whether all three processes are still running.
+    pub fn all_alive(&mut self) -> bool {
+        self.envoy.alive() && self.control_plane.alive() && self.bao.alive()
+    }
+}
+
+async fn wait_ok(client: &reqwest::Client, url: &str, proc: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(proc.alive(), "{} exited before it was ready", proc.name);
+        assert!(
+            Instant::now() < deadline,
+            "{} not ready at {url} within 60 s",
+            proc.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The JSON an error answer must have: `code`, `message`, `requestId`.
+pub async fn error_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.expect("error body is JSON");
+    assert!(v["message"].is_string(), "error without message: {v}");
+    assert!(v["requestId"].is_string(), "error without requestId: {v}");
+    (status, v["code"].as_str().expect("code").to_owned())
+}
