@@ -134,7 +134,8 @@ fn unmapped_triplets_are_refused_as_no_mtls_mapping() {
 #[test]
 fn bad_headers_get_their_own_codes() {
     let idx = index();
-    let cases: &[(&[(&str, &str)], (u16, &str))] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], (u16, &'a str));
+    let cases: &[Case] = &[
         (&[("lp-service-name", "IDP")], (400, "missing_forward_url")),
         (
             &[("lp-forward-url", "http://x/"), ("lp-service-name", "IDP")],

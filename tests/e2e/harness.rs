@@ -43,7 +43,7 @@ fn free_port() -> u16 {
     );
     loop {
         let port = NEXT.fetch_add(1, Ordering::SeqCst);
-        if port < 20_000 || port > 60_000 {
+        if !(20_000..=60_000).contains(&port) {
             NEXT.store(20_000, Ordering::SeqCst);
             continue;
         }

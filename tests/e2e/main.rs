@@ -3,6 +3,9 @@
 //! ports. Nothing is mocked. A missing component fails the test loudly (run `scripts/test`,
 //! which installs and builds everything first).
 
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod harness;
 mod pki;
 mod upstream;
