@@ -166,6 +166,9 @@ impl Stack {
             "MTLSGATE_WASM",
             "target/wasm32-wasip1/release/mtlsgate_filter.wasm",
         );
+        // why: reqwest's TLS comes without a crypto provider in this workspace (the control
+        // plane picks ring); install it before building a client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let scratch = Scratch::new();
         let dir = scratch.0.clone();
         let client = reqwest::Client::builder()
@@ -424,6 +427,25 @@ impl Stack {
             req = req.body(b.to_owned());
         }
         req.send().await.expect("forward")
+    }
+
+    /// Stops OpenBao, to see how the control plane copes with an unreachable Vault.
+    pub fn stop_vault(&mut self) {
+        let _ = self.bao.child.kill();
+        let _ = self.bao.child.wait();
+    }
+
+    pub fn control_plane_alive(&mut self) -> bool {
+        self.control_plane.alive()
+    }
+
+    /// Everything the control plane and Envoy logged so far (and the access log).
+    pub fn logs(&self) -> String {
+        ["control-plane.log", "envoy.log", "access.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.scratch.0.join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Whether all three processes are still running.

@@ -8,6 +8,8 @@
 
 mod harness;
 mod pki;
+mod tools;
 mod upstream;
 
 mod forward;
+mod uploads;
