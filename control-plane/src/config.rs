@@ -56,6 +56,15 @@ pub struct ServeConfig {
     )]
     pub upstream_max_connection_seconds: u64,
 
+    /// The system trust store as a PEM bundle on the Envoy host: how targets are verified
+    /// when a mapping brings no `caCertificates`.
+    #[arg(
+        long,
+        env = "MTLSGATE_SYSTEM_TRUST_BUNDLE",
+        default_value = "/etc/ssl/certs/ca-certificates.crt"
+    )]
+    pub system_trust_bundle: String,
+
     /// Upstream connect timeout (milliseconds).
     #[arg(
         long,

@@ -18,7 +18,7 @@ use crate::store::{CertificateRow, MappingRow};
 /// How an upstream's server certificate is verified.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Trust {
-    /// The operating system's trust store (Envoy's `system_root_certs`).
+    /// The operating system's trust store (`--system-trust-bundle` on the Envoy host).
     System,
     /// The mapping's own PEM bundle.
     Bundle(String),

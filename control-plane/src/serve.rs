@@ -50,6 +50,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
 
     let acks = Arc::new(Acks::default());
     let opts = ResourceOptions {
+        system_trust_bundle: cfg.system_trust_bundle.clone(),
         max_connection_duration: cfg.upstream_max_connection_duration(),
         connect_timeout: Duration::from_millis(cfg.upstream_connect_timeout_ms.max(1)),
     };

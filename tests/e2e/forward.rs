@@ -323,3 +323,62 @@ async fn bad_forward_requests_get_json_errors() {
         .expect("send");
     assert_eq!(error_code(r).await, (400, "missing_forward_url".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_target_server_certificate_is_verified() {
+    let stack = Stack::start().await;
+    let target = Target::start().await;
+    let client = target.client_ca.client("v");
+    let cert = stack
+        .upload_ok(ACCOUNT, "v", client.p12(&target.client_ca, "pw"), "pw")
+        .await;
+
+    // Trusting another CA than the one that signed the server's certificate: refused.
+    let stranger = crate::pki::Ca::new("stranger");
+    let url = target.upstream.url("/wrong-ca");
+    stack
+        .map_ok(ACCOUNT, cert, "1", &url, "wrong-ca", &stranger.cert_pem)
+        .await;
+    // Naming the server by IP while its certificate only names `localhost`: refused.
+    let by_ip = format!("https://127.0.0.1:{}/by-ip", target.upstream.addr.port());
+    stack
+        .map_ok(
+            ACCOUNT,
+            cert,
+            "1",
+            &by_ip,
+            "by-ip",
+            &target.server_ca.cert_pem,
+        )
+        .await;
+    // Without caCertificates the system trust store is used, which knows nothing of the
+    // test CA: refused too.
+    let system = target.upstream.url("/system-roots");
+    let r = stack
+        .map(
+            ACCOUNT,
+            serde_json::json!([{"certificationId": cert.to_string(), "serviceId": "1", "url": system,
+                                "siteId": ACCOUNT, "name": "system", "enable": true, "deleted": false}]),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+
+    for url in [&url, &by_ip, &system] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = stack.forward(ACCOUNT, "GET", url, "IDP", &[], None).await;
+            let (status, code) = error_code(r).await;
+            if code == "no_mtls_mapping" {
+                assert!(Instant::now() < deadline, "mapping never arrived");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            assert_eq!(
+                (status, code.as_str()),
+                (503, "upstream_unavailable"),
+                "{url}"
+            );
+            break;
+        }
+    }
+}

@@ -33,22 +33,23 @@ fn component(var: &str, default: &str) -> PathBuf {
 /// random point, so tests running in parallel never pick the same one (asking the OS for
 /// port 0 and closing it again can hand the same port to two tests).
 fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `n` consecutive free ports (OpenBao's dev server also listens on port + 1).
+fn free_ports(n: u16) -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        20_000 + u16::from_le_bytes([rand_bytes()[0], rand_bytes()[1]]) % 30_000,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
+    let start = 20_000 + u16::from_le_bytes([rand_bytes()[0], rand_bytes()[1]]) % 30_000;
+    let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
     loop {
-        let port = NEXT.fetch_add(1, Ordering::SeqCst);
-        if !(20_000..=60_000).contains(&port) {
+        let base = NEXT.fetch_add(n, Ordering::SeqCst);
+        if !(20_000..=60_000).contains(&base) {
             NEXT.store(20_000, Ordering::SeqCst);
             continue;
         }
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        if (base..base + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
         }
     }
 }
@@ -176,7 +177,7 @@ impl Stack {
             .build()
             .expect("client");
 
-        let bao_port = free_port();
+        let bao_port = free_ports(2);
         let bao_token = hex::encode(rand_bytes());
         let mut bao = Proc::spawn(
             "openbao",
@@ -328,8 +329,9 @@ impl Stack {
     /// Uploads and answers the new certificate's id.
     pub async fn upload_ok(&self, account: &str, name: &str, p12: Vec<u8>, password: &str) -> i64 {
         let r = self.upload(account, name, p12, password).await;
-        assert_eq!(r.status(), 201, "upload");
+        let status = r.status();
         let v: Value = r.json().await.expect("json");
+        assert_eq!(status, 201, "upload: {v}");
         v["successfulySavedCertificates"][0]["id"]
             .as_i64()
             .expect("id")

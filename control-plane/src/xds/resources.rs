@@ -18,10 +18,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    certificate_validation_context::SystemRootCerts, common_tls_context::ValidationContextType,
-    secret, subject_alt_name_matcher::SanType, tls_parameters::TlsProtocol,
-    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, Secret, SubjectAltNameMatcher,
-    TlsCertificate, TlsParameters, UpstreamTlsContext,
+    common_tls_context::ValidationContextType, secret, subject_alt_name_matcher::SanType,
+    tls_parameters::TlsProtocol, CertificateValidationContext, CommonTlsContext, SdsSecretConfig,
+    Secret, SubjectAltNameMatcher, TlsCertificate, TlsParameters, UpstreamTlsContext,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
     explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
@@ -34,8 +33,12 @@ use envoy_types::util::pack_any;
 use crate::desired::{ClusterSpec, SecretSpec, Trust};
 
 /// Settings that apply to every upstream cluster.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ResourceOptions {
+    /// The PEM bundle of the operating system's trust store, as a path on the Envoy host.
+    /// why: Envoy refuses SAN verification with `system_root_certs` alone ("without trusted
+    /// CA is insecure"), so the system trust store is named as a file.
+    pub system_trust_bundle: String,
     /// Pooled connections are closed after this long, so a rotated client certificate
     /// reaches every connection within it (Envoy applies a new secret to new connections
     /// only).
@@ -70,7 +73,12 @@ pub fn cluster(spec: &ClusterSpec, opts: &ResourceOptions) -> Cluster {
         ..Default::default()
     };
     match &spec.trust {
-        Trust::System => validation.system_root_certs = Some(SystemRootCerts {}),
+        Trust::System => {
+            validation.trusted_ca = Some(DataSource {
+                specifier: Some(Specifier::Filename(opts.system_trust_bundle.clone())),
+                ..Default::default()
+            })
+        }
         Trust::Bundle(pem) => {
             validation.trusted_ca = Some(DataSource {
                 specifier: Some(Specifier::InlineString(pem.clone())),

@@ -62,7 +62,7 @@ impl AggregatedDiscoveryService for Ads {
             tx,
             self.desired.clone(),
             self.acks.clone(),
-            Connection::new(self.opts),
+            Connection::new(self.opts.clone()),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

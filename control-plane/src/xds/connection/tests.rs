@@ -14,6 +14,7 @@ use crate::store::{CertificateRow, MappingRow};
 
 fn opts() -> ResourceOptions {
     ResourceOptions {
+        system_trust_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
         max_connection_duration: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(5),
     }
