@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 pub const TOKEN: &str = "e2e-admin-token";
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Path of a component: from its environment variable (set by `scripts/test`), else where
