@@ -47,6 +47,20 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_DEV_ADMIN_TOKEN", hide_env_values = true)]
     pub dev_admin_token: Option<Secret>,
 
+    /// How clients reach the gateway (`mtlsGateway` in CSDS): `host:port` as a client would
+    /// use it, e.g. behind a load balancer.
+    #[arg(
+        long,
+        env = "MTLSGATE_PUBLIC_GATEWAY",
+        default_value = "127.0.0.1:10000"
+    )]
+    pub public_gateway: String,
+
+    /// How clients reach this API (`accountConfigReadWrite` and `agentVep` in CSDS);
+    /// defaults to `--http-addr`.
+    #[arg(long, env = "MTLSGATE_PUBLIC_API")]
+    pub public_api: Option<String>,
+
     /// Longest life of a pooled upstream connection (seconds): bounds how long a rotated
     /// client certificate can keep being presented on an old connection.
     #[arg(

@@ -62,8 +62,16 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         sync,
         acks,
         dev_admin_token: cfg.dev_admin_token.clone(),
+        max_upload_bytes: cfg.max_upload_bytes,
+        domains: crate::api::csds::Domains {
+            gateway: cfg.public_gateway.clone(),
+            api: cfg
+                .public_api
+                .clone()
+                .unwrap_or_else(|| cfg.http_addr.to_string()),
+        },
     };
-    let app = api::router(state, cfg.max_upload_bytes);
+    let app = api::router(state);
     let http = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .map_err(|e| ServeError::Bind(cfg.http_addr, e))?;

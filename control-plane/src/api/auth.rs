@@ -15,6 +15,12 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// Like [`Self::require_admin`], for the methods the seeds open to Bearer tokens only
+    /// (by-file uploads, the P12 tester).
+    pub fn require_bearer_admin(&self, account: &str) -> Result<(), ApiError> {
+        self.require_admin(account)
+    }
+
     /// Refuses with 403 unless the caller may administer `account`.
     pub fn require_admin(&self, account: &str) -> Result<(), ApiError> {
         match self {

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::extract::{too_large, Path};
+use super::extract::{too_large, Json, Path};
 use super::{check_account, views, AppState, Principal};
-use crate::p12::{self, Opened, P12Error};
+use crate::p12::{self, Material, Opened, P12Error};
 use crate::secret::Secret;
 use crate::store::{now, CertificateRow, NewCertificate, Store};
 
@@ -46,7 +46,10 @@ fn multipart_error(e: MultipartError) -> ApiError {
     }
 }
 
-async fn read_upload(multipart: Result<Multipart, MultipartRejection>) -> Result<Upload, ApiError> {
+async fn read_upload(
+    multipart: Result<Multipart, MultipartRejection>,
+    max_bytes: usize,
+) -> Result<Upload, ApiError> {
     let mut multipart = multipart.map_err(|_| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -65,7 +68,11 @@ async fn read_upload(multipart: Result<Multipart, MultipartRejection>) -> Result
                         "the 'file' field appears twice",
                     ));
                 }
-                file = Some(field.bytes().await.map_err(multipart_error)?.to_vec());
+                let bytes = field.bytes().await.map_err(multipart_error)?;
+                if bytes.len() > max_bytes {
+                    return Err(too_large());
+                }
+                file = Some(bytes.to_vec());
             }
             Some("certificate") => {
                 if meta.is_some() {
@@ -115,8 +122,8 @@ fn p12_error(e: P12Error) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
 }
 
-fn open(upload: &Upload) -> Result<Opened, ApiError> {
-    p12::open(&upload.file, upload.meta.password.expose()).map_err(p12_error)
+fn open(file: &[u8], password: &Secret) -> Result<Opened, ApiError> {
+    p12::open(file, password.expose()).map_err(p12_error)
 }
 
 fn id_of(v: &Value) -> Option<i64> {
@@ -131,6 +138,84 @@ async fn view(state: &AppState, row: &CertificateRow) -> Value {
     views::certificate(row, state.sync.has_material(row.id).await, now())
 }
 
+/// Saves a new certificate: the row and the Vault entry, both or neither. The caller holds
+/// the store's write lock.
+async fn save_new(
+    state: &AppState,
+    account: &str,
+    new: &NewCertificate<'_>,
+    material: Material,
+) -> Result<CertificateRow, ApiError> {
+    let mut tx = state.store.begin().await?;
+    if let Some(existing) = Store::certificate_named(&mut tx, account, new.name).await? {
+        return Err(duplicate_name(new.name, existing));
+    }
+    let id = Store::insert_certificate(&mut tx, new).await?;
+    // Vault first, commit second: if Vault fails, the transaction rolls back and no row
+    // remains; if the commit fails, the Vault entry is removed again.
+    let version = state.vault.put(account, id, &material).await?;
+    Store::set_vault_version(&mut tx, id, version).await?;
+    if let Err(e) = tx.commit().await {
+        let _ = state.vault.delete(account, id).await;
+        return Err(crate::store::StoreError::from(e).into());
+    }
+    state.sync.remember(id, version, material).await;
+    let row = state
+        .store
+        .certificate(account, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("certificate vanished"))?;
+    tracing::info!(account, certificate = id, serial = %row.info.serial_number, "certificate created");
+    Ok(row)
+}
+
+/// Replaces a certificate's material (rotation) and name. Mappings keep pointing at it and
+/// pick up the new certificate without any other change. The caller holds the write lock.
+async fn save_update(
+    state: &AppState,
+    account: &str,
+    id: i64,
+    new: &NewCertificate<'_>,
+    material: Material,
+) -> Result<CertificateRow, ApiError> {
+    if state.store.certificate(account, id).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "no certificate {id} in this account"
+        )));
+    }
+    let mut tx = state.store.begin().await?;
+    if let Some(other) = Store::certificate_named(&mut tx, account, new.name)
+        .await?
+        .filter(|o| *o != id)
+    {
+        return Err(duplicate_name(new.name, other));
+    }
+    Store::update_certificate(&mut tx, id, new).await?;
+    let version = state.vault.put(account, id, &material).await?;
+    Store::set_vault_version(&mut tx, id, version).await?;
+    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    state.sync.remember(id, version, material).await;
+    let row = state
+        .store
+        .certificate(account, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("certificate vanished"))?;
+    tracing::info!(account, certificate = id, serial = %row.info.serial_number, "certificate updated");
+    Ok(row)
+}
+
+fn duplicate_name(name: &str, existing: i64) -> ApiError {
+    ApiError::conflict(
+        "duplicate_certificate_name",
+        format!("a certificate named {name:?} already exists in this account"),
+    )
+    .with("existingCertificateId", json!(existing))
+}
+
+fn saved(rows: &[Value], failed: Vec<Value>) -> Value {
+    json!({"successfulySavedCertificates": rows, "failedSaveToVaultCertificates": failed})
+}
+
 /// `POST /mtls/account/{account}/certificates/by-file`
 pub async fn create_by_file(
     State(state): State<AppState>,
@@ -139,61 +224,33 @@ pub async fn create_by_file(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
-    let upload = read_upload(multipart).await?;
+    principal.require_bearer_admin(&account)?;
+    let upload = read_upload(multipart, state.max_upload_bytes).await?;
     if upload.meta.id.is_some() {
         return Err(ApiError::bad_request(
             "invalid_upload",
             "a new certificate has no 'id'; use PUT to update",
         ));
     }
-    let opened = open(&upload)?;
+    let Opened { material, info } = open(&upload.file, &upload.meta.password)?;
     let name = upload.meta.name.as_str();
     let new = NewCertificate {
         account: &account,
         name,
         display_name: upload.meta.display_name.as_deref().unwrap_or(name),
-        info: &opened.info,
+        info: &info,
     };
     let row = {
         let _w = state.store.write_lock().await;
-        let mut tx = state.store.begin().await?;
-        if let Some(existing) = Store::certificate_named(&mut tx, &account, name).await? {
-            return Err(ApiError::conflict(
-                "duplicate_certificate_name",
-                format!("a certificate named {name:?} already exists in this account"),
-            )
-            .with("existingCertificateId", json!(existing)));
-        }
-        let id = Store::insert_certificate(&mut tx, &new).await?;
-        // Vault first, commit second: if Vault fails, the transaction rolls back and no row
-        // remains; if the commit fails, the Vault entry is removed again.
-        let version = state.vault.put(&account, id, &opened.material).await?;
-        Store::set_vault_version(&mut tx, id, version).await?;
-        if let Err(e) = tx.commit().await {
-            let _ = state.vault.delete(&account, id).await;
-            return Err(crate::store::StoreError::from(e).into());
-        }
-        state.sync.remember(id, version, opened.material).await;
-        state
-            .store
-            .certificate(&account, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("certificate vanished"))?
+        save_new(&state, &account, &new, material).await?
     };
-    tracing::info!(account, certificate = row.id, serial = %row.info.serial_number, "certificate created");
     Ok((
         StatusCode::CREATED,
-        JsonOut(json!({
-            "successfulySavedCertificates": [view(&state, &row).await],
-            "failedSaveToVaultCertificates": [],
-        })),
+        JsonOut(saved(&[view(&state, &row).await], vec![])),
     ))
 }
 
-/// `PUT /mtls/account/{account}/certificates/by-file`: replaces the certificate's material
-/// (rotation) and optionally its name. Mappings keep pointing at it and pick up the new
-/// certificate without any other change.
+/// `PUT /mtls/account/{account}/certificates/by-file`
 pub async fn update_by_file(
     State(state): State<AppState>,
     Path(account): Path<String>,
@@ -201,56 +258,201 @@ pub async fn update_by_file(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
-    let upload = read_upload(multipart).await?;
+    principal.require_bearer_admin(&account)?;
+    let upload = read_upload(multipart, state.max_upload_bytes).await?;
     let id = upload.meta.id.as_ref().and_then(id_of).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_upload",
             "the 'certificate' field needs the numeric 'id'",
         )
     })?;
-    let opened = open(&upload)?;
+    let Opened { material, info } = open(&upload.file, &upload.meta.password)?;
     let name = upload.meta.name.as_str();
     let new = NewCertificate {
         account: &account,
         name,
         display_name: upload.meta.display_name.as_deref().unwrap_or(name),
-        info: &opened.info,
+        info: &info,
     };
     let row = {
         let _w = state.store.write_lock().await;
-        let mut tx = state.store.begin().await?;
-        if state.store.certificate(&account, id).await?.is_none() {
-            return Err(ApiError::not_found(format!(
-                "no certificate {id} in this account"
+        save_update(&state, &account, id, &new, material).await?
+    };
+    Ok(JsonOut(saved(&[view(&state, &row).await], vec![])))
+}
+
+/// A certificate in a JSON create or update body.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateJson {
+    name: String,
+    p12: P12Bytes,
+    #[serde(default)]
+    password: Secret,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    id: Option<Value>,
+}
+
+/// The P12 file in a JSON body: an array of byte values as the seeds show (Java's signed
+/// bytes, -128..127, are accepted too), or a base64 string as Java's Jackson writes `byte[]`.
+pub struct P12Bytes(Vec<u8>);
+
+impl<'de> Deserialize<'de> for P12Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(Vec<i16>),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(v) => v
+                .into_iter()
+                .map(|b| match b {
+                    0..=255 => Ok(b as u8),
+                    -128..=-1 => Ok((b + 256) as u8),
+                    _ => Err(serde::de::Error::custom(
+                        "p12 bytes must be from -128 to 255",
+                    )),
+                })
+                .collect::<Result<_, _>>()
+                .map(P12Bytes),
+            Raw::Text(t) => base64::engine::general_purpose::STANDARD
+                .decode(t.trim())
+                .map(P12Bytes)
+                .map_err(|_| serde::de::Error::custom("p12 must be an array of bytes or base64")),
+        }
+    }
+}
+
+/// Opens and checks every certificate of a JSON body before anything is written: a bad
+/// item refuses the whole request.
+fn open_all(
+    items: &[CertificateJson],
+    updating: bool,
+    max_bytes: usize,
+) -> Result<Vec<(Opened, Option<i64>)>, ApiError> {
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the body must be a non-empty array of certificates",
+        ));
+    }
+    if items.len() > 100 {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            "at most 100 certificates per request",
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, c) in items.iter().enumerate() {
+        let at = |e: ApiError| e.with("index", json!(i));
+        check_name(&c.name).map_err(at)?;
+        if let Some(d) = &c.display_name {
+            check_name(d).map_err(at)?;
+        }
+        if !names.insert(c.name.as_str()) {
+            return Err(at(ApiError::conflict(
+                "duplicate_certificate_name",
+                format!("name {:?} appears twice", c.name),
             )));
         }
-        if let Some(other) = Store::certificate_named(&mut tx, &account, name)
-            .await?
-            .filter(|o| *o != id)
-        {
-            return Err(ApiError::conflict(
-                "duplicate_certificate_name",
-                format!("another certificate is named {name:?}"),
-            )
-            .with("existingCertificateId", json!(other)));
+        if c.p12.0.len() > max_bytes {
+            return Err(at(super::extract::too_large()));
         }
-        Store::update_certificate(&mut tx, id, &new).await?;
-        let version = state.vault.put(&account, id, &opened.material).await?;
-        Store::set_vault_version(&mut tx, id, version).await?;
-        tx.commit().await.map_err(crate::store::StoreError::from)?;
-        state.sync.remember(id, version, opened.material).await;
-        state
-            .store
-            .certificate(&account, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("certificate vanished"))?
+        let id = c.id.as_ref().and_then(id_of);
+        match (updating, id, &c.id) {
+            (true, None, _) => {
+                return Err(at(ApiError::bad_request(
+                    "invalid_body",
+                    "each certificate needs its numeric 'id'",
+                )))
+            }
+            (false, _, Some(_)) => {
+                return Err(at(ApiError::bad_request(
+                    "invalid_body",
+                    "a new certificate has no 'id'; use PUT to update",
+                )))
+            }
+            _ => {}
+        }
+        out.push((open(&c.p12.0, &c.password).map_err(at)?, id));
+    }
+    Ok(out)
+}
+
+async fn save_json(
+    state: AppState,
+    account: String,
+    items: Vec<CertificateJson>,
+    updating: bool,
+    max_bytes: usize,
+) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+    let opened = open_all(&items, updating, max_bytes)?;
+    let _w = state.store.write_lock().await;
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for (item, (Opened { material, info }, id)) in items.iter().zip(opened) {
+        let new = NewCertificate {
+            account: &account,
+            name: &item.name,
+            display_name: item.display_name.as_deref().unwrap_or(&item.name),
+            info: &info,
+        };
+        let result = match id {
+            Some(id) => save_update(&state, &account, id, &new, material).await,
+            None => save_new(&state, &account, &new, material).await,
+        };
+        match result {
+            Ok(row) => rows.push(view(&state, &row).await),
+            Err(e) if e.code == "vault_unavailable" => failed
+                .push(json!({"name": item.name, "id": id, "code": e.code, "message": e.message})),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((rows, failed))
+}
+
+/// `POST /mtls/account/{account}/certificates`: JSON array, `p12` as bytes.
+pub async fn create_json(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    principal: Principal,
+    Json(items): Json<Vec<CertificateJson>>,
+) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    let max = state.max_upload_bytes;
+    let (rows, failed) = save_json(state, account, items, false, max).await?;
+    let status = if rows.is_empty() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::CREATED
     };
-    tracing::info!(account, certificate = id, serial = %row.info.serial_number, "certificate updated");
-    Ok(JsonOut(json!({
-        "successfulySavedCertificates": [view(&state, &row).await],
-        "failedSaveToVaultCertificates": [],
-    })))
+    Ok((status, JsonOut(saved(&rows, failed))))
+}
+
+/// `PUT /mtls/account/{account}/certificates`: JSON array, each with its `id`.
+pub async fn update_json(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    principal: Principal,
+    Json(items): Json<Vec<CertificateJson>>,
+) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    let max = state.max_upload_bytes;
+    let (rows, failed) = save_json(state, account, items, true, max).await?;
+    let status = if rows.is_empty() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, JsonOut(saved(&rows, failed))))
 }
 
 /// `GET /mtls/account/{account}/certificates`

@@ -1,7 +1,7 @@
 //! Extractors whose rejections are [`ApiError`]s, so malformed input gets the same JSON
 //! error body as everything else.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -9,36 +9,85 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
-/// JSON body.
+/// Deepest nesting of arrays and objects accepted in a JSON body. The API's bodies are at
+/// most three levels deep; anything far deeper is an attack on the parser.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// JSON body: `Content-Type: application/json`, within the route's body limit, nested at
+/// most [`MAX_JSON_DEPTH`] levels.
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(e) => Err(json_rejection(e)),
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                let m = m.trim();
+                m.eq_ignore_ascii_case("application/json")
+                    || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ));
         }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large()
+                } else {
+                    ApiError::bad_request("invalid_body", "the body could not be read")
+                }
+            })?;
+        if nesting_depth(&bytes) > MAX_JSON_DEPTH {
+            return Err(ApiError::bad_request(
+                "json_too_deep",
+                format!("the body nests deeper than {MAX_JSON_DEPTH} levels"),
+            ));
+        }
+        serde_json::from_slice(&bytes).map(Json).map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                ApiError::bad_request("malformed_json", "the body is not valid JSON")
+            } else {
+                // Data errors name the field and what was expected, never echo values.
+                ApiError::bad_request("invalid_body", e.to_string())
+            }
+        })
     }
 }
 
-fn json_rejection(e: JsonRejection) -> ApiError {
-    match e {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "expected Content-Type: application/json",
-        ),
-        JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_body", e.body_text()),
-        JsonRejection::JsonSyntaxError(_) => {
-            ApiError::bad_request("malformed_json", "the body is not valid JSON")
+/// The deepest nesting of `[`/`{` outside strings, scanning bytes without parsing.
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
         }
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            too_large()
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
-        other => ApiError::bad_request("invalid_body", other.body_text()),
     }
+    max
 }
 
 pub fn too_large() -> ApiError {
@@ -63,5 +112,18 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             }
             Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_depth;
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(nesting_depth(br#"[{"a": [1, 2]}]"#), 3);
+        assert_eq!(nesting_depth(br#"{"a": "[[[[[[\"]]]"}"#), 1);
+        assert_eq!(nesting_depth(&[b'['; 1000]), 1000);
+        assert_eq!(nesting_depth(b"42"), 0);
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json as JsonOut;
 use mtlsgate_filter::service::Service;
 use mtlsgate_filter::target::Target;
@@ -198,38 +198,7 @@ pub async fn create(
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;
         for (i, v) in valid.iter().enumerate() {
-            let cert_ok = state
-                .store
-                .certificate(&account, v.certificate_id)
-                .await?
-                .is_some();
-            if !cert_ok {
-                return Err(invalid(
-                    i,
-                    "unknown_certificate",
-                    format!(
-                        "certificate {} does not exist in this account",
-                        v.certificate_id
-                    ),
-                ));
-            }
-            if let Some(existing) = Store::mapping_named(&mut tx, &account, &v.name).await? {
-                return Err(ApiError::conflict(
-                    "duplicate_mapping_name",
-                    format!("a mapping named {:?} already exists", v.name),
-                )
-                .with("index", json!(i))
-                .with("existingMapping", views::mapping(&existing)));
-            }
-            if let Some(existing) = Store::mapping_for(&mut tx, &account, v.service, &v.url).await?
-            {
-                return Err(ApiError::conflict(
-                    "duplicate_mapping",
-                    "a mapping for this account, service and url already exists",
-                )
-                .with("index", json!(i))
-                .with("existingMapping", views::mapping(&existing)));
-            }
+            check_against_store(&state, &mut tx, &account, i, v, None).await?;
         }
         let mut rows = Vec::with_capacity(valid.len());
         for v in &valid {
@@ -261,5 +230,155 @@ pub async fn list(
     Ok((
         revision_header(revision),
         JsonOut(Value::Array(rows.iter().map(views::mapping).collect())),
+    ))
+}
+
+/// Checks a validated mapping against what is stored: its certificate exists in the account,
+/// and neither its name nor its triplet is taken by another live mapping (`except` is the
+/// mapping being updated).
+async fn check_against_store(
+    state: &AppState,
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    account: &str,
+    index: usize,
+    v: &NewMapping,
+    except: Option<i64>,
+) -> Result<(), ApiError> {
+    if state
+        .store
+        .certificate(account, v.certificate_id)
+        .await?
+        .is_none()
+    {
+        return Err(invalid(
+            index,
+            "unknown_certificate",
+            format!(
+                "certificate {} does not exist in this account",
+                v.certificate_id
+            ),
+        ));
+    }
+    if let Some(existing) = Store::mapping_named(tx, account, &v.name)
+        .await?
+        .filter(|m| Some(m.id) != except)
+    {
+        return Err(ApiError::conflict(
+            "duplicate_mapping_name",
+            format!("a mapping named {:?} already exists", v.name),
+        )
+        .with("index", json!(index))
+        .with("existingMapping", views::mapping(&existing)));
+    }
+    if let Some(existing) = Store::mapping_for(tx, account, v.service, &v.url)
+        .await?
+        .filter(|m| Some(m.id) != except)
+    {
+        return Err(ApiError::conflict(
+            "duplicate_mapping",
+            "a mapping for this account, service and url already exists",
+        )
+        .with("index", json!(index))
+        .with("existingMapping", views::mapping(&existing)));
+    }
+    Ok(())
+}
+
+/// `If-Match: <revision>`, when given, must be the account's current revision.
+fn check_if_match(headers: &HeaderMap, current: i64) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(());
+    };
+    let given = value.to_str().ok().map(|v| v.trim().trim_matches('"'));
+    if given == Some("*") || given.and_then(|g| g.parse::<i64>().ok()) == Some(current) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "revision_mismatch",
+            format!("If-Match does not name the current revision ({current})"),
+        )
+        .with("currentRevision", json!(current)))
+    }
+}
+
+/// `GET /api/account/{account}/configuration/ac-common/mtls/{id}`
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path((account, id)): Path<(String, i64)>,
+    principal: Principal,
+) -> Result<(HeaderMap, JsonOut<Value>), ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    let revision = state.store.revision(&account).await?;
+    let row = state
+        .store
+        .mapping(&account, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no mapping {id} in this account")))?;
+    Ok((revision_header(revision), JsonOut(views::mapping(&row))))
+}
+
+/// `PUT /api/account/{account}/configuration/ac-common/mtls/{id}`: replaces the mapping,
+/// honouring `If-Match`.
+pub async fn update(
+    State(state): State<AppState>,
+    Path((account, id)): Path<(String, i64)>,
+    principal: Principal,
+    headers: HeaderMap,
+    Json(input): Json<MappingInput>,
+) -> Result<(HeaderMap, JsonOut<Value>), ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    let v = validate(0, &account, &input)?;
+    let (row, revision) = {
+        let _w = state.store.write_lock().await;
+        let mut tx = state.store.begin().await?;
+        check_if_match(&headers, Store::revision_in(&mut tx, &account).await?)?;
+        if state.store.mapping(&account, id).await?.is_none() {
+            return Err(ApiError::not_found(format!(
+                "no mapping {id} in this account"
+            )));
+        }
+        check_against_store(&state, &mut tx, &account, 0, &v, Some(id)).await?;
+        let row = Store::update_mapping(&mut tx, &account, id, &v)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no mapping {id} in this account")))?;
+        let revision = Store::bump_revision(&mut tx, &account).await?;
+        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        (row, revision)
+    };
+    state.sync.kick();
+    tracing::info!(account, mapping = id, revision, "mapping updated");
+    Ok((revision_header(revision), JsonOut(views::mapping(&row))))
+}
+
+/// `DELETE /api/account/{account}/configuration/ac-common/mtls/{id}`, honouring `If-Match`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((account, id)): Path<(String, i64)>,
+    principal: Principal,
+    headers: HeaderMap,
+) -> Result<(HeaderMap, JsonOut<Value>), ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    let revision = {
+        let _w = state.store.write_lock().await;
+        let mut tx = state.store.begin().await?;
+        check_if_match(&headers, Store::revision_in(&mut tx, &account).await?)?;
+        if !Store::delete_mapping(&mut tx, &account, id).await? {
+            return Err(ApiError::not_found(format!(
+                "no mapping {id} in this account"
+            )));
+        }
+        let revision = Store::bump_revision(&mut tx, &account).await?;
+        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        revision
+    };
+    state.sync.kick();
+    tracing::info!(account, mapping = id, revision, "mapping deleted");
+    Ok((
+        revision_header(revision),
+        JsonOut(json!({"id": id, "deleted": true})),
     ))
 }

@@ -2,6 +2,7 @@
 
 mod auth;
 mod certificates;
+pub mod csds;
 pub mod error;
 mod extract;
 mod mappings;
@@ -9,12 +10,13 @@ mod runtime;
 mod views;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::secret::Secret;
@@ -33,21 +35,45 @@ pub struct AppState {
     pub sync: Arc<Sync>,
     pub acks: Arc<Acks>,
     pub dev_admin_token: Option<Secret>,
+    pub domains: csds::Domains,
+    /// Largest P12 file accepted, in bytes.
+    pub max_upload_bytes: usize,
 }
 
+/// Longest time a management request may take before it is answered with 503.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Body limit of the JSON management endpoints.
+const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// The API's routes, apart from any listener so tests can drive it in-process.
-pub fn router(state: AppState, max_upload_bytes: usize) -> Router {
+pub fn router(state: AppState) -> Router {
+    let upload = state.max_upload_bytes;
     let cert = "/mtls/account/{account}/certificates";
-    Router::new()
+    // A P12 as a JSON array of numbers takes up to ~5 bytes per byte.
+    let certificates_json = Router::new()
         .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            cert,
+            get(certificates::list)
+                .post(certificates::create_json)
+                .put(certificates::update_json),
         )
-        .route("/v1/runtime/snapshot", get(runtime::snapshot))
-        .route(cert, get(certificates::list))
+        .layer(DefaultBodyLimit::max(
+            upload.saturating_mul(5).saturating_add(64 * 1024),
+        ));
+    let by_file = Router::new()
         .route(
             &format!("{cert}/by-file"),
-            axum::routing::post(certificates::create_by_file).put(certificates::update_by_file),
+            post(certificates::create_by_file).put(certificates::update_by_file),
+        )
+        .layer(DefaultBodyLimit::max(upload.saturating_add(64 * 1024)));
+    let management = Router::new()
+        .route(
+            "/api/account/{account}/service/baseURI.json",
+            get(csds::all),
+        )
+        .route(
+            "/api/account/{account}/service/{service}/baseURI.json",
+            get(csds::one),
         )
         .route(
             &format!("{cert}/{{id}}"),
@@ -57,6 +83,24 @@ pub fn router(state: AppState, max_upload_bytes: usize) -> Router {
             "/api/account/{account}/configuration/ac-common/mtls",
             get(mappings::list).post(mappings::create),
         )
+        .route(
+            "/api/account/{account}/configuration/ac-common/mtls/{id}",
+            get(mappings::get_one)
+                .put(mappings::update)
+                .delete(mappings::delete),
+        )
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .merge(certificates_json)
+        .merge(by_file)
+        .layer(middleware::from_fn(deadline));
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        // The long poll bounds its own wait.
+        .route("/v1/runtime/snapshot", get(runtime::snapshot))
+        .merge(management)
         .fallback(|| async { ApiError::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -65,9 +109,22 @@ pub fn router(state: AppState, max_upload_bytes: usize) -> Router {
                 "method not allowed on this resource",
             )
         })
-        .layer(DefaultBodyLimit::max(max_upload_bytes))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Answers 503 when a request takes longer than [`REQUEST_TIMEOUT`] (a stuck Vault, say),
+/// rather than letting the caller hang.
+async fn deadline(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long; nothing may have been saved",
+        )
+        .into_response(),
+    }
 }
 
 /// Gives every request an id (the caller's `X-Request-Id` when it is sane), echoes it in the

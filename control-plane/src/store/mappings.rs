@@ -178,3 +178,70 @@ impl Store {
         )
     }
 }
+
+impl Store {
+    /// A live mapping of the account.
+    pub async fn mapping(&self, account: &str, id: i64) -> Result<Option<MappingRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM mappings WHERE account = ? AND id = ? AND deleted = 0"
+        ))
+        .bind(account)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    pub async fn update_mapping(
+        tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
+        id: i64,
+        m: &NewMapping,
+    ) -> Result<Option<MappingRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE mappings SET name = ?, service_id = ?, url = ?, certificate_id = ?, enabled = ?, \
+             ca_certificates = ?, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0 RETURNING {COLUMNS}"
+        ))
+        .bind(&m.name)
+        .bind(i64::from(m.service.id()))
+        .bind(&m.url)
+        .bind(m.certificate_id)
+        .bind(m.enabled)
+        .bind(&m.ca_certificates)
+        .bind(now())
+        .bind(account)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// Marks a mapping deleted; false when there was no such live mapping.
+    pub async fn delete_mapping(
+        tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
+        id: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE mappings SET deleted = 1, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0")
+            .bind(now())
+            .bind(account)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The account's revision, read inside a write transaction.
+    pub async fn revision_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
+    ) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT revision FROM account_revisions WHERE account = ?")
+                .bind(account)
+                .fetch_optional(&mut **tx)
+                .await?
+                .unwrap_or(0),
+        )
+    }
+}

@@ -3,8 +3,10 @@
 //! Writes are serialized by one lock: SQLite takes one writer at a time anyway, and doing it
 //! here turns "database is locked" races into plain waiting.
 
+mod appkeys;
 mod certificates;
 mod mappings;
+mod users;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -14,11 +16,16 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Mutex;
 
+pub use appkeys::AppKeyRow;
 pub use certificates::{CertificateRow, NewCertificate};
 pub use mappings::{MappingRow, NewMapping};
+pub use users::UserRow;
 
 /// Schema migrations, applied in order, tracked in `PRAGMA user_version`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_users_appkeys.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,145 @@
+//! User rows.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{now, Store, StoreError};
+
+/// A user as stored. The hash is argon2id in PHC string form.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: i64,
+    pub account: String,
+    pub username: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub privileges: Vec<String>,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("account", &self.account)
+            .field("username", &self.username)
+            .field("is_admin", &self.is_admin)
+            .finish_non_exhaustive()
+    }
+}
+
+const COLUMNS: &str = "id, account, username, password_hash, is_admin, privileges, created_at";
+
+fn from_row(r: &SqliteRow) -> Result<UserRow, sqlx::Error> {
+    let privileges: String = r.try_get("privileges")?;
+    Ok(UserRow {
+        id: r.try_get("id")?,
+        account: r.try_get("account")?,
+        username: r.try_get("username")?,
+        password_hash: r.try_get("password_hash")?,
+        is_admin: r.try_get("is_admin")?,
+        privileges: serde_json::from_str(&privileges)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    pub async fn user_named(
+        &self,
+        account: &str,
+        username: &str,
+    ) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM users WHERE account = ? AND username = ? AND deleted = 0"
+        ))
+        .bind(account)
+        .bind(username)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    pub async fn user(&self, account: &str, id: i64) -> Result<Option<UserRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM users WHERE account = ? AND id = ? AND deleted = 0"
+        ))
+        .bind(account)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    pub async fn users(&self, account: &str) -> Result<Vec<UserRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM users WHERE account = ? AND deleted = 0 ORDER BY id"
+        ))
+        .bind(account)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Inserts a user; `None` when the account already has a user of that name.
+    pub async fn insert_user(
+        &self,
+        account: &str,
+        username: &str,
+        password_hash: &str,
+        is_admin: bool,
+        privileges: &[String],
+    ) -> Result<Option<UserRow>, StoreError> {
+        let _w = self.write_lock().await;
+        let mut tx = self.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM users WHERE account = ? AND username = ? AND deleted = 0",
+        )
+        .bind(account)
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if exists.is_some() {
+            return Ok(None);
+        }
+        let t = now();
+        let privileges = serde_json::to_string(privileges).unwrap_or_else(|_| "[]".into());
+        let row = sqlx::query(&format!(
+            "INSERT INTO users (account, username, password_hash, is_admin, privileges, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+        ))
+        .bind(account)
+        .bind(username)
+        .bind(password_hash)
+        .bind(is_admin)
+        .bind(privileges)
+        .bind(t)
+        .bind(t)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(from_row(&row)?))
+    }
+
+    /// Marks a user deleted; false when there was no such user.
+    pub async fn delete_user(&self, account: &str, id: i64) -> Result<bool, StoreError> {
+        let _w = self.write_lock().await;
+        let done = sqlx::query("UPDATE users SET deleted = 1, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0")
+            .bind(now())
+            .bind(account)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Number of live admins of the account (the last one cannot be deleted).
+    pub async fn admin_count(&self, account: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users WHERE account = ? AND is_admin = 1 AND deleted = 0",
+        )
+        .bind(account)
+        .fetch_one(self.pool())
+        .await?)
+    }
+}
