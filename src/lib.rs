@@ -6,10 +6,14 @@
 //! and it only translates: build a request view, ask [`forward::decide`], apply the answer.
 
 pub mod forward;
+pub mod oauth1;
+pub mod privilege;
 pub mod refusal;
 pub mod service;
 pub mod snapshot;
 pub mod target;
+pub mod throttle;
+pub mod token;
 
 /// Headers the filter owns. A caller can never set them: the filter strips them from every
 /// request before it decides anything.

@@ -87,6 +87,10 @@ pub struct ServeConfig {
     )]
     pub upstream_connect_timeout_ms: u64,
 
+    /// Lifetime of a login token (seconds); the login answers it as `sessionTTl`.
+    #[arg(long, env = "MTLSGATE_SESSION_TTL_SECONDS", default_value_t = 8 * 3600)]
+    pub session_ttl_seconds: u64,
+
     /// Largest accepted upload (P12 file plus form fields), in bytes.
     #[arg(long, env = "MTLSGATE_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024)]
     pub max_upload_bytes: usize,

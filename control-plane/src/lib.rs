@@ -8,9 +8,12 @@
 //! - [`serve`]: wires it all together.
 
 pub mod api;
+pub mod appkeys;
 pub mod certinfo;
+pub mod cli;
 pub mod config;
 pub mod desired;
+pub mod identity;
 pub mod p12;
 pub mod secret;
 pub mod serve;

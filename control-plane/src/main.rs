@@ -21,6 +21,17 @@ struct Cli {
 enum Command {
     /// Run the control plane: management API, xDS server and runtime snapshot feed.
     Serve(Box<mtlsgate::config::ServeConfig>),
+    /// Manage users directly in the database (the first admin of an account starts here).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user to an account.
+    Add(mtlsgate::cli::UserAdd),
 }
 
 /// The Vault client logs every 404 (an absent entry, which is normal here) as an error;
@@ -53,6 +64,9 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(cfg) => mtlsgate::serve::run(*cfg).await,
+            Command::User {
+                command: UserCommand::Add(args),
+            } => mtlsgate::cli::user_add(args).await,
         }
     });
     match result {

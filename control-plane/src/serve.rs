@@ -24,6 +24,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("xDS server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Cli(#[from] crate::cli::CliError),
 }
 
 pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
@@ -34,6 +36,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         );
     }
     let store = Store::open(&cfg.database).await?;
+
     let vault = Arc::new(Vault::new(
         &cfg.vault_addr,
         &cfg.vault_token,
@@ -56,7 +59,26 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     };
     let ads = Ads::new(sync.subscribe(), acks.clone(), opts);
 
+    let tokens =
+        Arc::new(crate::identity::Tokens::load(&vault, cfg.session_ttl_seconds.max(60)).await?);
+    let appkeys = Arc::new(
+        crate::appkeys::Directory::load(&store, &vault)
+            .await
+            .map_err(|e| match e {
+                crate::appkeys::LoadError::Store(e) => ServeError::Store(e),
+                crate::appkeys::LoadError::Vault(e) => ServeError::Vault(e),
+            })?,
+    );
+    let nonces = Arc::new(std::sync::Mutex::new(
+        mtlsgate_filter::oauth1::NonceCache::new(
+            mtlsgate_filter::oauth1::DEFAULT_MAX_SKEW_SECS * 2,
+            mtlsgate_filter::oauth1::DEFAULT_NONCE_CAPACITY,
+        ),
+    ));
     let state = AppState {
+        tokens,
+        appkeys,
+        nonces,
         store,
         vault,
         sync,

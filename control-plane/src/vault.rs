@@ -37,6 +37,13 @@ pub struct Vault {
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct AppKeySecrets {
+    consumer_secret: String,
+    access_token_secret: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Entry {
     certificate_chain: String,
     private_key: String,
@@ -71,6 +78,82 @@ impl Vault {
 
     fn path(&self, account: &str, id: i64) -> String {
         format!("{}accounts/{account}/certificates/{id}", self.prefix)
+    }
+
+    fn system_path(&self, name: &str) -> String {
+        format!("{}system/{name}", self.prefix)
+    }
+
+    /// Reads one of mtlsgate's own secrets (e.g. the token signing key).
+    pub async fn get_system<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, VaultError> {
+        match kv2::read::<T>(&self.client, &self.mount, &self.system_path(name)).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Writes one of mtlsgate's own secrets.
+    pub async fn put_system<T: Serialize>(&self, name: &str, value: &T) -> Result<(), VaultError> {
+        kv2::set(&self.client, &self.mount, &self.system_path(name), value)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    /// The secrets of an AppKey: `(consumer secret, access token secret)`.
+    pub async fn get_appkey(
+        &self,
+        account: &str,
+        id: i64,
+    ) -> Result<Option<(Secret, Secret)>, VaultError> {
+        match kv2::read::<AppKeySecrets>(&self.client, &self.mount, &self.appkey_path(account, id))
+            .await
+        {
+            Ok(s) => Ok(Some((
+                Secret::new(s.consumer_secret),
+                Secret::new(s.access_token_secret),
+            ))),
+            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    pub async fn put_appkey(
+        &self,
+        account: &str,
+        id: i64,
+        consumer: &Secret,
+        token: &Secret,
+    ) -> Result<(), VaultError> {
+        let value = AppKeySecrets {
+            consumer_secret: consumer.expose().to_owned(),
+            access_token_secret: token.expose().to_owned(),
+        };
+        kv2::set(
+            &self.client,
+            &self.mount,
+            &self.appkey_path(account, id),
+            &value,
+        )
+        .await
+        .map(|_| ())
+        .map_err(classify)
+    }
+
+    pub async fn delete_appkey(&self, account: &str, id: i64) -> Result<(), VaultError> {
+        match kv2::delete_metadata(&self.client, &self.mount, &self.appkey_path(account, id)).await
+        {
+            Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    fn appkey_path(&self, account: &str, id: i64) -> String {
+        format!("{}accounts/{account}/appkeys/{id}", self.prefix)
     }
 
     /// Checks that the token can reach the mount (at start-up, to fail early and clearly).

@@ -119,6 +119,7 @@ impl Drop for Proc {
 /// OpenBao + control plane + Envoy, on free loopback ports.
 pub struct Stack {
     pub gateway: String,
+    mtlsgate_bin: PathBuf,
     pub api: String,
     /// Envoy's admin address.
     #[allow(dead_code)]
@@ -199,6 +200,7 @@ impl Stack {
 
         let api_port = free_port();
         let xds_port = free_port();
+        let gateway_port = free_port();
         let mut control_plane = Proc::spawn(
             "control-plane",
             &dir,
@@ -212,6 +214,7 @@ impl Stack {
                     "--upstream-max-connection-seconds",
                     &opts.max_connection_seconds.to_string(),
                 ])
+                .args(["--public-gateway", &format!("127.0.0.1:{gateway_port}")])
                 .env("VAULT_TOKEN", &bao_token)
                 .env("MTLSGATE_DEV_ADMIN_TOKEN", TOKEN)
                 .env(
@@ -222,7 +225,6 @@ impl Stack {
         let api = format!("http://127.0.0.1:{api_port}");
         wait_ok(&client, &format!("{api}/healthz"), &mut control_plane).await;
 
-        let gateway_port = free_port();
         let admin_port = free_port();
         let node = format!("e2e-{}", hex::encode(rand_bytes()));
         let template = std::fs::read_to_string(root().join("envoy/bootstrap.yaml"))
@@ -269,6 +271,7 @@ impl Stack {
         wait_ok(&client, &format!("{admin}/ready"), &mut envoy).await;
 
         let stack = Stack {
+            mtlsgate_bin,
             gateway: format!("http://127.0.0.1:{gateway_port}"),
             api,
             admin,
@@ -429,6 +432,51 @@ impl Stack {
             req = req.body(b.to_owned());
         }
         req.send().await.expect("forward")
+    }
+
+    /// Adds a user with the `mtlsgate user add` command, the password on standard input.
+    pub fn add_user(&self, account: &str, username: &str, password: &str, admin: bool) {
+        use std::io::Write;
+        let mut cmd = Command::new(&self.mtlsgate_bin);
+        cmd.args(["user", "add", "--account", account, "--username", username])
+            .args([
+                "--database",
+                &self.scratch.0.join("mtlsgate.db").to_string_lossy(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if admin {
+            cmd.arg("--admin");
+        }
+        let mut child = cmd.spawn().expect("mtlsgate user add");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(password));
+    }
+
+    /// Logs in and answers the bearer token.
+    pub async fn login(&self, account: &str, username: &str, password: &str) -> String {
+        let r = self
+            .client
+            .post(format!("{}/api/account/{account}/login?v=1.3", self.api))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), 200, "login");
+        let v: Value = r.json().await.expect("json");
+        v["bearer"].as_str().expect("bearer").to_owned()
     }
 
     /// Stops OpenBao, to see how the control plane copes with an unreachable Vault.

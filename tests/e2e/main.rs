@@ -12,4 +12,5 @@ mod tools;
 mod upstream;
 
 mod forward;
+mod management;
 mod uploads;

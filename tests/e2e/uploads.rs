@@ -125,7 +125,7 @@ async fn bad_uploads_are_refused_and_store_nothing() {
         .await
         .expect("send");
     assert!(r.headers().contains_key("www-authenticate"));
-    assert_eq!(error_code(r).await, (401, "unauthorized".into()));
+    assert_eq!(error_code(r).await, (401, "invalid_token".into()));
 
     assert_eq!(
         certificate_count(&stack).await,

@@ -1,8 +1,14 @@
-//! Who is calling the management API.
+//! Who is calling the management API: a Bearer token from the login method, an OAuth1 AppKey
+//! signature, or (development only) the dev admin token.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use mtlsgate_filter::oauth1::{self, Authorization, OAuthError};
+use mtlsgate_filter::privilege;
+use mtlsgate_filter::token::TokenError;
 
 use super::error::ApiError;
 use super::AppState;
@@ -12,24 +18,98 @@ use super::AppState;
 pub enum Principal {
     /// The development admin token: admin of every account.
     DevAdmin,
+    /// A user who logged in (Bearer token).
+    User {
+        account: String,
+        user_id: i64,
+        name: String,
+        admin: bool,
+        privileges: Vec<String>,
+    },
+    /// An AppKey (OAuth1 signature).
+    AppKey {
+        account: String,
+        id: i64,
+        privileges: Vec<String>,
+    },
+}
+
+fn forbidden(message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
 
 impl Principal {
-    /// Like [`Self::require_admin`], for the methods the seeds open to Bearer tokens only
-    /// (by-file uploads, the P12 tester).
-    pub fn require_bearer_admin(&self, account: &str) -> Result<(), ApiError> {
-        self.require_admin(account)
-    }
-
-    /// Refuses with 403 unless the caller may administer `account`.
-    pub fn require_admin(&self, account: &str) -> Result<(), ApiError> {
+    fn account(&self) -> Option<&str> {
         match self {
-            Principal::DevAdmin => {
-                let _ = account;
-                Ok(())
-            }
+            Principal::DevAdmin => None,
+            Principal::User { account, .. } | Principal::AppKey { account, .. } => Some(account),
         }
     }
+
+    /// 403 when the caller belongs to another account.
+    fn same_account(&self, account: &str) -> Result<(), ApiError> {
+        match self.account() {
+            Some(own) if own != account => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_account",
+                "the credential belongs to another account",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// May manage certificates and mappings of `account`: an admin, or a holder of the
+    /// `MTLS_MANAGE` privilege (users and AppKeys alike).
+    pub fn require_manage(&self, account: &str) -> Result<(), ApiError> {
+        self.same_account(account)?;
+        match self {
+            Principal::DevAdmin | Principal::User { admin: true, .. } => Ok(()),
+            Principal::User { privileges, .. } | Principal::AppKey { privileges, .. }
+                if privileges.iter().any(|p| p == privilege::MANAGE) =>
+            {
+                Ok(())
+            }
+            _ => Err(forbidden(
+                "managing certificates and mappings needs an admin or the MTLS_MANAGE privilege",
+            )),
+        }
+    }
+
+    /// Like [`Self::require_manage`], for the methods the seeds open to Bearer tokens only
+    /// (by-file uploads, the P12 tester).
+    pub fn require_bearer_manage(&self, account: &str) -> Result<(), ApiError> {
+        if matches!(self, Principal::AppKey { .. }) {
+            self.same_account(account)?;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bearer_required",
+                "this method accepts Bearer tokens only",
+            ));
+        }
+        self.require_manage(account)
+    }
+
+    /// An admin of `account` (managing users and AppKeys).
+    pub fn require_admin(&self, account: &str) -> Result<(), ApiError> {
+        self.same_account(account)?;
+        match self {
+            Principal::DevAdmin | Principal::User { admin: true, .. } => Ok(()),
+            _ => Err(forbidden("only an admin of the account may do this")),
+        }
+    }
+
+    /// Who did it, for logs and `createdBy` fields: never a secret.
+    pub fn describe(&self) -> String {
+        match self {
+            Principal::DevAdmin => "dev-admin".into(),
+            Principal::User { user_id, name, .. } => format!("user:{user_id}:{name}"),
+            Principal::AppKey { id, .. } => format!("appkey:{id}"),
+        }
+    }
+}
+
+fn unauthorized(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -39,20 +119,114 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("an Authorization header is required"))?;
-        let token = value
-            .as_bytes()
-            .strip_prefix(b"Bearer ")
-            .ok_or_else(|| unauthorized("expected a Bearer token"))?;
-        if let Some(dev) = &state.dev_admin_token {
-            if dev.matches(token) {
-                return Ok(Principal::DevAdmin);
-            }
+            .ok_or_else(|| unauthorized("unauthorized", "an Authorization header is required"))?;
+        let value = value
+            .to_str()
+            .map_err(|_| unauthorized("unauthorized", "the Authorization header is not text"))?;
+        if let Some(token) = value.strip_prefix("Bearer ") {
+            return bearer(state, token.trim()).await;
         }
-        Err(unauthorized("the token is not valid"))
+        if value.len() > 6 && value[..6].eq_ignore_ascii_case("OAuth ") {
+            return appkey(state, parts, value);
+        }
+        Err(unauthorized(
+            "unauthorized",
+            "expected a Bearer token or an OAuth1 signature",
+        ))
     }
+}
+
+async fn bearer(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    if let Some(dev) = &state.dev_admin_token {
+        if dev.matches(token.as_bytes()) {
+            return Ok(Principal::DevAdmin);
+        }
+    }
+    let claims = state.tokens.verify(token).map_err(|e| match e {
+        TokenError::Expired => unauthorized("token_expired", "the token has expired; log in again"),
+        _ => unauthorized("invalid_token", "the token is not valid"),
+    })?;
+    let user_id: i64 = claims
+        .sub
+        .parse()
+        .map_err(|_| unauthorized("invalid_token", "the token is not valid"))?;
+    // A deleted user's tokens stop working at once, not when they expire.
+    let user = state
+        .store
+        .user(&claims.acc, user_id)
+        .await?
+        .ok_or_else(|| unauthorized("invalid_token", "the token's user no longer exists"))?;
+    Ok(Principal::User {
+        account: user.account,
+        user_id: user.id,
+        name: user.username,
+        admin: user.is_admin,
+        privileges: user.privileges,
+    })
+}
+
+fn appkey(state: &AppState, parts: &Parts, value: &str) -> Result<Principal, ApiError> {
+    let invalid = |e: OAuthError| unauthorized("invalid_signature", &e.to_string());
+    let auth = Authorization::parse(value).map_err(invalid)?;
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .ok_or_else(|| {
+            unauthorized(
+                "invalid_signature",
+                "a Host header is required to check the signature",
+            )
+        })?;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let req = oauth1::Request {
+        method: parts.method.as_str(),
+        scheme: "http",
+        authority,
+        path,
+        form_body: None,
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut found = None;
+    let verified = oauth1::verify(
+        &req,
+        &auth,
+        now,
+        oauth1::DEFAULT_MAX_SKEW_SECS,
+        |key, token| {
+            let k = state.appkeys.get(key, token.unwrap_or_default())?;
+            let secrets = k.secrets();
+            found = Some(k);
+            Some(secrets)
+        },
+    )
+    .map_err(|e| match e {
+        OAuthError::UnknownCredentials => {
+            unauthorized("unknown_appkey", "unknown or revoked AppKey")
+        }
+        other => invalid(other),
+    })?;
+    let key = found.ok_or_else(|| unauthorized("unknown_appkey", "unknown or revoked AppKey"))?;
+    state
+        .nonces
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check_and_insert(&verified, now)
+        .map_err(|_| unauthorized("replayed_nonce", "this oauth_nonce was already used"))?;
+    Ok(Principal::AppKey {
+        account: key.row.account,
+        id: key.row.id,
+        privileges: key.row.privileges,
+    })
 }

@@ -224,7 +224,7 @@ pub async fn create_by_file(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
     check_account(&account)?;
-    principal.require_bearer_admin(&account)?;
+    principal.require_bearer_manage(&account)?;
     let upload = read_upload(multipart, state.max_upload_bytes).await?;
     if upload.meta.id.is_some() {
         return Err(ApiError::bad_request(
@@ -258,7 +258,7 @@ pub async fn update_by_file(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
-    principal.require_bearer_admin(&account)?;
+    principal.require_bearer_manage(&account)?;
     let upload = read_upload(multipart, state.max_upload_bytes).await?;
     let id = upload.meta.id.as_ref().and_then(id_of).ok_or_else(|| {
         ApiError::bad_request(
@@ -425,7 +425,7 @@ pub async fn create_json(
     Json(items): Json<Vec<CertificateJson>>,
 ) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
+    principal.require_manage(&account)?;
     let max = state.max_upload_bytes;
     let (rows, failed) = save_json(state, account, items, false, max).await?;
     let status = if rows.is_empty() {
@@ -444,7 +444,7 @@ pub async fn update_json(
     Json(items): Json<Vec<CertificateJson>>,
 ) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
+    principal.require_manage(&account)?;
     let max = state.max_upload_bytes;
     let (rows, failed) = save_json(state, account, items, true, max).await?;
     let status = if rows.is_empty() {
@@ -462,7 +462,7 @@ pub async fn list(
     principal: Principal,
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
+    principal.require_manage(&account)?;
     let mut out = Vec::new();
     for row in state.store.certificates(&account).await? {
         out.push(view(&state, &row).await);
@@ -477,7 +477,7 @@ pub async fn get_one(
     principal: Principal,
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
+    principal.require_manage(&account)?;
     let row = state
         .store
         .certificate(&account, id)
@@ -494,7 +494,7 @@ pub async fn delete(
     principal: Principal,
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
+    principal.require_manage(&account)?;
     let _w = state.store.write_lock().await;
     let mut tx = state.store.begin().await?;
     let users = Store::mappings_using(&mut tx, id).await?;

@@ -47,21 +47,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                     ApiError::bad_request("invalid_body", "the body could not be read")
                 }
             })?;
-        if nesting_depth(&bytes) > MAX_JSON_DEPTH {
-            return Err(ApiError::bad_request(
-                "json_too_deep",
-                format!("the body nests deeper than {MAX_JSON_DEPTH} levels"),
-            ));
-        }
-        serde_json::from_slice(&bytes).map(Json).map_err(|e| {
-            if e.is_syntax() || e.is_eof() {
-                ApiError::bad_request("malformed_json", "the body is not valid JSON")
-            } else {
-                // Data errors name the field and what was expected, never echo values.
-                ApiError::bad_request("invalid_body", e.to_string())
-            }
-        })
+        parse_json(&bytes).map(Json)
     }
+}
+
+/// Parses a JSON body with the API's rules (depth limit, stable error codes).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if nesting_depth(bytes) > MAX_JSON_DEPTH {
+        return Err(ApiError::bad_request(
+            "json_too_deep",
+            format!("the body nests deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::bad_request("malformed_json", "the body is not valid JSON")
+        } else {
+            // Data errors name the field and what was expected, never echo values.
+            ApiError::bad_request("invalid_body", e.to_string())
+        }
+    })
 }
 
 /// The deepest nesting of `[`/`{` outside strings, scanning bytes without parsing.

@@ -159,7 +159,7 @@ pub async fn create(
     Json(input): Json<Vec<MappingInput>>,
 ) -> Result<(StatusCode, HeaderMap, JsonOut<Value>), ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
+    principal.require_manage(&account)?;
     if input.is_empty() {
         return Err(ApiError::bad_request(
             "empty_body",
@@ -224,7 +224,7 @@ pub async fn list(
     principal: Principal,
 ) -> Result<(HeaderMap, JsonOut<Value>), ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
+    principal.require_manage(&account)?;
     let revision = state.store.revision(&account).await?;
     let rows = state.store.mappings(&account).await?;
     Ok((
@@ -309,7 +309,7 @@ pub async fn get_one(
     principal: Principal,
 ) -> Result<(HeaderMap, JsonOut<Value>), ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
+    principal.require_manage(&account)?;
     let revision = state.store.revision(&account).await?;
     let row = state
         .store
@@ -329,7 +329,7 @@ pub async fn update(
     Json(input): Json<MappingInput>,
 ) -> Result<(HeaderMap, JsonOut<Value>), ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
+    principal.require_manage(&account)?;
     let v = validate(0, &account, &input)?;
     let (row, revision) = {
         let _w = state.store.write_lock().await;
@@ -361,7 +361,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<(HeaderMap, JsonOut<Value>), ApiError> {
     check_account(&account)?;
-    principal.require_admin(&account)?;
+    principal.require_manage(&account)?;
     let revision = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;

@@ -1,5 +1,6 @@
 //! The HTTP API: management (certificates, mappings), the runtime snapshot feed, health.
 
+mod appkeys;
 mod auth;
 mod certificates;
 pub mod csds;
@@ -7,6 +8,7 @@ pub mod error;
 mod extract;
 mod mappings;
 mod runtime;
+mod users;
 mod views;
 
 use std::sync::Arc;
@@ -19,6 +21,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::appkeys::Directory;
+use crate::identity::Tokens;
 use crate::secret::Secret;
 use crate::store::Store;
 use crate::sync::Sync;
@@ -26,6 +30,8 @@ use crate::vault::Vault;
 use crate::xds::Acks;
 pub use auth::Principal;
 use error::{ApiError, REQUEST_ID};
+use mtlsgate_filter::oauth1::NonceCache;
+pub use users::{check_password, check_username};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -36,6 +42,10 @@ pub struct AppState {
     pub acks: Arc<Acks>,
     pub dev_admin_token: Option<Secret>,
     pub domains: csds::Domains,
+    pub tokens: Arc<Tokens>,
+    pub appkeys: Arc<Directory>,
+    /// OAuth1 nonces seen within the timestamp window.
+    pub nonces: Arc<std::sync::Mutex<NonceCache>>,
     /// Largest P12 file accepted, in bytes.
     pub max_upload_bytes: usize,
 }
@@ -67,6 +77,23 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(DefaultBodyLimit::max(upload.saturating_add(64 * 1024)));
     let management = Router::new()
+        .route("/api/account/{account}/login", post(users::login))
+        .route(
+            "/api/account/{account}/users",
+            get(users::list).post(users::create),
+        )
+        .route(
+            "/api/account/{account}/users/{id}",
+            axum::routing::delete(users::delete),
+        )
+        .route(
+            "/api/account/{account}/appkeys",
+            get(appkeys::list).post(appkeys::create),
+        )
+        .route(
+            "/api/account/{account}/appkeys/{id}",
+            axum::routing::delete(appkeys::revoke),
+        )
         .route(
             "/api/account/{account}/service/baseURI.json",
             get(csds::all),
@@ -145,7 +172,7 @@ async fn request_id(req: Request, next: Next) -> Response {
 }
 
 /// Account ids in paths: 1-64 letters, digits, `-` or `_` (the filter applies the same rule).
-pub(crate) fn check_account(account: &str) -> Result<(), ApiError> {
+pub fn check_account(account: &str) -> Result<(), ApiError> {
     let ok = !account.is_empty()
         && account.len() <= 64
         && account

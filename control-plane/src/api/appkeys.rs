@@ -1,0 +1,146 @@
+//! AppKeys (OAuth1 credentials) of an account. Secrets are shown once, at creation, and kept
+//! in Vault; the database holds only the public identifiers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json as JsonOut;
+use base64::Engine;
+use mtlsgate_filter::privilege;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::{parse_json, Path};
+use super::users::check_privileges;
+use super::{check_account, views, AppState, Principal};
+use crate::appkeys::AppKey;
+use crate::identity::random;
+use crate::secret::Secret;
+use crate::store::{AppKeyRow, Store};
+
+fn view(row: &AppKeyRow) -> Value {
+    json!({
+        "id": row.id,
+        "consumerKey": row.consumer_key,
+        "accessToken": row.access_token,
+        "privileges": row.privileges,
+        "createdBy": row.created_by,
+        "createdAt": views::rfc3339(row.created_at),
+    })
+}
+
+fn token(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewAppKey {
+    #[serde(default)]
+    privileges: Option<Vec<String>>,
+}
+
+/// `POST /api/account/{account}/appkeys` (admins only): the answer is the only time the
+/// secrets are shown.
+pub async fn create(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    principal: Principal,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    // The body is optional: no body means the default privileges.
+    let input: NewAppKey = if body.iter().all(u8::is_ascii_whitespace) {
+        NewAppKey::default()
+    } else {
+        parse_json(&body)?
+    };
+    let privileges = check_privileges(input.privileges, &privilege::RUNTIME)?;
+    let consumer_key = hex::encode(random::<16>());
+    let access_token = format!("{}-{}", account, hex::encode(random::<16>()));
+    let consumer_secret = Secret::new(token(&random::<32>()));
+    let token_secret = Secret::new(token(&random::<32>()));
+    let row = {
+        let _w = state.store.write_lock().await;
+        let mut tx = state.store.begin().await?;
+        let row = Store::insert_appkey(
+            &mut tx,
+            &account,
+            &consumer_key,
+            &access_token,
+            &privileges,
+            &principal.describe(),
+        )
+        .await?;
+        state
+            .vault
+            .put_appkey(&account, row.id, &consumer_secret, &token_secret)
+            .await?;
+        if let Err(e) = tx.commit().await {
+            let _ = state.vault.delete_appkey(&account, row.id).await;
+            return Err(crate::store::StoreError::from(e).into());
+        }
+        row
+    };
+    state.appkeys.insert(AppKey {
+        row: row.clone(),
+        consumer_secret: consumer_secret.clone(),
+        token_secret: token_secret.clone(),
+    });
+    state.sync.kick();
+    tracing::info!(account, appkey = row.id, by = %principal.describe(), "AppKey created");
+    let mut v = view(&row);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("consumerSecret".into(), json!(consumer_secret.expose()));
+        o.insert("accessTokenSecret".into(), json!(token_secret.expose()));
+    }
+    Ok((StatusCode::CREATED, JsonOut(v)))
+}
+
+/// `GET /api/account/{account}/appkeys` (admins only): without secrets.
+pub async fn list(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    principal: Principal,
+) -> Result<JsonOut<Value>, ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    Ok(JsonOut(Value::Array(
+        state
+            .store
+            .appkeys(&account)
+            .await?
+            .iter()
+            .map(view)
+            .collect(),
+    )))
+}
+
+/// `DELETE /api/account/{account}/appkeys/{id}` (admins only): revokes at once.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path((account, id)): Path<(String, i64)>,
+    principal: Principal,
+) -> Result<JsonOut<Value>, ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    {
+        let _w = state.store.write_lock().await;
+        let mut tx = state.store.begin().await?;
+        if !Store::revoke_appkey(&mut tx, &account, id).await? {
+            return Err(ApiError::not_found(format!(
+                "no AppKey {id} in this account"
+            )));
+        }
+        tx.commit().await.map_err(crate::store::StoreError::from)?;
+    }
+    // Revoked in the store and in memory first; a Vault failure only leaves unused secrets.
+    state.appkeys.remove(&account, id);
+    state.sync.kick();
+    if let Err(e) = state.vault.delete_appkey(&account, id).await {
+        tracing::warn!(appkey = id, error = %e, "revoked, but its secrets could not be removed from Vault");
+    }
+    tracing::info!(account, appkey = id, by = %principal.describe(), "AppKey revoked");
+    Ok(JsonOut(json!({"id": id, "revoked": true})))
+}

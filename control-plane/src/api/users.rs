@@ -1,0 +1,238 @@
+//! Users of an account and the login method.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json as JsonOut;
+use mtlsgate_filter::privilege;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::{Json, Path};
+use super::{check_account, views, AppState, Principal};
+use crate::identity::{self, PASSWORD_MAX, PASSWORD_MIN};
+use crate::secret::Secret;
+use crate::store::UserRow;
+
+/// A user as shown: never the password or its hash.
+fn user_view(u: &UserRow) -> Value {
+    json!({
+        "id": u.id,
+        "username": u.username,
+        "isAdmin": u.is_admin,
+        "privileges": u.privileges,
+        "siteId": u.account,
+        "createdAt": views::rfc3339(u.created_at),
+    })
+}
+
+/// Checks a user name: 1-128 printable characters.
+pub fn check_username(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name.chars().count() > 128
+        || name.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_username",
+            "a user name is 1-128 characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a new password's length.
+pub fn check_password(password: &Secret) -> Result<(), ApiError> {
+    let n = password.expose().chars().count();
+    if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
+        return Err(ApiError::bad_request(
+            "invalid_password",
+            format!("a password is {PASSWORD_MIN} to {PASSWORD_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Privilege names from a request: each must be known.
+pub fn check_privileges(
+    names: Option<Vec<String>>,
+    default: &[&str],
+) -> Result<Vec<String>, ApiError> {
+    let names = names.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
+    if let Some(bad) = names.iter().find(|n| !privilege::is_known(n)) {
+        return Err(ApiError::bad_request(
+            "invalid_privilege",
+            format!(
+                "unknown privilege {bad:?}; known: {}",
+                privilege::ALL.join(", ")
+            ),
+        ));
+    }
+    let mut names = names;
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewUser {
+    username: String,
+    password: Secret,
+    #[serde(default)]
+    is_admin: bool,
+    #[serde(default)]
+    privileges: Option<Vec<String>>,
+}
+
+/// `POST /api/account/{account}/users` (admins only).
+pub async fn create(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    principal: Principal,
+    Json(input): Json<NewUser>,
+) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    check_username(&input.username)?;
+    check_password(&input.password)?;
+    let privileges = check_privileges(input.privileges, &privilege::RUNTIME)?;
+    let password = input.password;
+    let hash = tokio::task::spawn_blocking(move || identity::hash_password(&password))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })?
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })?;
+    let user = state
+        .store
+        .insert_user(
+            &account,
+            &input.username,
+            &hash,
+            input.is_admin,
+            &privileges,
+        )
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "duplicate_username",
+                format!("a user named {:?} already exists", input.username),
+            )
+        })?;
+    tracing::info!(account, user = user.id, by = %principal.describe(), "user created");
+    Ok((StatusCode::CREATED, JsonOut(user_view(&user))))
+}
+
+/// `GET /api/account/{account}/users` (admins only).
+pub async fn list(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    principal: Principal,
+) -> Result<JsonOut<Value>, ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    Ok(JsonOut(Value::Array(
+        state
+            .store
+            .users(&account)
+            .await?
+            .iter()
+            .map(user_view)
+            .collect(),
+    )))
+}
+
+/// `DELETE /api/account/{account}/users/{id}` (admins only; not the last admin).
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((account, id)): Path<(String, i64)>,
+    principal: Principal,
+) -> Result<JsonOut<Value>, ApiError> {
+    check_account(&account)?;
+    principal.require_admin(&account)?;
+    let user = state
+        .store
+        .user(&account, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no user {id} in this account")))?;
+    if user.is_admin && state.store.admin_count(&account).await? <= 1 {
+        return Err(ApiError::conflict(
+            "last_admin",
+            "the last admin of an account cannot be deleted",
+        ));
+    }
+    if !state.store.delete_user(&account, id).await? {
+        return Err(ApiError::not_found(format!("no user {id} in this account")));
+    }
+    tracing::info!(account, user = id, by = %principal.describe(), "user deleted");
+    Ok(JsonOut(json!({"id": id, "deleted": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    username: String,
+    password: Secret,
+}
+
+/// `POST /api/account/{account}/login?v=1.3`: the agentVep login. Wrong user, password or
+/// account all answer the same 401, in the same time.
+pub async fn login(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    Json(input): Json<Login>,
+) -> Result<JsonOut<Value>, ApiError> {
+    check_account(&account)?;
+    let user = if input.username.len() <= 128 {
+        state.store.user_named(&account, &input.username).await?
+    } else {
+        None
+    };
+    let password = input.password;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let ok =
+        tokio::task::spawn_blocking(move || identity::verify_password(&password, hash.as_deref()))
+            .await
+            .unwrap_or(false);
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        _ => {
+            tracing::info!(account, "login refused");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong user name, password or account",
+            ));
+        }
+    };
+    let bearer = state.tokens.issue(&user);
+    tracing::info!(account, user = user.id, "login");
+    let now_ms = crate::store::now().saturating_mul(1000);
+    let mut privileges = user.privileges.clone();
+    if user.is_admin {
+        privileges = privilege::ALL.iter().map(|s| s.to_string()).collect();
+    }
+    Ok(JsonOut(json!({
+        "bearer": bearer,
+        "sessionTTl": (state.tokens.ttl_secs() * 1000).to_string(),
+        "config": {
+            "loginName": user.username,
+            "userId": user.id.to_string(),
+            "isAdmin": user.is_admin,
+            "userPrivileges": privileges,
+            "serverCurrentTime": now_ms,
+            "accountId": account,
+        },
+        "csdsCollectionResponse": state.domains.collection(&account),
+    })))
+}

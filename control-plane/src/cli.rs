@@ -1,0 +1,105 @@
+//! Commands other than `serve`: administration straight against the database.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use mtlsgate_filter::privilege;
+
+use crate::identity;
+use crate::secret::Secret;
+use crate::serve::ServeError;
+use crate::store::Store;
+
+/// `mtlsgate user add`
+#[derive(clap::Args, Debug)]
+pub struct UserAdd {
+    /// The account the user belongs to.
+    #[arg(long)]
+    pub account: String,
+    #[arg(long)]
+    pub username: String,
+    /// Make the user an admin of the account.
+    #[arg(long)]
+    pub admin: bool,
+    /// Read the password from this file (first line). Without it, the password is asked for
+    /// on the terminal without echo, or read from standard input when that is not a terminal.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// The SQLite database of the control plane.
+    #[arg(long, env = "MTLSGATE_DATABASE", default_value = "mtlsgate.db")]
+    pub database: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read the password: {0}")]
+    Password(std::io::Error),
+}
+
+fn read_password(args: &UserAdd) -> Result<Secret, CliError> {
+    let line = match &args.password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(CliError::Password)?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        None if std::io::stdin().is_terminal() => {
+            let first = rpassword::prompt_password("Password: ").map_err(CliError::Password)?;
+            let again =
+                rpassword::prompt_password("Password again: ").map_err(CliError::Password)?;
+            if first != again {
+                return Err(CliError::Invalid("the passwords differ".into()));
+            }
+            first
+        }
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(CliError::Password)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    Ok(Secret::new(line))
+}
+
+pub async fn user_add(args: UserAdd) -> Result<(), ServeError> {
+    let invalid = |m: String| ServeError::Cli(CliError::Invalid(m));
+    crate::api::check_account(&args.account).map_err(|e| invalid(e.message))?;
+    crate::api::check_username(&args.username).map_err(|e| invalid(e.message))?;
+    let password = read_password(&args).map_err(ServeError::Cli)?;
+    crate::api::check_password(&password).map_err(|e| invalid(e.message))?;
+    let hash = identity::hash_password(&password)
+        .map_err(|_| invalid("cannot hash the password".into()))?;
+    let store = Store::open(&args.database).await?;
+    let privileges: Vec<String> = privilege::RUNTIME.iter().map(|s| s.to_string()).collect();
+    match store
+        .insert_user(
+            &args.account,
+            &args.username,
+            &hash,
+            args.admin,
+            &privileges,
+        )
+        .await?
+    {
+        Some(user) => {
+            println!(
+                "added {} {:?} to account {} (id {})",
+                if user.is_admin { "admin" } else { "user" },
+                user.username,
+                user.account,
+                user.id
+            );
+            Ok(())
+        }
+        None => Err(invalid(format!(
+            "account {} already has a user named {:?}",
+            args.account, args.username
+        ))),
+    }
+}
