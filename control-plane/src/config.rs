@@ -87,6 +87,11 @@ pub struct ServeConfig {
     )]
     pub upstream_connect_timeout_ms: u64,
 
+    /// The JDK's `keytool`, used by the P12 tester to tell whether Java can read a file;
+    /// found through `JAVA_HOME` or `PATH` when not given.
+    #[arg(long, env = "MTLSGATE_KEYTOOL")]
+    pub keytool: Option<std::path::PathBuf>,
+
     /// Lifetime of a login token (seconds); the login answers it as `sessionTTl`.
     #[arg(long, env = "MTLSGATE_SESSION_TTL_SECONDS", default_value_t = 8 * 3600)]
     pub session_ttl_seconds: u64,

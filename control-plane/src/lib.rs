@@ -15,6 +15,7 @@ pub mod config;
 pub mod desired;
 pub mod identity;
 pub mod p12;
+pub mod p12test;
 pub mod secret;
 pub mod serve;
 pub mod store;

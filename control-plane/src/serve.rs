@@ -85,6 +85,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         acks,
         dev_admin_token: cfg.dev_admin_token.clone(),
         max_upload_bytes: cfg.max_upload_bytes,
+        keytool: crate::api::p12test::find_keytool(cfg.keytool.clone()),
         domains: crate::api::csds::Domains {
             gateway: cfg.public_gateway.clone(),
             api: cfg

@@ -13,4 +13,5 @@ mod upstream;
 
 mod forward;
 mod management;
+mod p12tester;
 mod uploads;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-fn run(dir: &Path, program: &str, args: &[&str]) {
+pub fn run(dir: &Path, program: &str, args: &[&str]) {
     let out = Command::new(program)
         .current_dir(dir)
         .args(args)
@@ -18,7 +18,7 @@ fn run(dir: &Path, program: &str, args: &[&str]) {
     );
 }
 
-fn read(dir: &Path, name: &str) -> Vec<u8> {
+pub fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).expect("tool output")
 }
 

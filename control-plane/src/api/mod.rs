@@ -7,6 +7,7 @@ pub mod csds;
 pub mod error;
 mod extract;
 mod mappings;
+pub mod p12test;
 mod runtime;
 mod users;
 mod views;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub appkeys: Arc<Directory>,
     /// OAuth1 nonces seen within the timestamp window.
     pub nonces: Arc<std::sync::Mutex<NonceCache>>,
+    /// The JDK's keytool, for the P12 tester's Java check (`None`: not checked).
+    pub keytool: Option<std::path::PathBuf>,
     /// Largest P12 file accepted, in bytes.
     pub max_upload_bytes: usize,
 }
@@ -74,6 +77,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{cert}/by-file"),
             post(certificates::create_by_file).put(certificates::update_by_file),
+        )
+        .route(
+            "/mtls/account/{account}/p12-test/multipart",
+            post(p12test::test),
         )
         .layer(DefaultBodyLimit::max(upload.saturating_add(64 * 1024)));
     let management = Router::new()
