@@ -856,3 +856,74 @@ async fn hostile_bodies_and_paths_get_json_errors() {
     assert_eq!(error_code(r).await, (400, "invalid_path".into()));
     assert_eq!(mapping_count(&stack, A).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_answers_as_documented() {
+    let stack = Stack::start().await;
+    let doc: Value = stack
+        .client
+        .get(format!("{}/openapi.json", stack.api))
+        .send()
+        .await
+        .expect("doc")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut checked = 0;
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().expect("ops") {
+            let documented: Vec<u16> = op["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .map(|k| k.parse().expect("status"))
+                .collect();
+            let url = format!(
+                "{}{}",
+                stack.api,
+                path.replace("{accountId}", "4004")
+                    .replace("{id}", "1")
+                    .replace("{serviceName}", "mtlsGateway")
+            );
+            let url = if path.ends_with("/snapshot") {
+                format!("{url}?node=nobody&waitSeconds=1")
+            } else {
+                url
+            };
+            for bearer in [None, Some(TOKEN)] {
+                let mut req = stack
+                    .client
+                    .request(method.to_uppercase().parse().expect("method"), &url);
+                if let Some(b) = bearer {
+                    req = req.bearer_auth(b);
+                }
+                if let Some(content) = op["requestBody"]["content"].as_object() {
+                    if content.contains_key("application/json") {
+                        req = req.header("content-type", "application/json").body("{}");
+                    } else {
+                        req = req.multipart(reqwest::multipart::Form::new().text("unrelated", "x"));
+                    }
+                }
+                let status = req.send().await.expect("send").status().as_u16();
+                assert!(
+                    documented.contains(&status),
+                    "{method} {path} answered {status}, documented {documented:?}"
+                );
+                checked += 1;
+            }
+            let security = op["security"].as_array().expect("security");
+            if !security.is_empty() {
+                assert!(
+                    documented.contains(&401),
+                    "{method} {path} needs credentials but documents no 401"
+                );
+            }
+        }
+    }
+    assert!(
+        checked >= 48,
+        "only {checked} checks: operations missing from the document?"
+    );
+}

@@ -7,6 +7,7 @@ pub mod csds;
 pub mod error;
 mod extract;
 mod mappings;
+pub mod openapi;
 pub mod p12test;
 mod runtime;
 mod users;
@@ -132,6 +133,7 @@ pub fn router(state: AppState) -> Router {
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
+        .route("/openapi.json", get(openapi::serve))
         // The long poll bounds its own wait.
         .route("/v1/runtime/snapshot", get(runtime::snapshot))
         .merge(management)
