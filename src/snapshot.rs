@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::service::Service;
 
 /// The snapshot as it travels from the control plane to the filter.
+///
+/// It carries AppKey secrets (the filter checks HMAC signatures itself), so the control plane
+/// serves it only to callers holding the runtime token.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Snapshot {
@@ -20,6 +23,71 @@ pub struct Snapshot {
     /// Mappings this Envoy node can serve right now: their cluster and client certificate
     /// have been acknowledged by the node, so a forward never races cluster creation.
     pub mappings: Vec<MappingEntry>,
+    /// Public keys that sign login tokens.
+    #[serde(default)]
+    pub token_keys: Vec<TokenKey>,
+    /// Live AppKeys with their secrets.
+    #[serde(default)]
+    pub app_keys: Vec<AppKeyEntry>,
+    /// Live users: a token of a user not listed here is refused even before it expires.
+    #[serde(default)]
+    pub users: Vec<UserRef>,
+    /// Hosts an account allows plain-TLS forwarding to when a URL has no mapping (acknowledged
+    /// by the node, like mappings).
+    #[serde(default)]
+    pub fallback: Vec<FallbackEntry>,
+}
+
+/// A token signing key, public half.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenKey {
+    pub kid: String,
+    /// The 32-byte Ed25519 public key, base64url without padding.
+    pub public_key: String,
+}
+
+/// An AppKey as the filter needs it to check OAuth1 signatures.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppKeyEntry {
+    pub id: u64,
+    pub account: String,
+    pub consumer_key: String,
+    pub access_token: String,
+    pub consumer_secret: String,
+    pub access_token_secret: String,
+    pub privileges: Vec<String>,
+}
+
+impl std::fmt::Debug for AppKeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppKeyEntry")
+            .field("id", &self.id)
+            .field("account", &self.account)
+            .field("consumer_key", &self.consumer_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A live user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserRef {
+    pub account: String,
+    pub id: u64,
+}
+
+/// A host an account may reach over plain TLS (server verified, no client certificate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FallbackEntry {
+    pub account: String,
+    /// Lower-case host name or IP literal, as `Target::host` gives it.
+    pub host: String,
+    pub port: u16,
+    /// The plain-TLS cluster for that host and port.
+    pub cluster: String,
 }
 
 /// One enabled mapping: the triplet and where it goes.
@@ -34,6 +102,9 @@ pub struct MappingEntry {
     /// The Envoy cluster that carries the client certificate for this mapping.
     pub cluster: String,
     pub certificate_id: u64,
+    /// Hex serial number of the certificate, for the audit log.
+    #[serde(default)]
+    pub certificate_serial: String,
 }
 
 /// Where a matched request goes, and what the audit records about it.
@@ -115,6 +186,7 @@ mod tests {
             url: url.into(),
             cluster: format!("c{id}"),
             certificate_id: id * 10,
+            certificate_serial: String::new(),
         }
     }
 
@@ -127,6 +199,8 @@ mod tests {
                 entry(2, "acc1", Service::Webhooks, "https://a.example/x?q=1"),
                 entry(3, "acc2", Service::Idp, "https://a.example/x?q=1"),
             ],
+
+            ..Default::default()
         });
         assert_eq!(idx.len(), 3);
         let hit = |a, s, u| idx.lookup(a, s, u).map(|r| r.mapping_id);
@@ -157,6 +231,8 @@ mod tests {
         let snap = Snapshot {
             version: "abc".into(),
             mappings: vec![entry(7, "a", Service::TestService, "https://h/")],
+
+            ..Default::default()
         };
         let json = serde_json::to_vec(&snap).unwrap();
         let idx = Index::from_json(&json).unwrap();

@@ -122,6 +122,10 @@ impl Desired {
                     url: m.url.clone(),
                     cluster: name,
                     certificate_id: m.certificate_id as u64,
+                    certificate_serial: live
+                        .get(&m.certificate_id)
+                        .map(|c| c.info.serial_number.clone())
+                        .unwrap_or_default(),
                 },
                 secret,
             });

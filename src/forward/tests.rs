@@ -13,7 +13,10 @@ fn index() -> Index {
             url: URL.into(),
             cluster: "mtls_5_api.brand.example_443".into(),
             certificate_id: 5,
+            certificate_serial: "0A".into(),
         }],
+
+        ..Default::default()
     })
 }
 

@@ -46,6 +46,7 @@ pub fn gated(desired: &Desired, acks: &NodeAcks) -> Snapshot {
     Snapshot {
         version: short_hash(h),
         mappings,
+        ..Default::default()
     }
 }
 
