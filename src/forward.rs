@@ -4,7 +4,11 @@
 //!
 //! Pure: the glue hands in the method, path and headers, and applies what comes back.
 
+use crate::audit::{redact_path, Audit};
+use crate::auth::{self, Caller, NonceGuard, Signed};
+use crate::check_mapping;
 use crate::headers;
+use crate::privilege;
 use crate::refusal::Refusal;
 use crate::service::Service;
 use crate::snapshot::{Index, Route};
@@ -16,20 +20,43 @@ pub struct Request<'a> {
     pub method: &'a str,
     /// `:path`, query included.
     pub path: &'a str,
+    /// `:authority`: the caller signed its OAuth1 request for this host.
+    pub authority: &'a str,
     /// All request headers, lower-case names, repeated names as separate entries.
     pub headers: &'a [(String, String)],
+    /// The client's IP, for the audit log.
+    pub client_ip: &'a str,
+}
+
+/// What the decision may consult besides the request.
+pub struct Context<'a> {
+    /// `None` until a first snapshot has loaded.
+    pub index: Option<&'a Index>,
+    /// Unix seconds.
+    pub now: u64,
+    /// OAuth1 timestamp window.
+    pub max_skew_secs: u64,
+    /// Log target queries instead of redacting them.
+    pub keep_query: bool,
+    pub nonces: &'a mut dyn NonceGuard,
 }
 
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Not a forward: let the router handle it, after removing these headers (the filter's
-    /// own, which a caller must never set).
+    /// Not a path the filter serves: let the router handle it, after removing these headers
+    /// (the filter's own, which a caller must never set).
     PassThrough { remove: Vec<String> },
-    /// Forward to the mapped target.
-    Forward(Forward),
+    /// Forward to the target.
+    Forward(Box<Forward>),
+    /// A check-mapping request, authenticated: answer it once the body is in.
+    CheckMapping {
+        account: String,
+        version: check_mapping::Version,
+        audit: Box<Audit>,
+    },
     /// Answer locally.
-    Refuse(Refusal),
+    Refuse(Refusal, Box<Audit>),
 }
 
 /// The rewrite of a forwarded request. The glue removes `remove` first, then sets `set`.
@@ -39,10 +66,13 @@ pub struct Forward {
     pub set: Vec<(&'static str, String)>,
     pub account: String,
     pub service: Service,
-    pub route: Route,
+    /// The mapping's route; `None` for a plain-TLS fallback.
+    pub route: Option<Route>,
+    pub audit: Audit,
 }
 
 const FORWARD_PREFIX: &str = "/mtls/account/";
+const CHECK_MAPPING_PATH: &str = "/mtls/mapping";
 const ACCOUNT_MAX_LEN: usize = 64;
 
 /// Headers that describe one hop and must not travel past the gateway (RFC 9110 §7.6.1),
@@ -64,8 +94,8 @@ const HOP_BY_HOP: &[&str] = &[
     "x-forwarded-host",
 ];
 
-/// Decides what happens to `req`. `index` is `None` until a first snapshot has loaded.
-pub fn decide(req: &Request<'_>, index: Option<&Index>) -> Decision {
+/// Decides what happens to `req`.
+pub fn decide(req: &Request<'_>, ctx: &mut Context<'_>) -> Decision {
     let own_headers: Vec<String> = req
         .headers
         .iter()
@@ -73,6 +103,23 @@ pub fn decide(req: &Request<'_>, index: Option<&Index>) -> Decision {
         .map(|(name, _)| name.clone())
         .collect();
     let path = req.path.split('?').next().unwrap_or_default();
+    let mut audit = Audit {
+        client_ip: req.client_ip.to_owned(),
+        ..Audit::default()
+    };
+    if path == CHECK_MAPPING_PATH {
+        return match check(req, ctx, &mut audit) {
+            Ok((account, version)) => {
+                audit.decision = "checked";
+                Decision::CheckMapping {
+                    account,
+                    version,
+                    audit: Box::new(audit),
+                }
+            }
+            Err(r) => refuse(r, audit),
+        };
+    }
     let Some(account) = path.strip_prefix(FORWARD_PREFIX) else {
         return Decision::PassThrough {
             remove: own_headers,
@@ -84,13 +131,77 @@ pub fn decide(req: &Request<'_>, index: Option<&Index>) -> Decision {
             remove: own_headers,
         };
     }
-    match forward(req, account, index) {
-        Ok(f) => Decision::Forward(f),
-        Err(r) => Decision::Refuse(r),
+    audit.account = account.to_owned();
+    match forward(req, account, ctx, &mut audit) {
+        Ok(mut f) => {
+            f.audit = audit;
+            Decision::Forward(Box::new(f))
+        }
+        Err(r) => refuse(r, audit),
     }
 }
 
-fn forward(req: &Request<'_>, account: &str, index: Option<&Index>) -> Result<Forward, Refusal> {
+fn refuse(r: Refusal, mut audit: Audit) -> Decision {
+    audit.decision = "refused";
+    audit.code = r.code;
+    Decision::Refuse(r, Box::new(audit))
+}
+
+fn authenticated(
+    req: &Request<'_>,
+    ctx: &mut Context<'_>,
+    audit: &mut Audit,
+) -> Result<Caller, Refusal> {
+    let index = ctx.index.ok_or_else(|| {
+        Refusal::new(
+            503,
+            "snapshot_unavailable",
+            "the gateway has not loaded its configuration yet; retry shortly",
+        )
+    })?;
+    let authorization = single_header(req.headers, "authorization")?;
+    let signed = Signed {
+        method: req.method,
+        authority: req.authority,
+        path: req.path,
+    };
+    let caller = auth::authenticate(
+        authorization,
+        signed,
+        index,
+        ctx.now,
+        ctx.max_skew_secs,
+        &mut *ctx.nonces,
+    )?;
+    audit.caller = caller.id.to_string();
+    Ok(caller)
+}
+
+fn check(
+    req: &Request<'_>,
+    ctx: &mut Context<'_>,
+    audit: &mut Audit,
+) -> Result<(String, check_mapping::Version), Refusal> {
+    if req.method != "POST" {
+        return Err(Refusal::new(
+            405,
+            "method_not_allowed",
+            "check mapping accepts POST",
+        ));
+    }
+    let version = check_mapping::Version::from_query(req.path)?;
+    let caller = authenticated(req, ctx, audit)?;
+    audit.account = caller.account.clone();
+    caller.require(&caller.account, privilege::CHECK_MAPPING)?;
+    Ok((caller.account, version))
+}
+
+fn forward(
+    req: &Request<'_>,
+    account: &str,
+    ctx: &mut Context<'_>,
+    audit: &mut Audit,
+) -> Result<Forward, Refusal> {
     if !valid_account(account) {
         return Err(Refusal::new(
             400,
@@ -105,6 +216,12 @@ fn forward(req: &Request<'_>, account: &str, index: Option<&Index>) -> Result<Fo
             "forward accepts GET, POST, PUT and DELETE",
         ));
     }
+    let caller = authenticated(req, ctx, audit)?;
+    caller.require(account, privilege::FORWARD)?;
+    let index = ctx
+        .index
+        .ok_or_else(|| Refusal::new(503, "snapshot_unavailable", "no configuration loaded"))?;
+
     let url = single_header(req.headers, headers::FORWARD_URL)?.ok_or_else(|| {
         Refusal::new(
             400,
@@ -114,6 +231,8 @@ fn forward(req: &Request<'_>, account: &str, index: Option<&Index>) -> Result<Fo
     })?;
     let target = Target::parse(url)
         .map_err(|e| Refusal::new(400, "invalid_forward_url", format!("LP-forward-url: {e}")))?;
+    audit.target_host = target.host().to_owned();
+    audit.target_path = redact_path(target.path(), ctx.keep_query);
     let service = single_header(req.headers, headers::SERVICE_NAME)?
         .ok_or_else(|| {
             Refusal::new(
@@ -124,25 +243,35 @@ fn forward(req: &Request<'_>, account: &str, index: Option<&Index>) -> Result<Fo
         })?
         .parse::<Service>()
         .map_err(|e| Refusal::new(400, "invalid_service_name", format!("LP-service-name: {e}")))?;
+    audit.service = service.name().to_owned();
     let override_auth = single_header(req.headers, headers::AUTHORIZATION_OVERRIDE)?;
+    let stop = single_header(req.headers, headers::STOP_IF_NOT_FOUND)?
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
 
-    let index = index.ok_or_else(|| {
+    let no_mapping = || {
         Refusal::new(
-            503,
-            "snapshot_unavailable",
-            "the gateway has not loaded its configuration yet; retry shortly",
+            400,
+            "no_mtls_mapping",
+            format!("no mTLS mapping for account {account}, service {service} and this URL"),
         )
-    })?;
-    let route = index
-        .lookup(account, service, target.as_str())
-        .ok_or_else(|| {
-            Refusal::new(
-                400,
-                "no_mtls_mapping",
-                format!("no mTLS mapping for account {account}, service {service} and this URL"),
-            )
-        })?
-        .clone();
+    };
+    let (cluster, route) = match index.lookup(account, service, target.as_str()) {
+        Some(route) => {
+            audit.decision = "forwarded";
+            audit.mapping_id = route.mapping_id.to_string();
+            audit.certificate_id = route.certificate_id.to_string();
+            audit.certificate_serial = route.certificate_serial.clone();
+            (route.cluster.clone(), Some(route.clone()))
+        }
+        None if stop => return Err(no_mapping()),
+        None => match index.fallback(account, target.host(), target.port()) {
+            Some(f) => {
+                audit.decision = "forwarded_plain_tls";
+                (f.cluster, None)
+            }
+            None => return Err(no_mapping()),
+        },
+    };
 
     let mut remove: Vec<String> = Vec::new();
     for (name, _) in req.headers {
@@ -170,7 +299,7 @@ fn forward(req: &Request<'_>, account: &str, index: Option<&Index>) -> Result<Fo
         (":scheme", "https".to_owned()),
         (":authority", target.authority().to_owned()),
         (":path", target.path().to_owned()),
-        (headers::CLUSTER, route.cluster.clone()),
+        (headers::CLUSTER, cluster),
     ];
     if let Some(auth) = override_auth {
         set.push(("authorization", auth.to_owned()));
@@ -181,6 +310,7 @@ fn forward(req: &Request<'_>, account: &str, index: Option<&Index>) -> Result<Fo
         account: account.to_owned(),
         service,
         route,
+        audit: Audit::default(),
     })
 }
 

@@ -5,7 +5,11 @@
 //! the two halves) and the tests run without Envoy. Only [`glue`] talks to the proxy-wasm host,
 //! and it only translates: build a request view, ask [`forward::decide`], apply the answer.
 
+pub mod audit;
+pub mod auth;
+pub mod check_mapping;
 pub mod forward;
+
 pub mod oauth1;
 pub mod privilege;
 pub mod refusal;
@@ -26,6 +30,8 @@ pub mod headers {
     pub const SERVICE_NAME: &str = "lp-service-name";
     /// Sent upstream as `Authorization`.
     pub const AUTHORIZATION_OVERRIDE: &str = "lp-authorization-override";
+    /// `true`: no mapping means an error, never a plain-TLS forward.
+    pub const STOP_IF_NOT_FOUND: &str = "lp-stop-if-certificate-not-found";
     /// Set by Envoy (`generate_request_id`), echoed in every error body.
     pub const REQUEST_ID: &str = "x-request-id";
 }

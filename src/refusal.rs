@@ -10,6 +10,8 @@ pub struct Refusal {
     pub code: &'static str,
     /// For a person; never contains a secret.
     pub message: String,
+    /// Extra answer headers (`WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 #[derive(Serialize)]
@@ -26,7 +28,23 @@ impl Refusal {
             status,
             code,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds an answer header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// 401 with the `WWW-Authenticate` challenge a LivePerson client reads as "the gateway
+    /// refused the credential".
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Refusal::new(401, code, message).with_header(
+            "www-authenticate",
+            "OAuth realm=\"mtlsgate\", Bearer realm=\"mtlsgate\"",
+        )
     }
 
     /// The JSON body: `{"code", "message", "requestId"}`.

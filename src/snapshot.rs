@@ -112,6 +112,7 @@ pub struct MappingEntry {
 pub struct Route {
     pub mapping_id: u64,
     pub certificate_id: u64,
+    pub certificate_serial: String,
     pub cluster: String,
 }
 
@@ -123,12 +124,54 @@ pub struct Index {
     // keys and allocate nothing on the request path.
     accounts: HashMap<String, [HashMap<String, Route>; 3]>,
     len: usize,
+    token_keys: crate::token::KeySet,
+    // (consumer key, access token) -> AppKey
+    app_keys: HashMap<(String, String), AppKeyEntry>,
+    users: std::collections::HashSet<(String, u64)>,
+    // account -> (host, port) -> plain-TLS cluster
+    fallback: HashMap<String, HashMap<(String, u16), String>>,
+}
+
+/// Where a request without a mapping may go instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackRoute {
+    pub cluster: String,
 }
 
 impl Index {
     /// Compiles a snapshot. A triplet that appears twice keeps its first mapping; the
     /// control plane's store makes triplets unique, so this only guards against a bug there.
     pub fn new(snapshot: Snapshot) -> Self {
+        use base64::Engine;
+        let mut token_keys = crate::token::KeySet::new();
+        for k in &snapshot.token_keys {
+            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&k.public_key)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok());
+            // A key that does not decode verifies nothing: left out.
+            if let Some(key) = key {
+                token_keys.insert(k.kid.clone(), key);
+            }
+        }
+        let app_keys = snapshot
+            .app_keys
+            .into_iter()
+            .map(|k| ((k.consumer_key.clone(), k.access_token.clone()), k))
+            .collect();
+        let users = snapshot
+            .users
+            .into_iter()
+            .map(|u| (u.account, u.id))
+            .collect();
+        let mut fallback: HashMap<String, HashMap<(String, u16), String>> = HashMap::new();
+        for f in snapshot.fallback {
+            fallback
+                .entry(f.account)
+                .or_default()
+                .insert((f.host, f.port), f.cluster);
+        }
         let mut accounts: HashMap<String, [HashMap<String, Route>; 3]> = HashMap::new();
         let mut len = 0;
         for m in snapshot.mappings {
@@ -138,6 +181,7 @@ impl Index {
                 slot.insert(Route {
                     mapping_id: m.id,
                     certificate_id: m.certificate_id,
+                    certificate_serial: m.certificate_serial,
                     cluster: m.cluster,
                 });
                 len += 1;
@@ -147,7 +191,36 @@ impl Index {
             version: snapshot.version,
             accounts,
             len,
+            token_keys,
+            app_keys,
+            users,
+            fallback,
         }
+    }
+
+    /// Public keys that sign login tokens.
+    pub fn token_keys(&self) -> &crate::token::KeySet {
+        &self.token_keys
+    }
+
+    /// The AppKey with this consumer key and access token.
+    pub fn app_key(&self, consumer_key: &str, access_token: &str) -> Option<&AppKeyEntry> {
+        self.app_keys
+            .get(&(consumer_key.to_owned(), access_token.to_owned()))
+    }
+
+    /// Whether the user still exists.
+    pub fn user_is_live(&self, account: &str, id: u64) -> bool {
+        self.users.contains(&(account.to_owned(), id))
+    }
+
+    /// The plain-TLS cluster for a host the account allows without a mapping.
+    pub fn fallback(&self, account: &str, host: &str, port: u16) -> Option<FallbackRoute> {
+        let host = host.to_ascii_lowercase();
+        self.fallback
+            .get(account)?
+            .get(&(host, port))
+            .map(|c| FallbackRoute { cluster: c.clone() })
     }
 
     /// Parses the wire form and compiles it.

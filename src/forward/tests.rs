@@ -1,23 +1,88 @@
+use base64::Engine;
+use ed25519_dalek::SigningKey;
+
 use super::*;
-use crate::snapshot::{MappingEntry, Snapshot};
+use crate::oauth1::Verified;
+use crate::snapshot::{AppKeyEntry, FallbackEntry, MappingEntry, Snapshot, TokenKey, UserRef};
+use crate::token::{self, Claims};
 
 const URL: &str = "https://api.brand.example/oauth/token?x=1";
+const ACC: &str = "52653865";
+const NOW: u64 = 1_800_000_000;
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[7u8; 32])
+}
 
 fn index() -> Index {
     Index::new(Snapshot {
         version: "1".into(),
         mappings: vec![MappingEntry {
             id: 11,
-            account: "52653865".into(),
+            account: ACC.into(),
             service: Service::Idp,
             url: URL.into(),
             cluster: "mtls_5_api.brand.example_443".into(),
             certificate_id: 5,
             certificate_serial: "0A".into(),
         }],
-
-        ..Default::default()
+        token_keys: vec![TokenKey {
+            kid: "k1".into(),
+            public_key: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(key().verifying_key().as_bytes()),
+        }],
+        app_keys: vec![AppKeyEntry {
+            id: 3,
+            account: ACC.into(),
+            consumer_key: "ck".into(),
+            access_token: "at".into(),
+            consumer_secret: "cs".into(),
+            access_token_secret: "ts".into(),
+            privileges: vec![crate::privilege::CHECK_MAPPING.into()],
+        }],
+        users: vec![
+            UserRef {
+                account: ACC.into(),
+                id: 1,
+            },
+            UserRef {
+                account: "other".into(),
+                id: 2,
+            },
+        ],
+        fallback: vec![FallbackEntry {
+            account: ACC.into(),
+            host: "plain.example".into(),
+            port: 443,
+            cluster: "tls_plain.example_443".into(),
+        }],
     })
+}
+
+fn bearer(account: &str, user: u64, privileges: &[&str], exp: u64) -> String {
+    let claims = Claims {
+        iss: token::ISSUER.into(),
+        sub: user.to_string(),
+        acc: account.into(),
+        name: "alice".into(),
+        adm: false,
+        privileges: privileges.iter().map(|s| s.to_string()).collect(),
+        iat: NOW - 10,
+        exp,
+        jti: "j".into(),
+    };
+    format!("Bearer {}", token::sign(&claims, "k1", &key()))
+}
+
+fn good() -> String {
+    bearer(ACC, 1, &[crate::privilege::FORWARD], NOW + 100)
+}
+
+struct AllNew;
+impl NonceGuard for AllNew {
+    fn first_use(&mut self, _: &Verified, _: u64) -> bool {
+        true
+    }
 }
 
 fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -34,19 +99,33 @@ fn decide_with(
     idx: Option<&Index>,
 ) -> Decision {
     let headers = h(headers);
+    let mut nonces = AllNew;
+    let mut ctx = Context {
+        index: idx,
+        now: NOW,
+        max_skew_secs: 300,
+        keep_query: false,
+        nonces: &mut nonces,
+    };
     decide(
         &Request {
             method,
             path,
+            authority: "gateway:10000",
             headers: &headers,
+            client_ip: "127.0.0.2",
         },
-        idx,
+        &mut ctx,
     )
 }
 
 fn refusal(d: Decision) -> (u16, &'static str) {
     match d {
-        Decision::Refuse(r) => (r.status, r.code),
+        Decision::Refuse(r, audit) => {
+            assert_eq!(audit.decision, "refused");
+            assert_eq!(audit.code, r.code);
+            (r.status, r.code)
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -54,16 +133,16 @@ fn refusal(d: Decision) -> (u16, &'static str) {
 #[test]
 fn forwards_a_mapped_triplet_and_rewrites_the_request() {
     let idx = index();
+    let auth = good();
     let d = decide_with(
         "POST",
         "/mtls/account/52653865",
         &[
             (":authority", "gateway:10000"),
-            ("authorization", "Bearer caller-secret"),
+            ("authorization", &auth),
             ("lp-forward-url", URL),
             ("lp-service-name", "IDP"),
             ("lp-authorization-override", "Basic dXBzdHJlYW0="),
-            ("lp-stop-if-certificate-not-found", "true"),
             ("x-mtlsgate-cluster", "attacker-choice"),
             ("x-forwarded-for", "10.0.0.1"),
             ("content-type", "application/json"),
@@ -73,14 +152,12 @@ fn forwards_a_mapped_triplet_and_rewrites_the_request() {
     let Decision::Forward(f) = d else {
         panic!("{d:?}")
     };
-    assert_eq!(f.route.mapping_id, 11);
-    assert_eq!(f.account, "52653865");
+    assert_eq!(f.route.as_ref().map(|r| r.mapping_id), Some(11));
     for gone in [
         "authorization",
         "lp-forward-url",
         "lp-service-name",
         "lp-authorization-override",
-        "lp-stop-if-certificate-not-found",
         "x-mtlsgate-cluster",
         "x-forwarded-for",
     ] {
@@ -93,50 +170,144 @@ fn forwards_a_mapped_triplet_and_rewrites_the_request() {
     assert_eq!(set[":scheme"], "https");
     assert_eq!(set["x-mtlsgate-cluster"], "mtls_5_api.brand.example_443");
     assert_eq!(set["authorization"], "Basic dXBzdHJlYW0=");
-}
-
-#[test]
-fn service_may_be_named_by_id() {
-    let idx = index();
-    let d = decide_with(
-        "GET",
-        "/mtls/account/52653865?ignored=1",
-        &[("lp-forward-url", URL), ("lp-service-name", "1")],
-        Some(&idx),
-    );
-    assert!(matches!(d, Decision::Forward(_)), "{d:?}");
-}
-
-#[test]
-fn unmapped_triplets_are_refused_as_no_mtls_mapping() {
-    let idx = index();
-    for (account, service, url) in [
-        ("52653865", "WEBHOOKS", URL),
+    // The audit knows who, where, with which certificate; the query is redacted.
+    assert_eq!(f.audit.decision, "forwarded");
+    assert_eq!(f.audit.caller, "user:1:alice");
+    assert_eq!(f.audit.account, ACC);
+    assert_eq!(f.audit.service, "IDP");
+    assert_eq!(
         (
-            "52653865",
-            "IDP",
-            "https://api.brand.example/oauth/token?x=2",
+            f.audit.mapping_id.as_str(),
+            f.audit.certificate_id.as_str(),
+            f.audit.certificate_serial.as_str()
         ),
-        ("52653865", "IDP", "https://api.brand.example/oauth/token"),
-        ("other", "IDP", URL),
+        ("11", "5", "0A")
+    );
+    assert_eq!(f.audit.target_host, "api.brand.example");
+    assert_eq!(f.audit.target_path, "/oauth/token?<redacted>");
+    assert_eq!(f.audit.client_ip, "127.0.0.2");
+}
+
+#[test]
+fn callers_are_authenticated_and_authorized() {
+    let idx = index();
+    let base = [("lp-forward-url", URL), ("lp-service-name", "IDP")];
+    let with = |auth: &str| {
+        let mut hs = base.to_vec();
+        hs.push(("authorization", auth));
+        refusal(decide_with(
+            "GET",
+            "/mtls/account/52653865",
+            &hs,
+            Some(&idx),
+        ))
+    };
+    assert_eq!(
+        refusal(decide_with(
+            "GET",
+            "/mtls/account/52653865",
+            &base,
+            Some(&idx)
+        )),
+        (401, "unauthorized")
+    );
+    assert_eq!(with("Basic abc"), (401, "unauthorized"));
+    assert_eq!(with("Bearer not.a.token"), (401, "invalid_token"));
+    assert_eq!(
+        with(&bearer(ACC, 1, &["MTLS_FORWARD"], NOW - 1)),
+        (401, "token_expired")
+    );
+    assert_eq!(
+        with(&bearer(ACC, 9, &["MTLS_FORWARD"], NOW + 100)),
+        (401, "invalid_token"),
+        "deleted user"
+    );
+    assert_eq!(
+        with(&bearer("other", 2, &["MTLS_FORWARD"], NOW + 100)),
+        (403, "forbidden_account")
+    );
+    assert_eq!(
+        with(&bearer(ACC, 1, &["MTLS_CHECK_MAPPING"], NOW + 100)),
+        (403, "forbidden")
+    );
+    // The AppKey holds only MTLS_CHECK_MAPPING; its signature is checked before privileges.
+    assert_eq!(with("OAuth oauth_consumer_key=\"ck\", oauth_token=\"at\", oauth_signature_method=\"HMAC-SHA1\", oauth_timestamp=\"1800000000\", oauth_nonce=\"n\", oauth_signature=\"AAAA\"").0, 401);
+    // 401s carry a challenge.
+    let d = decide_with("GET", "/mtls/account/52653865", &base, Some(&idx));
+    let Decision::Refuse(r, _) = d else { panic!() };
+    assert!(r.headers.iter().any(|(k, _)| *k == "www-authenticate"));
+}
+
+#[test]
+fn unmapped_triplets_are_refused_unless_the_host_is_allowed_in_plain_tls() {
+    let idx = index();
+    let auth = good();
+    for (service, url) in [
+        ("WEBHOOKS", URL),
+        ("IDP", "https://api.brand.example/oauth/token?x=2"),
+        ("IDP", "https://api.brand.example/oauth/token"),
     ] {
         let d = decide_with(
             "GET",
-            &format!("/mtls/account/{account}"),
-            &[("lp-forward-url", url), ("lp-service-name", service)],
+            "/mtls/account/52653865",
+            &[
+                ("authorization", &auth),
+                ("lp-forward-url", url),
+                ("lp-service-name", service),
+            ],
             Some(&idx),
         );
-        assert_eq!(
-            refusal(d),
-            (400, "no_mtls_mapping"),
-            "{account} {service} {url}"
-        );
+        assert_eq!(refusal(d), (400, "no_mtls_mapping"), "{service} {url}");
     }
+    let plain = "https://plain.example/any/path";
+    let d = decide_with(
+        "GET",
+        "/mtls/account/52653865",
+        &[
+            ("authorization", &auth),
+            ("lp-forward-url", plain),
+            ("lp-service-name", "IDP"),
+        ],
+        Some(&idx),
+    );
+    let Decision::Forward(f) = d else {
+        panic!("{d:?}")
+    };
+    assert!(f.route.is_none());
+    assert_eq!(f.audit.decision, "forwarded_plain_tls");
+    assert!(f
+        .set
+        .contains(&("x-mtlsgate-cluster", "tls_plain.example_443".to_owned())));
+    // ... but not when the caller asks to stop, nor on another port.
+    let d = decide_with(
+        "GET",
+        "/mtls/account/52653865",
+        &[
+            ("authorization", &auth),
+            ("lp-forward-url", plain),
+            ("lp-service-name", "IDP"),
+            ("lp-stop-if-certificate-not-found", "true"),
+        ],
+        Some(&idx),
+    );
+    assert_eq!(refusal(d), (400, "no_mtls_mapping"));
+    let d = decide_with(
+        "GET",
+        "/mtls/account/52653865",
+        &[
+            ("authorization", &auth),
+            ("lp-forward-url", "https://plain.example:8443/"),
+            ("lp-service-name", "IDP"),
+        ],
+        Some(&idx),
+    );
+    assert_eq!(refusal(d), (400, "no_mtls_mapping"));
 }
 
 #[test]
 fn bad_headers_get_their_own_codes() {
     let idx = index();
+    let auth = good();
     type Case<'a> = (&'a [(&'a str, &'a str)], (u16, &'a str));
     let cases: &[Case] = &[
         (&[("lp-service-name", "IDP")], (400, "missing_forward_url")),
@@ -166,7 +337,9 @@ fn bad_headers_get_their_own_codes() {
         ),
     ];
     for (headers, want) in cases {
-        let d = decide_with("GET", "/mtls/account/52653865", headers, Some(&idx));
+        let mut hs = headers.to_vec();
+        hs.push(("authorization", &auth));
+        let d = decide_with("GET", "/mtls/account/52653865", &hs, Some(&idx));
         assert_eq!(refusal(d), *want, "{headers:?}");
     }
 }
@@ -196,12 +369,19 @@ fn other_methods_and_bad_accounts_are_refused() {
 
 #[test]
 fn no_snapshot_means_503_never_a_forward() {
+    let auth = good();
     let d = decide_with(
         "GET",
         "/mtls/account/52653865",
-        &[("lp-forward-url", URL), ("lp-service-name", "IDP")],
+        &[
+            ("authorization", &auth),
+            ("lp-forward-url", URL),
+            ("lp-service-name", "IDP"),
+        ],
         None,
     );
+    assert_eq!(refusal(d), (503, "snapshot_unavailable"));
+    let d = decide_with("POST", "/mtls/mapping", &[("authorization", &auth)], None);
     assert_eq!(refusal(d), (503, "snapshot_unavailable"));
 }
 
@@ -225,12 +405,67 @@ fn other_paths_pass_through_without_the_filters_own_headers() {
 }
 
 #[test]
+fn check_mapping_needs_post_and_the_privilege() {
+    let idx = index();
+    let ok = bearer(ACC, 1, &["MTLS_CHECK_MAPPING"], NOW + 100);
+    let d = decide_with(
+        "POST",
+        "/mtls/mapping?v=2",
+        &[("authorization", &ok)],
+        Some(&idx),
+    );
+    let Decision::CheckMapping {
+        account, version, ..
+    } = d
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (account.as_str(), version),
+        (ACC, check_mapping::Version::V2)
+    );
+    assert_eq!(
+        refusal(decide_with(
+            "GET",
+            "/mtls/mapping",
+            &[("authorization", &ok)],
+            Some(&idx)
+        )),
+        (405, "method_not_allowed")
+    );
+    assert_eq!(
+        refusal(decide_with(
+            "POST",
+            "/mtls/mapping?v=3",
+            &[("authorization", &ok)],
+            Some(&idx)
+        )),
+        (400, "invalid_version")
+    );
+    assert_eq!(
+        refusal(decide_with(
+            "POST",
+            "/mtls/mapping",
+            &[("authorization", &good())],
+            Some(&idx)
+        )),
+        (403, "forbidden")
+    );
+    assert_eq!(
+        refusal(decide_with("POST", "/mtls/mapping", &[], Some(&idx))),
+        (401, "unauthorized")
+    );
+}
+
+#[test]
 fn connection_tokens_become_hop_by_hop() {
     let idx = index();
+    let auth = good();
     let d = decide_with(
         "GET",
         "/mtls/account/52653865",
         &[
+            ("authorization", &auth),
             ("lp-forward-url", URL),
             ("lp-service-name", "IDP"),
             ("connection", "x-secret-hop, keep-alive"),
@@ -240,4 +475,40 @@ fn connection_tokens_become_hop_by_hop() {
     let Decision::Forward(f) = d else { panic!() };
     assert!(f.remove.iter().any(|r| r == "x-secret-hop"));
     assert!(f.remove.iter().any(|r| r == "connection"));
+}
+
+#[test]
+fn check_mapping_answers_both_documented_shapes() {
+    let idx = index();
+    let triplets = check_mapping::parse(
+        br#"[{"serviceName":"IDP","accountId":"52653865","url":"https://api.brand.example/oauth/token?x=1"},
+             {"serviceName":"WEBHOOKS","accountId":"52653865","url":"https://api.brand.example/oauth/token?x=1"},
+             {"serviceName":"NOPE","accountId":"52653865","url":"x"}]"#,
+    )
+    .unwrap();
+    let v1: serde_json::Value = serde_json::from_slice(
+        &check_mapping::answer(&idx, &triplets, check_mapping::Version::V1, ACC).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v1["CertificateMappingParamters{serviceName='IDP', accountId='52653865', url='https://api.brand.example/oauth/token?x=1'}"], true);
+    assert_eq!(v1["CertificateMappingParamters{serviceName='WEBHOOKS', accountId='52653865', url='https://api.brand.example/oauth/token?x=1'}"], false);
+    assert_eq!(v1.as_object().unwrap().len(), 3);
+    let v2: serde_json::Value = serde_json::from_slice(
+        &check_mapping::answer(&idx, &triplets, check_mapping::Version::V2, ACC).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v2[0]["doExist"], true);
+    assert_eq!(v2[0]["serviceName"], "IDP");
+    assert_eq!(v2[1]["doExist"], false);
+    assert_eq!(v2[2]["doExist"], false);
+    assert_eq!(
+        check_mapping::answer(&idx, &triplets, check_mapping::Version::V1, "other")
+            .unwrap_err()
+            .status,
+        403
+    );
+    assert_eq!(
+        check_mapping::parse(b"{}").unwrap_err().code,
+        "invalid_body"
+    );
 }

@@ -2,16 +2,105 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+use serde::Deserialize;
 
+use super::shared::{self, SharedNonces};
 use super::{log, SNAPSHOT_KEY, VERSION_KEY};
-use crate::forward::{self, Decision, Request};
+use crate::audit::Audit;
+use crate::check_mapping;
+use crate::forward::{self, Context as DecideContext, Decision, Request};
 use crate::headers;
 use crate::refusal::Refusal;
 use crate::snapshot::Index;
+use crate::throttle::Limits;
+
+/// The filter's plugin configuration.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct FilterConfig {
+    #[serde(default)]
+    throttle: ThrottleConfig,
+    /// How many proxies in front of Envoy append to `X-Forwarded-For`; 0 (the default) means
+    /// the client IP is the downstream peer and the header is ignored.
+    #[serde(default)]
+    xff_trusted_hops: u32,
+    /// Log target query strings in the audit log (they are redacted by default).
+    #[serde(default)]
+    log_query: bool,
+    /// OAuth1 timestamp window, seconds.
+    #[serde(default = "default_skew")]
+    max_skew_seconds: u64,
+}
+
+fn default_skew() -> u64 {
+    crate::oauth1::DEFAULT_MAX_SKEW_SECS
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ThrottleConfig {
+    #[serde(default = "default_rate")]
+    rate_per_second: u32,
+    #[serde(default = "default_rate")]
+    burst: u32,
+}
+
+fn default_rate() -> u32 {
+    crate::throttle::DEFAULT_RATE_PER_SEC
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            rate_per_second: default_rate(),
+            burst: default_rate(),
+        }
+    }
+}
+
+/// The compiled configuration; `valid: false` refuses everything.
+pub(crate) struct Settings {
+    valid: bool,
+    limits: Limits,
+    xff_trusted_hops: u32,
+    log_query: bool,
+    max_skew_secs: u64,
+}
+
+impl Settings {
+    pub(crate) fn new(cfg: FilterConfig) -> Result<Settings, String> {
+        let limits = Limits::new(cfg.throttle.rate_per_second, cfg.throttle.burst)
+            .map_err(|e| e.to_string())?;
+        if cfg.xff_trusted_hops > 16 {
+            return Err("xffTrustedHops must be at most 16".into());
+        }
+        if !(1..=3600).contains(&cfg.max_skew_seconds) {
+            return Err("maxSkewSeconds must be from 1 to 3600".into());
+        }
+        Ok(Settings {
+            valid: true,
+            limits,
+            xff_trusted_hops: cfg.xff_trusted_hops,
+            log_query: cfg.log_query,
+            max_skew_secs: cfg.max_skew_seconds,
+        })
+    }
+
+    pub(crate) fn invalid() -> Settings {
+        Settings {
+            valid: false,
+            limits: Limits::default(),
+            xff_trusted_hops: 0,
+            log_query: false,
+            max_skew_secs: default_skew(),
+        }
+    }
+}
 
 /// This worker's compiled copy of the snapshot, shared by its HTTP contexts.
 #[derive(Default)]
@@ -41,36 +130,139 @@ impl SnapshotCache {
     }
 }
 
+/// A check-mapping request waiting for its body.
+struct PendingCheck {
+    account: String,
+    version: check_mapping::Version,
+    audit: Audit,
+}
+
 pub(crate) struct Filter {
+    settings: Rc<Settings>,
     cache: Rc<RefCell<SnapshotCache>>,
+    request_id: String,
+    pending: Option<PendingCheck>,
 }
 
 impl Filter {
-    pub(crate) fn new(cache: Rc<RefCell<SnapshotCache>>) -> Self {
-        Filter { cache }
+    pub(crate) fn new(settings: Rc<Settings>, cache: Rc<RefCell<SnapshotCache>>) -> Self {
+        Filter {
+            settings,
+            cache,
+            request_id: String::new(),
+            pending: None,
+        }
     }
 
-    fn refuse(&self, refusal: &Refusal, request_id: &str) -> Action {
-        let body = refusal.body(request_id);
-        let sent = hostcalls::send_http_response(
-            u32::from(refusal.status),
-            vec![("content-type", "application/json")],
-            Some(&body),
-        );
+    fn refuse(&self, refusal: &Refusal, audit: Option<&Audit>) -> Action {
+        if let Some(a) = audit {
+            record(a);
+        }
+        let body = refusal.body(&self.request_id);
+        let mut answer_headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+        answer_headers.extend(refusal.headers.iter().map(|(k, v)| (*k, v.as_str())));
+        let sent =
+            hostcalls::send_http_response(u32::from(refusal.status), answer_headers, Some(&body));
         if let Err(e) = sent {
             log(LogLevel::Error, &format!("cannot send refusal: {e:?}"));
             let _ = hostcalls::reset_http_request();
         }
         Action::Pause
     }
+
+    fn answer_check(&mut self, body: &[u8]) -> Action {
+        let Some(pending) = self.pending.take() else {
+            return Action::Continue;
+        };
+        let index = self.cache.borrow().index.clone();
+        let result = index
+            .ok_or_else(|| Refusal::new(503, "snapshot_unavailable", "no configuration loaded"))
+            .and_then(|index| {
+                let triplets = check_mapping::parse(body)?;
+                check_mapping::answer(&index, &triplets, pending.version, &pending.account)
+            });
+        match result {
+            Ok(json) => {
+                record(&pending.audit);
+                let sent = hostcalls::send_http_response(
+                    200,
+                    vec![("content-type", "application/json")],
+                    Some(&json),
+                );
+                if sent.is_err() {
+                    let _ = hostcalls::reset_http_request();
+                }
+                Action::Pause
+            }
+            Err(r) => {
+                let mut audit = pending.audit;
+                audit.decision = "refused";
+                audit.code = r.code;
+                self.refuse(&r, Some(&audit))
+            }
+        }
+    }
+}
+
+/// Writes the audit fields where the access log reads them (`%FILTER_STATE(wasm.mtlsgate_…)%`).
+fn record(audit: &Audit) {
+    for (name, value) in audit.fields() {
+        if !value.is_empty() {
+            let _ =
+                hostcalls::set_property(vec![&format!("mtlsgate_{name}")], Some(value.as_bytes()));
+        }
+    }
+}
+
+fn now() -> Duration {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .unwrap_or_default()
+}
+
+/// The client's IP: the downstream peer, or, behind `hops` trusted proxies, the address they
+/// recorded in `X-Forwarded-For`.
+fn client_ip(all: &[(String, String)], hops: u32) -> String {
+    if hops > 0 {
+        let xff: Vec<&str> = all
+            .iter()
+            .filter(|(k, _)| k == "x-forwarded-for")
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .collect();
+        if let Some(ip) = xff
+            .len()
+            .checked_sub(hops as usize)
+            .and_then(|i| xff.get(i))
+        {
+            return (*ip).to_owned();
+        }
+    }
+    let peer = hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    strip_port(&peer).to_owned()
+}
+
+fn strip_port(addr: &str) -> &str {
+    if let Some(v6) = addr.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    match addr.rsplit_once(':') {
+        Some((host, _)) if !host.contains(':') => host,
+        _ => addr,
+    }
 }
 
 impl Context for Filter {}
 
 impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Ok(all) = hostcalls::get_map(MapType::HttpRequestHeaders) else {
-            return self.refuse(&internal("cannot read request headers"), "");
+            return self.refuse(&internal("cannot read request headers"), None);
         };
         let find = |name: &str| {
             all.iter()
@@ -78,14 +270,50 @@ impl HttpContext for Filter {
                 .map(|(_, v)| v.as_str())
                 .unwrap_or_default()
         };
-        let request_id = find(headers::REQUEST_ID).to_owned();
+        self.request_id = find(headers::REQUEST_ID).to_owned();
+        if !self.settings.valid {
+            return self.refuse(
+                &Refusal::new(
+                    503,
+                    "filter_misconfigured",
+                    "the gateway's filter configuration is invalid",
+                ),
+                None,
+            );
+        }
+        let ip = client_ip(&all, self.settings.xff_trusted_hops);
+        let now = now();
+        let throttled = shared::throttle(&ip, &self.settings.limits, now.as_millis() as u64);
+        if !throttled.allowed {
+            let audit = Audit {
+                decision: "throttled",
+                code: "throttled",
+                client_ip: ip,
+                ..Audit::default()
+            };
+            let r = Refusal::new(429, "throttled", "too many requests from this address")
+                .with_header("retry-after", throttled.retry_after_secs.max(1).to_string());
+            return self.refuse(&r, Some(&audit));
+        }
         let index = self.cache.borrow_mut().refresh();
+        let mut nonces = SharedNonces {
+            window_secs: self.settings.max_skew_secs * 2,
+        };
+        let mut ctx = DecideContext {
+            index: index.as_deref(),
+            now: now.as_secs(),
+            max_skew_secs: self.settings.max_skew_secs,
+            keep_query: self.settings.log_query,
+            nonces: &mut nonces,
+        };
         let req = Request {
             method: find(":method"),
             path: find(":path"),
+            authority: find(":authority"),
             headers: &all,
+            client_ip: &ip,
         };
-        match forward::decide(&req, index.as_deref()) {
+        match forward::decide(&req, &mut ctx) {
             Decision::PassThrough { remove } => {
                 if remove.is_empty() {
                     return Action::Continue;
@@ -98,7 +326,7 @@ impl HttpContext for Filter {
                     .and_then(|_| clear_route_cache());
                 match applied {
                     Ok(()) => Action::Continue,
-                    Err(_) => self.refuse(&internal("cannot rewrite request"), &request_id),
+                    Err(_) => self.refuse(&internal("cannot rewrite request"), None),
                 }
             }
             Decision::Forward(f) => {
@@ -115,13 +343,47 @@ impl HttpContext for Filter {
                     })
                     .and_then(|_| clear_route_cache());
                 match applied {
-                    Ok(()) => Action::Continue,
+                    Ok(()) => {
+                        record(&f.audit);
+                        Action::Continue
+                    }
                     // Never let a half-rewritten request reach the router.
-                    Err(_) => self.refuse(&internal("cannot rewrite request"), &request_id),
+                    Err(_) => self.refuse(&internal("cannot rewrite request"), Some(&f.audit)),
                 }
             }
-            Decision::Refuse(r) => self.refuse(&r, &request_id),
+            Decision::CheckMapping {
+                account,
+                version,
+                audit,
+            } => {
+                self.pending = Some(PendingCheck {
+                    account,
+                    version,
+                    audit: *audit,
+                });
+                if end_of_stream {
+                    return self.answer_check(b"");
+                }
+                // why: wait for the whole body (Envoy buffers it, up to the listener's
+                // buffer limit).
+                Action::Pause
+            }
+            Decision::Refuse(r, audit) => self.refuse(&r, Some(&audit)),
         }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.pending.is_none() {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.answer_check(&body)
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod filter;
 mod poller;
+mod shared;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -43,7 +44,7 @@ pub(crate) fn log(level: LogLevel, msg: &str) {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "role", rename_all = "camelCase", deny_unknown_fields)]
 enum Config {
-    Filter {},
+    Filter(filter::FilterConfig),
     Poller(poller::PollerConfig),
 }
 
@@ -53,7 +54,7 @@ struct Root {
 }
 
 enum Role {
-    Filter(Rc<RefCell<filter::SnapshotCache>>),
+    Filter(Rc<filter::Settings>, Rc<RefCell<filter::SnapshotCache>>),
     Poller(poller::Poller),
 }
 
@@ -84,11 +85,19 @@ impl RootContext for Root {
                 return false;
             }
         };
-        // why: returning false makes Envoy reject the plugin, and with `fail_open: false`
-        // every request is refused: an invalid configuration never forwards anything.
-        match serde_json::from_slice::<Config>(&raw) {
-            Ok(Config::Filter {}) => {
-                self.role = Some(Role::Filter(Rc::default()));
+        // why: an invalid filter configuration compiles into a filter that refuses every
+        // request with 503 (fail closed, and visible), rather than one Envoy drops.
+        let parsed = serde_json::from_slice::<Config>(&raw).map_err(|e| e.to_string());
+        match parsed {
+            Ok(Config::Filter(cfg)) => {
+                let settings = filter::Settings::new(cfg).unwrap_or_else(|e| {
+                    log(
+                        LogLevel::Critical,
+                        &format!("invalid filter configuration, refusing every request: {e}"),
+                    );
+                    filter::Settings::invalid()
+                });
+                self.role = Some(Role::Filter(Rc::new(settings), Rc::default()));
                 true
             }
             Ok(Config::Poller(cfg)) => match poller::Poller::new(cfg) {
@@ -107,9 +116,13 @@ impl RootContext for Root {
             Err(e) => {
                 log(
                     LogLevel::Critical,
-                    &format!("invalid plugin configuration: {e}"),
+                    &format!("invalid plugin configuration, refusing every request: {e}"),
                 );
-                false
+                self.role = Some(Role::Filter(
+                    Rc::new(filter::Settings::invalid()),
+                    Rc::default(),
+                ));
+                true
             }
         }
     }
@@ -122,7 +135,10 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         match &self.role {
-            Some(Role::Filter(cache)) => Some(Box::new(filter::Filter::new(cache.clone()))),
+            Some(Role::Filter(settings, cache)) => Some(Box::new(filter::Filter::new(
+                settings.clone(),
+                cache.clone(),
+            ))),
             // A filter whose configuration failed never gets here (Envoy rejected it);
             // a poller is never asked for HTTP contexts.
             _ => None,

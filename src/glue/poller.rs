@@ -29,6 +29,10 @@ pub(crate) struct PollerConfig {
     /// How long the control plane may hold a poll open when nothing changed.
     #[serde(default = "default_wait")]
     wait_seconds: u64,
+    /// The control plane's runtime token: the snapshot carries AppKey secrets and is served
+    /// only to holders of this token.
+    #[serde(default)]
+    token: String,
 }
 
 fn default_authority() -> String {
@@ -84,11 +88,14 @@ impl Poller {
             encode(&self.version),
             self.cfg.wait_seconds
         );
+        let authorization = format!("Bearer {}", self.cfg.token);
         let headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),
             (":authority", self.cfg.authority.as_str()),
+            ("authorization", authorization.as_str()),
         ];
+
         let timeout = Duration::from_secs(self.cfg.wait_seconds + 10);
         match hostcalls::dispatch_http_call(&self.cfg.cluster, headers, None, vec![], timeout) {
             Ok(token) => self.in_flight = Some(token),

@@ -118,6 +118,10 @@ impl Drop for Proc {
 
 /// OpenBao + control plane + Envoy, on free loopback ports.
 pub struct Stack {
+    /// The control plane's runtime token (the snapshot endpoint's credential).
+    pub runtime_token: String,
+    /// Bearer tokens of an admin per account, made on first use by `forward`.
+    tokens: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
     pub gateway: String,
     mtlsgate_bin: PathBuf,
     pub api: String,
@@ -198,6 +202,7 @@ impl Stack {
         )
         .await;
 
+        let runtime_token = hex::encode(rand_bytes());
         let api_port = free_port();
         let xds_port = free_port();
         let gateway_port = free_port();
@@ -216,6 +221,7 @@ impl Stack {
                 ])
                 .args(["--public-gateway", &format!("127.0.0.1:{gateway_port}")])
                 .env("VAULT_TOKEN", &bao_token)
+                .env("MTLSGATE_RUNTIME_TOKEN", &runtime_token)
                 .env("MTLSGATE_DEV_ADMIN_TOKEN", TOKEN)
                 .env(
                     "MTLSGATE_LOG",
@@ -231,6 +237,7 @@ impl Stack {
             .expect("bootstrap template");
         let values = [
             ("NODE_ID", node.clone()),
+            ("RUNTIME_TOKEN", runtime_token.clone()),
             ("WASM", wasm.to_string_lossy().into_owned()),
             ("LISTEN_ADDRESS", "127.0.0.1".into()),
             ("LISTEN_PORT", gateway_port.to_string()),
@@ -271,7 +278,10 @@ impl Stack {
         wait_ok(&client, &format!("{admin}/ready"), &mut envoy).await;
 
         let stack = Stack {
+            runtime_token,
+            tokens: Default::default(),
             mtlsgate_bin,
+
             gateway: format!("http://127.0.0.1:{gateway_port}"),
             api,
             admin,
@@ -290,7 +300,14 @@ impl Stack {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let r = self
-                .forward("probe", "GET", "https://probe.invalid/", "IDP", &[], None)
+                .forward(
+                    "probe",
+                    "GET",
+                    "https://probe.invalid/",
+                    "IDP",
+                    &[("authorization", "Bearer none")],
+                    None,
+                )
                 .await;
             if r.status() != 503 {
                 return;
@@ -409,7 +426,21 @@ impl Stack {
         );
     }
 
-    /// Sends a forward request through the gateway.
+    /// A Bearer token of an admin of `account` (the user is made on first use).
+    pub async fn token_for(&self, account: &str) -> String {
+        let mut tokens = self.tokens.lock().await;
+        if let Some(t) = tokens.get(account) {
+            return t.clone();
+        }
+        let password = format!("pw-{}", hex::encode(rand_bytes()));
+        self.add_user(account, "e2e-admin", &password, true);
+        let t = self.login(account, "e2e-admin", &password).await;
+        tokens.insert(account.to_owned(), t.clone());
+        t
+    }
+
+    /// Sends a forward request through the gateway, as an admin of the account unless
+    /// `headers` bring their own `authorization`.
     pub async fn forward(
         &self,
         account: &str,
@@ -425,6 +456,12 @@ impl Stack {
             .request(method, format!("{}/mtls/account/{account}", self.gateway))
             .header("LP-forward-url", url)
             .header("LP-service-name", service);
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            req = req.bearer_auth(self.token_for(account).await);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
