@@ -10,6 +10,8 @@ WASM="$ROOT/target/wasm32-wasip1/release/mtlsgate_filter.wasm"
 MTLSGATE_BIN="$ROOT/target/debug/mtlsgate"
 ENVOY_BIN="$VENV/bin/envoy"
 BAO_BIN="$VENV/bin/bao"
+WBG_RUNNER="$ROOT/.tools/bin/wasm-bindgen-test-runner"
+
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -36,5 +36,5 @@ pub mod headers {
     pub const REQUEST_ID: &str = "x-request-id";
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod glue;

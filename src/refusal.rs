@@ -66,7 +66,7 @@ impl Refusal {
 mod tests {
     use super::*;
 
-    #[test]
+    #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
     fn body_is_json_with_the_three_fields_escaped() {
         let r = Refusal::new(400, "no_mtls_mapping", "no \"mapping\"");
         let v: serde_json::Value = serde_json::from_slice(&r.body("req-1")).unwrap();

@@ -96,7 +96,7 @@ impl TryFrom<u8> for Service {
 mod tests {
     use super::*;
 
-    #[test]
+    #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
     fn names_and_ids_both_parse() {
         assert_eq!("IDP".parse(), Ok(Service::Idp));
         assert_eq!("1".parse(), Ok(Service::Idp));
@@ -104,7 +104,7 @@ mod tests {
         assert_eq!("0".parse(), Ok(Service::TestService));
     }
 
-    #[test]
+    #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
     fn unknown_and_miscased_names_are_refused() {
         for bad in [
             "idp",
@@ -121,7 +121,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
     fn serializes_as_numeric_id() {
         assert_eq!(serde_json::to_string(&Service::Webhooks).unwrap(), "2");
         assert_eq!(serde_json::from_str::<Service>("1").unwrap(), Service::Idp);

@@ -263,7 +263,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
     fn lookup_is_exact_on_every_part_of_the_triplet() {
         let idx = Index::new(Snapshot {
             version: "v1".into(),
@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(hit("acc3", Service::Idp, "https://a.example/x?q=1"), None);
     }
 
-    #[test]
+    #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
     fn wire_form_round_trips_and_rejects_unknown_fields() {
         let snap = Snapshot {
             version: "abc".into(),

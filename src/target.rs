@@ -197,7 +197,7 @@ fn validate_host(host: &str) -> Result<(), TargetError> {
 mod tests {
     use super::*;
 
-    #[test]
+    #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
     fn splits_a_full_url() {
         let t = Target::parse("https://api.brand.example:8443/oauth/token?x=1&y=2").unwrap();
         assert_eq!(t.host(), "api.brand.example");
@@ -211,7 +211,7 @@ mod tests {
         assert!(!t.host_is_ip());
     }
 
-    #[test]
+    #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
     fn defaults_port_and_path() {
         let t = Target::parse("https://example.com").unwrap();
         assert_eq!(
@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(t.path(), "?q=1");
     }
 
-    #[test]
+    #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
     fn ip_literals() {
         let t = Target::parse("https://127.0.0.1:9443/a").unwrap();
         assert!(t.host_is_ip());
@@ -235,7 +235,7 @@ mod tests {
         assert!(t.host_is_ip());
     }
 
-    #[test]
+    #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
     fn refuses_each_hostile_form_with_its_own_error() {
         use TargetError::*;
         let cases: &[(&str, TargetError)] = &[

@@ -130,7 +130,7 @@ fn refusal(d: Decision) -> (u16, &'static str) {
     }
 }
 
-#[test]
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn forwards_a_mapped_triplet_and_rewrites_the_request() {
     let idx = index();
     let auth = good();
@@ -188,7 +188,7 @@ fn forwards_a_mapped_triplet_and_rewrites_the_request() {
     assert_eq!(f.audit.client_ip, "127.0.0.2");
 }
 
-#[test]
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn callers_are_authenticated_and_authorized() {
     let idx = index();
     let base = [("lp-forward-url", URL), ("lp-service-name", "IDP")];
@@ -238,7 +238,7 @@ fn callers_are_authenticated_and_authorized() {
     assert!(r.headers.iter().any(|(k, _)| *k == "www-authenticate"));
 }
 
-#[test]
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn unmapped_triplets_are_refused_unless_the_host_is_allowed_in_plain_tls() {
     let idx = index();
     let auth = good();
@@ -304,7 +304,7 @@ fn unmapped_triplets_are_refused_unless_the_host_is_allowed_in_plain_tls() {
     assert_eq!(refusal(d), (400, "no_mtls_mapping"));
 }
 
-#[test]
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn bad_headers_get_their_own_codes() {
     let idx = index();
     let auth = good();
@@ -344,7 +344,7 @@ fn bad_headers_get_their_own_codes() {
     }
 }
 
-#[test]
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn other_methods_and_bad_accounts_are_refused() {
     let idx = index();
     let hs = [("lp-forward-url", URL), ("lp-service-name", "IDP")];
@@ -367,7 +367,7 @@ fn other_methods_and_bad_accounts_are_refused() {
     );
 }
 
-#[test]
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn no_snapshot_means_503_never_a_forward() {
     let auth = good();
     let d = decide_with(
@@ -385,7 +385,7 @@ fn no_snapshot_means_503_never_a_forward() {
     assert_eq!(refusal(d), (503, "snapshot_unavailable"));
 }
 
-#[test]
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn other_paths_pass_through_without_the_filters_own_headers() {
     let idx = index();
     let d = decide_with(
@@ -404,7 +404,7 @@ fn other_paths_pass_through_without_the_filters_own_headers() {
     assert_eq!(d, Decision::PassThrough { remove: vec![] });
 }
 
-#[test]
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn check_mapping_needs_post_and_the_privilege() {
     let idx = index();
     let ok = bearer(ACC, 1, &["MTLS_CHECK_MAPPING"], NOW + 100);
@@ -457,7 +457,7 @@ fn check_mapping_needs_post_and_the_privilege() {
     );
 }
 
-#[test]
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn connection_tokens_become_hop_by_hop() {
     let idx = index();
     let auth = good();
@@ -477,7 +477,7 @@ fn connection_tokens_become_hop_by_hop() {
     assert!(f.remove.iter().any(|r| r == "connection"));
 }
 
-#[test]
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn check_mapping_answers_both_documented_shapes() {
     let idx = index();
     let triplets = check_mapping::parse(

@@ -149,12 +149,21 @@ impl Drop for Stack {
 /// Options for a stack.
 pub struct Options {
     pub max_connection_seconds: u64,
+    /// Per-IP throttle (rate per second, burst); high by default so tests are not throttled.
+    pub throttle: (u32, u32),
+    /// The filter's whole configuration, replacing the default one (for invalid-config tests).
+    pub filter_config: Option<String>,
+    /// PEM written to a file and used as the "system" trust bundle (plain-TLS fallback).
+    pub system_trust_pem: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             max_connection_seconds: 1,
+            throttle: (10_000, 10_000),
+            filter_config: None,
+            system_trust_pem: None,
         }
     }
 }
@@ -220,6 +229,17 @@ impl Stack {
                     &opts.max_connection_seconds.to_string(),
                 ])
                 .args(["--public-gateway", &format!("127.0.0.1:{gateway_port}")])
+                .args(match &opts.system_trust_pem {
+                    Some(pem) => {
+                        let path = dir.join("system-trust.pem");
+                        std::fs::write(&path, pem).expect("trust bundle");
+                        vec![
+                            "--system-trust-bundle".to_owned(),
+                            path.to_string_lossy().into_owned(),
+                        ]
+                    }
+                    None => vec![],
+                })
                 .env("VAULT_TOKEN", &bao_token)
                 .env("MTLSGATE_RUNTIME_TOKEN", &runtime_token)
                 .env("MTLSGATE_DEV_ADMIN_TOKEN", TOKEN)
@@ -238,6 +258,9 @@ impl Stack {
         let values = [
             ("NODE_ID", node.clone()),
             ("RUNTIME_TOKEN", runtime_token.clone()),
+            ("THROTTLE_RATE", opts.throttle.0.to_string()),
+            ("THROTTLE_BURST", opts.throttle.1.to_string()),
+            ("XFF_TRUSTED_HOPS", "0".into()),
             ("WASM", wasm.to_string_lossy().into_owned()),
             ("LISTEN_ADDRESS", "127.0.0.1".into()),
             ("LISTEN_PORT", gateway_port.to_string()),
@@ -252,6 +275,17 @@ impl Stack {
             ),
         ];
         let mut bootstrap = template;
+        if let Some(cfg) = &opts.filter_config {
+            let start = bootstrap
+                .find(r#"'{"role":"filter""#)
+                .expect("filter configuration in the bootstrap");
+            let end = start
+                + 1
+                + bootstrap[start + 1..]
+                    .find('\'')
+                    .expect("end of the filter configuration");
+            bootstrap.replace_range(start..=end, &format!("'{cfg}'"));
+        }
         for (k, v) in values {
             bootstrap = bootstrap.replace(&format!("${{{k}}}"), &v);
         }
@@ -291,7 +325,9 @@ impl Stack {
             bao,
             scratch,
         };
-        stack.wait_snapshot_loaded().await;
+        if opts.filter_config.is_none() {
+            stack.wait_snapshot_loaded().await;
+        }
         stack
     }
 
@@ -520,6 +556,26 @@ impl Stack {
     pub fn stop_vault(&mut self) {
         let _ = self.bao.child.kill();
         let _ = self.bao.child.wait();
+    }
+
+    /// Stops the control plane, to see the gateway keep its last good snapshot.
+    pub fn stop_control_plane(&mut self) {
+        let _ = self.control_plane.child.kill();
+        let _ = self.control_plane.child.wait();
+    }
+
+    /// Where Envoy writes the access (audit) log.
+    pub fn audit_path(&self) -> PathBuf {
+        self.scratch.0.join("access.log")
+    }
+
+    /// The access log's lines, parsed.
+    pub fn audit_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.audit_path())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("access log lines are JSON"))
+            .collect()
     }
 
     pub fn control_plane_alive(&mut self) -> bool {

@@ -14,4 +14,5 @@ mod upstream;
 mod forward;
 mod management;
 mod p12tester;
+mod runtime;
 mod uploads;

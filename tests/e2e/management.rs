@@ -209,7 +209,7 @@ async fn users_are_managed_by_admins_only() {
 }
 
 /// An `Authorization: OAuth …` header made by the `oauth1-request` crate (not ours).
-fn oauth_header(
+pub(crate) fn oauth_header(
     method: &str,
     url_without_query: &str,
     query: &[(&str, &str)],

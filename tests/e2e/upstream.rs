@@ -35,6 +35,16 @@ impl Upstream {
     /// Serves on a free loopback port with `server` as its certificate, accepting client
     /// certificates issued by any of `client_cas`.
     pub async fn start(server: &Issued, client_cas: &[&[u8]]) -> Upstream {
+        Self::start_with(server, client_cas, true).await
+    }
+
+    /// Like `start`; with `require_client_cert: false` a client without a certificate is
+    /// served too (and reported with an empty fingerprint).
+    pub async fn start_with(
+        server: &Issued,
+        client_cas: &[&[u8]],
+        require_client_cert: bool,
+    ) -> Upstream {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut roots = RootCertStore::empty();
         for der in client_cas {
@@ -42,9 +52,14 @@ impl Upstream {
                 .add(CertificateDer::from(der.to_vec()))
                 .expect("client CA");
         }
-        let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
-            .build()
-            .expect("verifier");
+        let builder = WebPkiClientVerifier::builder(Arc::new(roots));
+        let builder = if require_client_cert {
+            builder
+        } else {
+            builder.allow_unauthenticated()
+        };
+        let verifier = builder.build().expect("verifier");
+
         let config = rustls::ServerConfig::builder()
             .with_client_cert_verifier(verifier)
             .with_single_cert(
