@@ -47,6 +47,11 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_DEV_ADMIN_TOKEN", hide_env_values = true)]
     pub dev_admin_token: Option<Secret>,
 
+    /// The token the gateway presents (`Authorization: Bearer …`) to fetch its runtime
+    /// snapshot, which carries AppKey secrets. Without it the snapshot is not served at all.
+    #[arg(long, env = "MTLSGATE_RUNTIME_TOKEN", hide_env_values = true)]
+    pub runtime_token: Option<Secret>,
+
     /// How clients reach the gateway (`mtlsGateway` in CSDS): `host:port` as a client would
     /// use it, e.g. behind a load balancer.
     #[arg(

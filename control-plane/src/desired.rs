@@ -3,17 +3,22 @@
 //! published to the xDS server and the runtime feed.
 //!
 //! A cluster exists per distinct (certificate, host, port, trust): mappings that share all
-//! four share one cluster and one connection pool.
+//! four share one cluster and one connection pool. Hosts of the egress allowlist get one
+//! plain-TLS cluster per distinct (host, port), shared by every account that allows it.
+//!
+//! The desired state also carries the caller credentials the gateway checks (token keys,
+//! AppKeys, live users): they are part of the runtime snapshot, and keeping them here means
+//! one rebuild and one change signal wake every waiting snapshot poll, whatever changed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use mtlsgate_filter::snapshot::MappingEntry;
+use mtlsgate_filter::snapshot::{AppKeyEntry, FallbackEntry, MappingEntry, TokenKey, UserRef};
 use mtlsgate_filter::target::Target;
 use sha2::{Digest, Sha256};
 
 use crate::p12::Material;
-use crate::store::{CertificateRow, MappingRow};
+use crate::store::{CertificateRow, EgressRow, MappingRow};
 
 /// How an upstream's server certificate is verified.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,8 +36,9 @@ pub struct ClusterSpec {
     pub host: String,
     pub port: u16,
     pub host_is_ip: bool,
-    /// Name of the SDS secret with the client certificate.
-    pub secret: String,
+    /// Name of the SDS secret with the client certificate; `None` for a plain-TLS cluster
+    /// (egress allowlist), which presents no client certificate.
+    pub secret: Option<String>,
     pub trust: Trust,
 }
 
@@ -51,12 +57,37 @@ pub struct Routed {
     pub secret: String,
 }
 
+/// Who may call the gateway: served to every node as is (nothing to acknowledge first).
+/// Each list is sorted, so equal content compares and hashes equal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub token_keys: Vec<TokenKey>,
+    /// With their secrets: the filter checks OAuth1 signatures itself.
+    pub app_keys: Vec<AppKeyEntry>,
+    pub users: Vec<UserRef>,
+}
+
+impl Credentials {
+    /// Puts each list in a stable order (the AppKey directory is a hash map).
+    pub fn sorted(mut self) -> Credentials {
+        self.token_keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        self.app_keys.sort_by_key(|k| k.id);
+        self.users
+            .sort_by(|a, b| (a.account.as_str(), a.id).cmp(&(b.account.as_str(), b.id)));
+        self
+    }
+}
+
 /// Everything every Envoy should have.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
     pub clusters: BTreeMap<String, ClusterSpec>,
     pub secrets: BTreeMap<String, SecretSpec>,
     pub mappings: Vec<Routed>,
+    /// Plain-TLS fallback hosts of every account, each naming its cluster in `clusters`;
+    /// by account, in the account's order.
+    pub fallback: Vec<FallbackEntry>,
+    pub credentials: Credentials,
     /// Changes whenever any cluster does.
     pub cds_version: String,
 }
@@ -105,7 +136,7 @@ impl Desired {
                     host: target.host().to_owned(),
                     port: target.port(),
                     host_is_ip: target.host_is_ip(),
-                    secret: secret.clone(),
+                    secret: Some(secret.clone()),
                     trust,
                 });
             out.secrets
@@ -130,13 +161,51 @@ impl Desired {
                 secret,
             });
         }
+        out.seal();
+        out
+    }
+
+    /// Adds the egress allowlist: one plain-TLS cluster per distinct (host, port), trusted
+    /// through the system store, and one fallback entry per account and host.
+    pub fn with_egress(mut self, hosts: &[EgressRow]) -> Desired {
+        for row in hosts {
+            let name = tls_cluster_name(&row.host.host, row.host.port);
+            self.clusters
+                .entry(name.clone())
+                .or_insert_with(|| ClusterSpec {
+                    name: name.clone(),
+                    host: row.host.host.clone(),
+                    port: row.host.port,
+                    host_is_ip: row.host.is_ip(),
+                    secret: None,
+                    trust: Trust::System,
+                });
+            self.fallback.push(FallbackEntry {
+                account: row.account.clone(),
+                host: row.host.host.clone(),
+                port: row.host.port,
+                cluster: name,
+            });
+        }
+        self.seal();
+        self
+    }
+
+    /// Adds the caller credentials.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Desired {
+        self.credentials = credentials.sorted();
+        self
+    }
+
+    /// Recomputes the CDS version. Cluster names encode everything a cluster is built from
+    /// (certificate, host, port, trust, and whether it is plain TLS), so names suffice.
+    fn seal(&mut self) {
         let mut h = Sha256::new();
-        for c in out.clusters.values() {
+        for c in self.clusters.values() {
             h.update(c.name.as_bytes());
             h.update([0]);
         }
-        out.cds_version = short_hash(h);
-        out
+        self.cds_version = short_hash(h);
     }
 
     /// The version of the secrets named, as SDS reports it.
@@ -157,17 +226,7 @@ impl Desired {
 /// `mtls_<certificate>_<host>_<port>[_<trust hash>]`: readable in Envoy's stats and admin
 /// pages, and different whenever anything the cluster is built from differs.
 fn cluster_name(certificate_id: i64, target: &Target<'_>, trust: &Trust) -> String {
-    let host: String = target
-        .host()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let host = sanitise(target.host());
     let mut name = format!("mtls_{certificate_id}_{host}_{}", target.port());
     if let Trust::Bundle(pem) = trust {
         let mut h = Sha256::new();
@@ -176,6 +235,35 @@ fn cluster_name(certificate_id: i64, target: &Target<'_>, trust: &Trust) -> Stri
         name.push_str(&short_hash(h)[..8]);
     }
     name
+}
+
+/// `tls_<host>_<port>`: the plain-TLS cluster of an allowlisted host. When sanitising
+/// changed the host (an IPv6 literal's colons), a hash of the real host is appended, so
+/// `::1` and a host literally named `__1` never share a cluster.
+pub fn tls_cluster_name(host: &str, port: u16) -> String {
+    let clean = sanitise(host);
+    let mut name = format!("tls_{clean}_{port}");
+    if clean != host {
+        let mut h = Sha256::new();
+        h.update(host.as_bytes());
+        name.push('_');
+        name.push_str(&short_hash(h)[..8]);
+    }
+    name
+}
+
+/// A host as it may appear in a cluster name (Envoy stats): lower-case letters, digits, `.`
+/// and `-`; anything else becomes `_`.
+fn sanitise(host: &str) -> String {
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn short_hash(h: Sha256) -> String {

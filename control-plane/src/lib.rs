@@ -4,6 +4,7 @@
 //! - [`store`]: metadata in SQL (SQLite by default).
 //! - [`vault`]: certificate material in Vault / OpenBao KV v2.
 //! - [`desired`]: what Envoy should have, rebuilt from the store and Vault by [`sync`].
+//! - [`egress`]: the per-account allowlist of plain-TLS fallback hosts.
 //! - [`xds`]: ADS (CDS + SDS) to Envoy, tracking what each node acknowledged.
 //! - [`serve`]: wires it all together.
 
@@ -13,6 +14,7 @@ pub mod certinfo;
 pub mod cli;
 pub mod config;
 pub mod desired;
+pub mod egress;
 pub mod identity;
 pub mod p12;
 pub mod p12test;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::api::{self, AppState};
 use crate::config::ServeConfig;
 use crate::store::Store;
-use crate::sync::Sync;
+use crate::sync::{CredentialSources, Sync};
 use crate::vault::Vault;
 use crate::xds::{Acks, Ads, ResourceOptions};
 
@@ -35,6 +35,13 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
              Never use --dev-admin-token in production."
         );
     }
+    let runtime_token = cfg.runtime_token.clone().filter(|t| !t.expose().is_empty());
+    if runtime_token.is_none() {
+        tracing::warn!(
+            "no --runtime-token: the runtime snapshot is not served (it carries AppKey \
+             secrets), so the gateway cannot load its configuration"
+        );
+    }
     let store = Store::open(&cfg.database).await?;
 
     let vault = Arc::new(Vault::new(
@@ -44,7 +51,24 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         &cfg.vault_prefix,
     )?);
     vault.check().await?;
-    let sync = Sync::new(store.clone(), vault.clone());
+    let tokens =
+        Arc::new(crate::identity::Tokens::load(&vault, cfg.session_ttl_seconds.max(60)).await?);
+    let appkeys = Arc::new(
+        crate::appkeys::Directory::load(&store, &vault)
+            .await
+            .map_err(|e| match e {
+                crate::appkeys::LoadError::Store(e) => ServeError::Store(e),
+                crate::appkeys::LoadError::Vault(e) => ServeError::Vault(e),
+            })?,
+    );
+    let sync = Sync::new(
+        store.clone(),
+        vault.clone(),
+        CredentialSources {
+            appkeys: appkeys.clone(),
+            token_keys: CredentialSources::token_keys(&tokens.public_keys()),
+        },
+    );
     sync.rebuild(true).await?;
     tokio::spawn(
         sync.clone()
@@ -59,16 +83,6 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     };
     let ads = Ads::new(sync.subscribe(), acks.clone(), opts);
 
-    let tokens =
-        Arc::new(crate::identity::Tokens::load(&vault, cfg.session_ttl_seconds.max(60)).await?);
-    let appkeys = Arc::new(
-        crate::appkeys::Directory::load(&store, &vault)
-            .await
-            .map_err(|e| match e {
-                crate::appkeys::LoadError::Store(e) => ServeError::Store(e),
-                crate::appkeys::LoadError::Vault(e) => ServeError::Vault(e),
-            })?,
-    );
     let nonces = Arc::new(std::sync::Mutex::new(
         mtlsgate_filter::oauth1::NonceCache::new(
             mtlsgate_filter::oauth1::DEFAULT_MAX_SKEW_SECS * 2,
@@ -84,6 +98,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         sync,
         acks,
         dev_admin_token: cfg.dev_admin_token.clone(),
+        runtime_token,
         max_upload_bytes: cfg.max_upload_bytes,
         keytool: crate::api::p12test::find_keytool(cfg.keytool.clone()),
         domains: crate::api::csds::Domains {

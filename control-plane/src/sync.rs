@@ -2,7 +2,12 @@
 //!
 //! Two triggers: the API's own writes (`kick`, after it has told the cache the new material,
 //! so nothing is re-read) and a periodic watch of Vault's KV metadata, which catches
-//! certificates rotated directly in Vault and certificates deleted from it.
+//! certificates rotated directly in Vault and certificates deleted from it. The periodic
+//! rebuild also re-reads users, so one added with `mtlsgate user add` (another process)
+//! reaches the gateway within a watch period even if nobody kicks.
+//!
+//! Every rebuild also collects what the runtime snapshot carries beside mappings: the
+//! egress allowlist, live users, AppKeys (from the in-memory directory) and token keys.
 //!
 //! If Vault is unreachable, the last known material keeps being served: an outage of the
 //! secret store must not take certificates away from a running gateway.
@@ -11,9 +16,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
+use mtlsgate_filter::snapshot::{AppKeyEntry, TokenKey, UserRef};
 use tokio::sync::{watch, Mutex, Notify};
 
-use crate::desired::Desired;
+use crate::appkeys::Directory;
+use crate::desired::{Credentials, Desired};
 use crate::p12::Material;
 use crate::store::{Store, StoreError};
 use crate::vault::Vault;
@@ -21,20 +29,58 @@ use crate::vault::Vault;
 /// Material cache: certificate id → (Vault version, material).
 type Materials = HashMap<i64, (u64, Arc<Material>)>;
 
+/// Where the snapshot's caller credentials come from, besides the store.
+pub struct CredentialSources {
+    /// Live AppKeys with their secrets; the API updates it, then kicks.
+    pub appkeys: Arc<Directory>,
+    /// Public halves of the token signing keys (fixed for the life of the process).
+    pub token_keys: Vec<TokenKey>,
+}
+
+impl CredentialSources {
+    /// The token keys as the snapshot carries them (base64url, no padding).
+    pub fn token_keys(keys: &[(String, [u8; 32])]) -> Vec<TokenKey> {
+        keys.iter()
+            .map(|(kid, key)| TokenKey {
+                kid: kid.clone(),
+                public_key: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key),
+            })
+            .collect()
+    }
+
+    fn app_keys(&self) -> Vec<AppKeyEntry> {
+        self.appkeys
+            .all()
+            .into_iter()
+            .map(|k| AppKeyEntry {
+                id: k.row.id as u64,
+                account: k.row.account,
+                consumer_key: k.row.consumer_key,
+                access_token: k.row.access_token,
+                consumer_secret: k.consumer_secret.expose().to_owned(),
+                access_token_secret: k.token_secret.expose().to_owned(),
+                privileges: k.row.privileges,
+            })
+            .collect()
+    }
+}
+
 pub struct Sync {
     store: Store,
     vault: Arc<Vault>,
+    credentials: CredentialSources,
     materials: Mutex<Materials>,
     kick: Notify,
     tx: watch::Sender<Arc<Desired>>,
 }
 
 impl Sync {
-    pub fn new(store: Store, vault: Arc<Vault>) -> Arc<Self> {
+    pub fn new(store: Store, vault: Arc<Vault>, credentials: CredentialSources) -> Arc<Self> {
         let (tx, _) = watch::channel(Arc::new(Desired::default()));
         Arc::new(Sync {
             store,
             vault,
+            credentials,
             materials: Mutex::default(),
             kick: Notify::new(),
             tx,
@@ -61,9 +107,24 @@ impl Sync {
         self.kick.notify_one();
     }
 
-    /// Asks for a rebuild (after a metadata-only change such as a new mapping).
+    /// Asks for a rebuild (after a metadata-only change such as a new mapping, an AppKey,
+    /// a user or the egress allowlist).
     pub fn kick(&self) {
         self.kick.notify_one();
+    }
+
+    /// Kicks, then waits (at most `within`) until the published state satisfies `done`.
+    /// For a change made by another process (a user added on the command line) that a
+    /// caller is about to rely on. Answers whether it got there.
+    pub async fn kick_until(&self, done: impl Fn(&Desired) -> bool, within: Duration) -> bool {
+        let mut rx = self.subscribe();
+        if done(&rx.borrow_and_update()) {
+            return true;
+        }
+        self.kick();
+        tokio::time::timeout(within, rx.wait_for(|d| done(d)))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Whether the certificate's material is present in Vault as last seen.
@@ -76,6 +137,8 @@ impl Sync {
     pub async fn rebuild(&self, check_vault: bool) -> Result<(), StoreError> {
         let certificates = self.store.all_certificates().await?;
         let mappings = self.store.enabled_mappings().await?;
+        let egress = self.store.all_egress_hosts().await?;
+        let users = self.store.all_user_ids().await?;
         let mut materials = self.materials.lock().await.clone();
         let mut changed = false;
         for c in &certificates {
@@ -138,7 +201,20 @@ impl Sync {
             cache.retain(|id, _| live.contains(id));
             materials = cache.clone();
         }
-        let desired = Desired::build(&certificates, &mappings, &materials);
+        let credentials = Credentials {
+            token_keys: self.credentials.token_keys.clone(),
+            app_keys: self.credentials.app_keys(),
+            users: users
+                .into_iter()
+                .map(|(account, id)| UserRef {
+                    account,
+                    id: id as u64,
+                })
+                .collect(),
+        };
+        let desired = Desired::build(&certificates, &mappings, &materials)
+            .with_egress(&egress)
+            .with_credentials(credentials);
         self.tx.send_if_modified(|cur| {
             if **cur == desired {
                 false

@@ -364,9 +364,12 @@ impl HttpContext for Filter {
                 if end_of_stream {
                     return self.answer_check(b"");
                 }
-                // why: wait for the whole body (Envoy buffers it, up to the listener's
-                // buffer limit).
-                Action::Pause
+                // why: a Pause here would become StopAll in the host (proxy-wasm turns
+                // StopIteration into StopAllIterationAndWatermark), and the body callbacks would
+                // never run. The headers go on to Envoy's buffer filter, enabled on this route
+                // only, which holds them from the router until the whole body is in; by then
+                // this filter has answered.
+                Action::Continue
             }
             Decision::Refuse(r, audit) => self.refuse(&r, Some(&audit)),
         }

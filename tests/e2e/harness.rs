@@ -306,6 +306,8 @@ impl Stack {
                     "2",
                     "--log-level",
                     "info",
+                    "--file-flush-interval-msec",
+                    "500",
                 ]),
         );
         let admin = format!("http://127.0.0.1:{admin_port}");
@@ -471,6 +473,26 @@ impl Stack {
         let password = format!("pw-{}", hex::encode(rand_bytes()));
         self.add_user(account, "e2e-admin", &password, true);
         let t = self.login(account, "e2e-admin", &password).await;
+        // The gateway learns of new users through its snapshot: wait until it knows this one
+        // (a forward with no target is then refused for the target, not the token).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self
+                .client
+                .get(format!("{}/mtls/account/{account}", self.gateway))
+                .bearer_auth(&t)
+                .send()
+                .await
+                .expect("probe");
+            if r.status() != 401 && r.status() != 503 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never accepted the new user's token"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         tokens.insert(account.to_owned(), t.clone());
         t
     }
@@ -564,6 +586,23 @@ impl Stack {
         let _ = self.control_plane.child.wait();
     }
 
+    /// The access log's lines once `ready` holds for them (Envoy flushes the file every
+    /// half second); fails after 10 s.
+    pub async fn audit_lines_when(&self, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.audit_lines();
+            if ready(&lines) {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the audit log never showed the expected lines: {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Where Envoy writes the access (audit) log.
     pub fn audit_path(&self) -> PathBuf {
         self.scratch.0.join("access.log")
@@ -622,4 +661,37 @@ pub async fn error_code(r: reqwest::Response) -> (u16, String) {
     assert!(v["message"].is_string(), "error without message: {v}");
     assert!(v["requestId"].is_string(), "error without requestId: {v}");
     (status, v["code"].as_str().expect("code").to_owned())
+}
+
+/// Helpers of the runtime snapshot tests (`runtime_api.rs`).
+impl Stack {
+    /// The node id Envoy presents over ADS (and so to the runtime snapshot), from its admin
+    /// interface.
+    pub async fn envoy_node_id(&self) -> String {
+        let info: Value = self
+            .client
+            .get(format!("{}/server_info", self.admin))
+            .send()
+            .await
+            .expect("server_info")
+            .json()
+            .await
+            .expect("server_info is JSON");
+        info["node"]["id"]
+            .as_str()
+            .expect("server_info names the node")
+            .to_owned()
+    }
+
+    /// Envoy's clusters, as its admin interface lists them (`name::…` lines).
+    pub async fn envoy_clusters(&self) -> String {
+        self.client
+            .get(format!("{}/clusters", self.admin))
+            .send()
+            .await
+            .expect("clusters")
+            .text()
+            .await
+            .expect("clusters text")
+    }
 }

@@ -15,4 +15,5 @@ mod forward;
 mod management;
 mod p12tester;
 mod runtime;
+mod runtime_api;
 mod uploads;

@@ -52,16 +52,16 @@ impl Upstream {
                 .add(CertificateDer::from(der.to_vec()))
                 .expect("client CA");
         }
-        let builder = WebPkiClientVerifier::builder(Arc::new(roots));
-        let builder = if require_client_cert {
-            builder
+        let config = rustls::ServerConfig::builder();
+        let config = if require_client_cert {
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .expect("verifier");
+            config.with_client_cert_verifier(verifier)
         } else {
-            builder.allow_unauthenticated()
+            config.with_no_client_auth()
         };
-        let verifier = builder.build().expect("verifier");
-
-        let config = rustls::ServerConfig::builder()
-            .with_client_cert_verifier(verifier)
+        let config = config
             .with_single_cert(
                 vec![CertificateDer::from(server.cert_der.clone())],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.key_der.clone())),

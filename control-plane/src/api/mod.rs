@@ -1,9 +1,11 @@
-//! The HTTP API: management (certificates, mappings), the runtime snapshot feed, health.
+//! The HTTP API: management (certificates, mappings, users, AppKeys, egress allowlist), the
+//! runtime snapshot feed, health.
 
 mod appkeys;
 mod auth;
 mod certificates;
 pub mod csds;
+mod egress;
 pub mod error;
 mod extract;
 mod mappings;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub sync: Arc<Sync>,
     pub acks: Arc<Acks>,
     pub dev_admin_token: Option<Secret>,
+    /// The gateway's credential for the runtime snapshot; `None`: the snapshot is not served.
+    pub runtime_token: Option<Secret>,
     pub domains: csds::Domains,
     pub tokens: Arc<Tokens>,
     pub appkeys: Arc<Directory>,
@@ -101,6 +105,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/account/{account}/appkeys/{id}",
             axum::routing::delete(appkeys::revoke),
+        )
+        .route(
+            "/api/account/{account}/egress",
+            get(egress::get).put(egress::put),
         )
         .route(
             "/api/account/{account}/service/baseURI.json",
@@ -196,3 +204,6 @@ pub fn check_account(account: &str) -> Result<(), ApiError> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;

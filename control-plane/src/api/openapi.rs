@@ -14,6 +14,8 @@ pub enum Auth {
     Bearer,
     /// Bearer token or OAuth1 AppKey signature.
     BearerOrAppKey,
+    /// The gateway's runtime token (`--runtime-token`) as a Bearer token.
+    Runtime,
 }
 
 /// What an operation's request body is.
@@ -242,11 +244,27 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op!(
         "GET",
-        "/v1/runtime/snapshot",
-        "Runtime snapshot for the gateway (long poll)",
-        Auth::None,
+        "{A}/egress",
+        "The account's plain-TLS fallback hosts",
+        Auth::BearerOrAppKey,
         Body::None,
-        [200, 304, 400]
+        [200, 400, 401, 403]
+    ),
+    op!(
+        "PUT",
+        "{A}/egress",
+        "Replace the account's plain-TLS fallback hosts, all or none",
+        Auth::BearerOrAppKey,
+        Body::Json("Egress"),
+        [200, 400, 401, 403, 413, 415]
+    ),
+    op!(
+        "GET",
+        "/v1/runtime/snapshot",
+        "Runtime snapshot for the gateway (long poll; carries secrets)",
+        Auth::Runtime,
+        Body::None,
+        [200, 304, 400, 401, 503]
     ),
 ];
 
@@ -269,7 +287,7 @@ fn reason(status: u16) -> &'static str {
         413 => "Body too large",
         415 => "Unsupported media type",
         422 => "Unusable P12 file",
-        503 => "Secret store unavailable",
+        503 => "Secret store unavailable, or (snapshot) no runtime token configured",
         _ => "",
     }
 }
@@ -304,6 +322,7 @@ pub fn document() -> Value {
                 Auth::None => json!([]),
                 Auth::Bearer => json!([{"bearer": []}]),
                 Auth::BearerOrAppKey => json!([{"bearer": []}, {"appKey": []}]),
+                Auth::Runtime => json!([{"runtimeToken": []}]),
             },
         });
         match op.body {
@@ -328,6 +347,8 @@ pub fn document() -> Value {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "appKey": {"type": "apiKey", "in": "header", "name": "Authorization",
                            "description": "OAuth 1.0a (RFC 5849) HMAC-SHA1 signature"},
+                "runtimeToken": {"type": "http", "scheme": "bearer",
+                                 "description": "the control plane's --runtime-token, held by the gateway"},
             },
             "schemas": {
                 "Error": {"type": "object", "required": ["code", "message", "requestId"], "properties": {

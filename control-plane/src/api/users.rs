@@ -129,6 +129,8 @@ pub async fn create(
                 format!("a user named {:?} already exists", input.username),
             )
         })?;
+    // The gateway's snapshot lists live users.
+    state.sync.kick();
     tracing::info!(account, user = user.id, by = %principal.describe(), "user created");
     Ok((StatusCode::CREATED, JsonOut(user_view(&user))))
 }
@@ -174,6 +176,8 @@ pub async fn delete(
     if !state.store.delete_user(&account, id).await? {
         return Err(ApiError::not_found(format!("no user {id} in this account")));
     }
+    // The gateway refuses a deleted user's tokens once its snapshot no longer lists them.
+    state.sync.kick();
     tracing::info!(account, user = id, by = %principal.describe(), "user deleted");
     Ok(JsonOut(json!({"id": id, "deleted": true})))
 }
@@ -215,6 +219,27 @@ pub async fn login(
             ));
         }
     };
+    // why: a user added with `mtlsgate user add` (another process) reaches the gateway's
+    // snapshot only at the next rebuild; make sure it is published before handing out a token
+    // the gateway would otherwise refuse. Bounded: a slow rebuild delays the login, no more.
+    let (acc, uid) = (user.account.clone(), user.id as u64);
+    let listed = move |d: &crate::desired::Desired| {
+        d.credentials
+            .users
+            .iter()
+            .any(|u| u.id == uid && u.account == acc)
+    };
+    if !state
+        .sync
+        .kick_until(listed, std::time::Duration::from_secs(2))
+        .await
+    {
+        tracing::warn!(
+            account,
+            user = user.id,
+            "the gateway's snapshot does not list this user yet"
+        );
+    }
     let bearer = state.tokens.issue(&user);
     tracing::info!(account, user = user.id, "login");
     let now_ms = crate::store::now().saturating_mul(1000);

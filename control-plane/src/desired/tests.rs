@@ -1,6 +1,7 @@
 use super::*;
 use crate::certinfo::CertInfo;
 use crate::secret::Secret;
+use crate::store::EgressRow;
 use mtlsgate_filter::service::Service;
 
 fn cert(id: i64) -> CertificateRow {
@@ -129,5 +130,73 @@ fn versions_change_with_content() {
     assert_ne!(
         d1.cds_version,
         Desired::build(&certs, &maps2, &materials(&[1])).cds_version
+    );
+}
+
+fn egress(rows: &[(&str, &str)]) -> Vec<EgressRow> {
+    rows.iter()
+        .map(|(account, host)| EgressRow {
+            account: account.to_string(),
+            host: crate::egress::EgressHost::parse(host).unwrap(),
+        })
+        .collect()
+}
+
+#[test]
+fn allowlisted_hosts_get_one_plain_tls_cluster_per_host_and_port() {
+    let d = Desired::default().with_egress(&egress(&[
+        ("a", "x.example"),
+        ("b", "x.example"),
+        ("a", "x.example:8443"),
+        ("a", "[::1]:9443"),
+        ("a", "10.1.2.3"),
+    ]));
+    let names: Vec<&str> = d.clusters.keys().map(String::as_str).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.contains(&"tls_x.example_443"));
+    assert!(names.contains(&"tls_x.example_8443"));
+    assert!(names.contains(&"tls_10.1.2.3_443"));
+    let v6 = tls_cluster_name("::1", 9443);
+    assert!(v6.starts_with("tls___1_9443_") && v6.len() == "tls___1_9443_".len() + 8);
+    assert_ne!(v6, tls_cluster_name("__1", 9443));
+    for c in d.clusters.values() {
+        assert_eq!(
+            c.secret, None,
+            "{}: plain TLS has no client certificate",
+            c.name
+        );
+        assert_eq!(c.trust, Trust::System);
+    }
+    assert!(d.clusters[&v6].host_is_ip && d.clusters[&v6].host == "::1");
+    assert_eq!(d.fallback.len(), 5);
+    assert!(d.secrets.is_empty() && d.mappings.is_empty());
+    // Both accounts' x.example entries name the one shared cluster.
+    let x: Vec<&str> = d
+        .fallback
+        .iter()
+        .filter(|f| f.host == "x.example" && f.port == 443)
+        .map(|f| f.cluster.as_str())
+        .collect();
+    assert_eq!(x, ["tls_x.example_443", "tls_x.example_443"]);
+}
+
+#[test]
+fn the_cds_version_follows_the_allowlist_and_mtls_clusters_keep_their_secret() {
+    let certs = [cert(1)];
+    let maps = [mapping(10, 1, Service::Idp, "https://x.example/", None)];
+    let base = Desired::build(&certs, &maps, &materials(&[1]));
+    let with = base.clone().with_egress(&egress(&[("a", "x.example")]));
+    assert_ne!(base.cds_version, with.cds_version);
+    assert_eq!(
+        with.clusters.len(),
+        2,
+        "the mTLS and the plain-TLS cluster are apart"
+    );
+    let mtls = &with.clusters[&with.mappings[0].entry.cluster];
+    assert_eq!(mtls.secret.as_deref(), Some("cert-1"));
+    let again = base.clone().with_egress(&egress(&[("b", "x.example")]));
+    assert_eq!(
+        with.cds_version, again.cds_version,
+        "same clusters, whichever account allows the host"
     );
 }

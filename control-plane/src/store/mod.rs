@@ -5,6 +5,7 @@
 
 mod appkeys;
 mod certificates;
+mod egress;
 mod mappings;
 mod users;
 
@@ -18,6 +19,7 @@ use tokio::sync::Mutex;
 
 pub use appkeys::AppKeyRow;
 pub use certificates::{CertificateRow, NewCertificate};
+pub use egress::EgressRow;
 pub use mappings::{MappingRow, NewMapping};
 pub use users::UserRow;
 
@@ -25,6 +27,7 @@ pub use users::UserRow;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_users_appkeys.sql"),
+    include_str!("../../migrations/0003_egress.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

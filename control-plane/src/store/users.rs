@@ -81,6 +81,15 @@ impl Store {
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
+    /// Every live user of every account, as (account, id), for the gateway's snapshot.
+    pub async fn all_user_ids(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT account, id FROM users WHERE deleted = 0 ORDER BY account, id")
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
     /// Inserts a user; `None` when the account already has a user of that name.
     pub async fn insert_user(
         &self,

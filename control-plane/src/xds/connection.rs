@@ -130,8 +130,7 @@ impl Connection {
     }
 
     fn respond(&mut self, type_url: &str, desired: &Desired) -> Option<DiscoveryResponse> {
-        let (version, resources, names) =
-            build(type_url, self.subs.get(type_url)?, desired, &self.opts);
+        let (version, names) = version_and_names(type_url, self.subs.get(type_url)?, desired);
         let sub = self.subs.get_mut(type_url)?;
         let unchanged = sub
             .sent
@@ -140,6 +139,9 @@ impl Connection {
         if unchanged || sub.rejected.as_deref() == Some(version.as_str()) {
             return None;
         }
+        // why: built only when sent. Most desired-state changes (an AppKey, a user) touch
+        // neither clusters nor secrets, and packing every cluster for nothing adds up.
+        let resources = build(type_url, &names, desired, &self.opts);
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();
         sub.sent = Some(Sent {
@@ -158,20 +160,15 @@ impl Connection {
     }
 }
 
-fn build(
+/// The version a response of this type would carry, and the names of its resources.
+fn version_and_names(
     type_url: &str,
     sub: &Subscription,
     desired: &Desired,
-    opts: &ResourceOptions,
-) -> (String, Vec<Any>, Vec<String>) {
+) -> (String, Vec<String>) {
     if type_url == CLUSTER_TYPE {
-        let resources = desired
-            .clusters
-            .values()
-            .map(|c| pack_any(resources::cluster(c, opts)))
-            .collect();
         let names = desired.clusters.keys().cloned().collect();
-        (desired.cds_version.clone(), resources, names)
+        (desired.cds_version.clone(), names)
     } else {
         let names: Vec<String> = sub
             .requested
@@ -179,7 +176,20 @@ fn build(
             .filter(|n| desired.secrets.contains_key(*n))
             .cloned()
             .collect();
-        let resources = names
+        (desired.sds_version(&names), names)
+    }
+}
+
+/// The resources named, as Envoy takes them.
+fn build(type_url: &str, names: &[String], desired: &Desired, opts: &ResourceOptions) -> Vec<Any> {
+    if type_url == CLUSTER_TYPE {
+        names
+            .iter()
+            .filter_map(|n| desired.clusters.get(n))
+            .map(|c| pack_any(resources::cluster(c, opts)))
+            .collect()
+    } else {
+        names
             .iter()
             .filter_map(|n| {
                 desired
@@ -187,8 +197,7 @@ fn build(
                     .get(n)
                     .map(|s| pack_any(resources::secret(n, s)))
             })
-            .collect();
-        (desired.sds_version(&names), resources, names)
+            .collect()
     }
 }
 

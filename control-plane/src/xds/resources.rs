@@ -54,7 +54,8 @@ fn pb_duration(d: Duration) -> PbDuration {
 }
 
 /// The upstream cluster of a mapping: mTLS with the client certificate from SDS, SNI set to
-/// the host, the server verified against the host name, TLS 1.2 to 1.3.
+/// the host, the server verified against the host name, TLS 1.2 to 1.3. A cluster without a
+/// secret (an egress allowlist host) is the same minus the client certificate.
 pub fn cluster(spec: &ClusterSpec, opts: &ResourceOptions) -> Cluster {
     let san = SubjectAltNameMatcher {
         san_type: if spec.host_is_ip {
@@ -94,16 +95,21 @@ pub fn cluster(spec: &ClusterSpec, opts: &ResourceOptions) -> Cluster {
                 tls_maximum_protocol_version: TlsProtocol::TlSv13 as i32,
                 ..Default::default()
             }),
-            tls_certificate_sds_secret_configs: vec![SdsSecretConfig {
-                name: spec.secret.clone(),
-                sds_config: Some(ConfigSource {
-                    config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
-                        AggregatedConfigSource {},
-                    )),
-                    resource_api_version: ApiVersion::V3 as i32,
-                    ..Default::default()
-                }),
-            }],
+            // A plain-TLS (allowlist) cluster has no secret: it presents no certificate.
+            tls_certificate_sds_secret_configs: spec
+                .secret
+                .iter()
+                .map(|name| SdsSecretConfig {
+                    name: name.clone(),
+                    sds_config: Some(ConfigSource {
+                        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+                            AggregatedConfigSource {},
+                        )),
+                        resource_api_version: ApiVersion::V3 as i32,
+                        ..Default::default()
+                    }),
+                })
+                .collect(),
             validation_context_type: Some(ValidationContextType::ValidationContext(validation)),
             alpn_protocols: vec!["http/1.1".into()],
             ..Default::default()

@@ -203,3 +203,107 @@ fn unknown_types_are_ignored() {
     );
     assert!(out.responses.is_empty() && out.ack.is_none());
 }
+
+#[test]
+fn allowlist_clusters_are_plain_tls_verified_against_the_system_store() {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
+        tls_parameters::TlsProtocol, UpstreamTlsContext,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+    use prost::Message;
+
+    let host = crate::egress::EgressHost::parse("api.example.com:8443").unwrap();
+    let d = desired(&[(1, "https://a.example/")], 1).with_egress(&[crate::store::EgressRow {
+        account: "a".into(),
+        host,
+    }]);
+    let mut c = Connection::new(opts());
+    let r = c
+        .handle_request(request(CLUSTER_TYPE, "", &[], None), &d)
+        .responses
+        .remove(0);
+    assert_eq!(r.resources.len(), 2);
+    let clusters: Vec<Cluster> = r
+        .resources
+        .iter()
+        .map(|a| Cluster::decode(a.value.as_slice()).unwrap())
+        .collect();
+    let tls_of = |c: &Cluster| {
+        let Some(transport_socket::ConfigType::TypedConfig(any)) =
+            &c.transport_socket.as_ref().unwrap().config_type
+        else {
+            panic!("no typed config");
+        };
+        UpstreamTlsContext::decode(any.value.as_slice()).unwrap()
+    };
+    let plain = clusters
+        .iter()
+        .find(|c| c.name == "tls_api.example.com_8443")
+        .unwrap();
+    let tls = tls_of(plain);
+    assert_eq!(tls.sni, "api.example.com");
+    let common = tls.common_tls_context.unwrap();
+    assert!(
+        common.tls_certificate_sds_secret_configs.is_empty() && common.tls_certificates.is_empty(),
+        "no client certificate"
+    );
+    let params = common.tls_params.unwrap();
+    assert_eq!(
+        params.tls_minimum_protocol_version,
+        TlsProtocol::TlSv12 as i32
+    );
+    assert_eq!(
+        params.tls_maximum_protocol_version,
+        TlsProtocol::TlSv13 as i32
+    );
+    let Some(ValidationContextType::ValidationContext(v)) = common.validation_context_type else {
+        panic!("no validation context");
+    };
+    assert_eq!(
+        v.trusted_ca.unwrap().specifier,
+        Some(data_source::Specifier::Filename(
+            "/etc/ssl/certs/ca-certificates.crt".into()
+        ))
+    );
+    let san = &v.match_typed_subject_alt_names[0];
+    assert_eq!(san.san_type, SanType::Dns as i32);
+    assert_eq!(
+        san.matcher.as_ref().unwrap().match_pattern,
+        Some(MatchPattern::Exact("api.example.com".into()))
+    );
+    assert!(plain
+        .typed_extension_protocol_options
+        .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));
+
+    // The mTLS cluster still asks SDS for its certificate.
+    let mtls = clusters.iter().find(|c| c.name != plain.name).unwrap();
+    let sds = tls_of(mtls)
+        .common_tls_context
+        .unwrap()
+        .tls_certificate_sds_secret_configs;
+    assert_eq!(sds.len(), 1);
+    assert_eq!(sds[0].name, "cert-1");
+}
+
+#[test]
+fn a_change_of_credentials_only_pushes_nothing_to_envoy() {
+    let d = desired(&[(1, "https://a.example/")], 1);
+    let mut c = Connection::new(opts());
+    let r = c
+        .handle_request(request(CLUSTER_TYPE, "", &[], None), &d)
+        .responses
+        .remove(0);
+    c.handle_request(request(CLUSTER_TYPE, &r.nonce, &[], None), &d);
+    let with_user = d.clone().with_credentials(crate::desired::Credentials {
+        users: vec![mtlsgate_filter::snapshot::UserRef {
+            account: "a".into(),
+            id: 1,
+        }],
+        ..Default::default()
+    });
+    assert_ne!(d, with_user);
+    assert!(c.handle_update(&with_user).is_empty());
+}

@@ -1,0 +1,559 @@
+//! The router in-process (no listener, no Vault traffic): the egress allowlist API and the
+//! runtime snapshot's authentication, content and wake-ups.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use mtlsgate_filter::snapshot::Snapshot;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::*;
+use crate::appkeys::AppKey;
+use crate::store::AppKeyRow;
+use crate::sync::CredentialSources;
+
+const DEV: &str = "dev-admin";
+const RUNTIME: &str = "runtime-token";
+const NODE: &str = "node-1";
+
+struct Env {
+    state: AppState,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A control plane with an empty database, a Vault it never needs to reach (no
+/// certificates), the sync running, and node `NODE` connected over "ADS".
+async fn env(runtime_token: Option<&str>) -> Env {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = std::env::temp_dir().join(format!(
+        "mtlsgate-api-test-{}",
+        hex::encode(crate::identity::random::<8>())
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::open(&dir.join("db.sqlite")).await.unwrap();
+    let vault = Arc::new(
+        Vault::new(
+            "http://127.0.0.1:1",
+            &Secret::new("t"),
+            "secret",
+            "mtlsgate/",
+        )
+        .unwrap(),
+    );
+    let tokens = Arc::new(Tokens::from_seed(&[7; 32], 3600));
+    let appkeys = Arc::new(Directory::default());
+    let sync = Sync::new(
+        store.clone(),
+        vault.clone(),
+        CredentialSources {
+            appkeys: appkeys.clone(),
+            token_keys: CredentialSources::token_keys(&tokens.public_keys()),
+        },
+    );
+    sync.rebuild(true).await.unwrap();
+    tokio::spawn(sync.clone().run(Duration::from_secs(3600)));
+    let acks = Arc::new(Acks::default());
+    acks.connected(NODE);
+    acks.acked(NODE, crate::xds::CLUSTER_TYPE, &[]);
+    let state = AppState {
+        store,
+        vault,
+        sync,
+        acks,
+        dev_admin_token: Some(Secret::new(DEV)),
+        runtime_token: runtime_token.map(Secret::new),
+        domains: csds::Domains {
+            gateway: "gw".into(),
+            api: "api".into(),
+        },
+        tokens,
+        appkeys,
+        nonces: Arc::new(std::sync::Mutex::new(NonceCache::new(600, 1000))),
+        keytool: None,
+        max_upload_bytes: 1024,
+    };
+    Env { state, dir }
+}
+
+async fn call(
+    state: &AppState,
+    method: Method,
+    uri: &str,
+    bearer: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(b) = bearer {
+        req = req.header("authorization", format!("Bearer {b}"));
+    }
+    let req = match body {
+        Some(v) => req
+            .header("content-type", "application/json")
+            .body(Body::from(v.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let resp = router(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, v)
+}
+
+fn egress_uri(account: &str) -> String {
+    format!("/api/account/{account}/egress")
+}
+
+async fn snapshot(state: &AppState, version: &str, wait: u64) -> (StatusCode, Value) {
+    call(
+        state,
+        Method::GET,
+        &format!("/v1/runtime/snapshot?node={NODE}&version={version}&waitSeconds={wait}"),
+        Some(RUNTIME),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn egress_lists_are_validated_stored_and_replaced() {
+    let env = env(Some(RUNTIME)).await;
+    let s = &env.state;
+    let (st, v) = call(s, Method::GET, &egress_uri("a"), Some(DEV), None).await;
+    assert_eq!((st, v), (StatusCode::OK, json!({"plainTlsHosts": []})));
+
+    let body = json!({"plainTlsHosts": ["API.example.com", "other.example:8443", "api.example.com:443", "[::1]:9443"]});
+    let (st, v) = call(s, Method::PUT, &egress_uri("a"), Some(DEV), Some(body)).await;
+    let want = json!({"plainTlsHosts": ["api.example.com", "other.example:8443", "[::1]:9443"]});
+    assert_eq!((st, &v), (StatusCode::OK, &want));
+    let (_, v) = call(s, Method::GET, &egress_uri("a"), Some(DEV), None).await;
+    assert_eq!(v, want);
+    let (_, v) = call(s, Method::GET, &egress_uri("b"), Some(DEV), None).await;
+    assert_eq!(v, json!({"plainTlsHosts": []}), "accounts are apart");
+
+    // A bad entry anywhere: 400 with its index, nothing stored.
+    for (bad, index) in [
+        (json!(["ok.example", "*.example.com"]), 1),
+        (json!(["https://x.example"]), 0),
+        (json!(["a.example", "b.example", "x.example/path"]), 2),
+        (json!(["user@x.example"]), 0),
+        (json!([""]), 0),
+    ] {
+        let (st, v) = call(
+            s,
+            Method::PUT,
+            &egress_uri("a"),
+            Some(DEV),
+            Some(json!({ "plainTlsHosts": bad })),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["code"], "invalid_host");
+        assert_eq!(v["index"], index);
+    }
+    let too_many: Vec<String> = (0..=1000).map(|i| format!("h{i}.example")).collect();
+    let (st, v) = call(
+        s,
+        Method::PUT,
+        &egress_uri("a"),
+        Some(DEV),
+        Some(json!({ "plainTlsHosts": too_many })),
+    )
+    .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("too_many_hosts"))
+    );
+    let (st, v) = call(s, Method::PUT, &egress_uri("a"), Some(DEV), Some(json!({}))).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_body"))
+    );
+    let (_, v) = call(s, Method::GET, &egress_uri("a"), Some(DEV), None).await;
+    assert_eq!(v, want, "refusals stored nothing");
+
+    // Credentials: none is 401; another account's token is 403.
+    let (st, _) = call(s, Method::GET, &egress_uri("a"), None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // Replacing with an empty list clears it.
+    let (st, v) = call(
+        s,
+        Method::PUT,
+        &egress_uri("a"),
+        Some(DEV),
+        Some(json!({"plainTlsHosts": []})),
+    )
+    .await;
+    assert_eq!((st, v), (StatusCode::OK, json!({"plainTlsHosts": []})));
+}
+
+#[tokio::test]
+async fn egress_needs_manage_rights_in_the_same_account() {
+    let env = env(Some(RUNTIME)).await;
+    let s = &env.state;
+    let admin_b = s
+        .store
+        .insert_user("b", "admin", "hash", true, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    let plain_a = s
+        .store
+        .insert_user("a", "plain", "hash", false, &["MTLS_FORWARD".into()])
+        .await
+        .unwrap()
+        .unwrap();
+    let manager_a = s
+        .store
+        .insert_user("a", "manager", "hash", false, &["MTLS_MANAGE".into()])
+        .await
+        .unwrap()
+        .unwrap();
+    let body = json!({"plainTlsHosts": ["x.example"]});
+    let bearer = s.tokens.issue(&admin_b);
+    for m in [Method::GET, Method::PUT] {
+        let (st, v) = call(s, m, &egress_uri("a"), Some(&bearer), Some(body.clone())).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden_account"))
+        );
+    }
+    let bearer = s.tokens.issue(&plain_a);
+    let (st, v) = call(
+        s,
+        Method::PUT,
+        &egress_uri("a"),
+        Some(&bearer),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let bearer = s.tokens.issue(&manager_a);
+    let (st, _) = call(
+        s,
+        Method::PUT,
+        &egress_uri("a"),
+        Some(&bearer),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, v) = call(s, Method::GET, &egress_uri("a"), Some(DEV), None).await;
+    assert_eq!(v, body);
+}
+
+#[tokio::test]
+async fn the_snapshot_is_never_served_without_the_runtime_token() {
+    let env = env(None).await;
+    let uri = format!("/v1/runtime/snapshot?node={NODE}");
+    for bearer in [None, Some(DEV), Some(RUNTIME), Some("")] {
+        let (st, v) = call(&env.state, Method::GET, &uri, bearer, None).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["code"], "runtime_token_not_configured");
+    }
+    let env = env_with_empty_token().await;
+    let (st, _) = call(&env.state, Method::GET, &uri, Some(""), None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    let env = self::env(Some(RUNTIME)).await;
+    for bearer in [
+        None,
+        Some(DEV),
+        Some("runtime-toke"),
+        Some("runtime-token "),
+    ] {
+        let (st, v) = call(&env.state, Method::GET, &uri, bearer, None).await;
+        if bearer == Some("runtime-token ") {
+            // Surrounding blanks are not part of a token; trimmed, like the API's Bearer.
+            assert_eq!(st, StatusCode::OK);
+            continue;
+        }
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+            "{bearer:?}"
+        );
+    }
+    // A bad query is only reported to an authenticated caller.
+    let (st, _) = call(&env.state, Method::GET, "/v1/runtime/snapshot", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, v) = call(
+        &env.state,
+        Method::GET,
+        "/v1/runtime/snapshot",
+        Some(RUNTIME),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_query"))
+    );
+}
+
+/// A configured but empty token (an empty environment variable) never matches anything.
+async fn env_with_empty_token() -> Env {
+    env(Some("")).await
+}
+
+fn appkey(id: i64) -> AppKey {
+    AppKey {
+        row: AppKeyRow {
+            id,
+            account: "a".into(),
+            consumer_key: format!("ck{id}"),
+            access_token: format!("a-at{id}"),
+            privileges: vec!["MTLS_FORWARD".into()],
+            created_by: "test".into(),
+            created_at: 0,
+            revoked_at: None,
+        },
+        consumer_secret: Secret::new(format!("cs{id}")),
+        token_secret: Secret::new(format!("ts{id}")),
+    }
+}
+
+#[tokio::test]
+async fn the_snapshot_carries_credentials_and_long_polls_wake_on_every_change() {
+    let env = env(Some(RUNTIME)).await;
+    let s = &env.state;
+    s.appkeys.insert(appkey(1));
+    let user = s
+        .store
+        .insert_user("a", "u", "hash", false, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    // Rebuilt here rather than kicked: the test then knows the state is published.
+    s.sync.rebuild(false).await.unwrap();
+
+    let (st, v) = snapshot(s, "", 0).await;
+    assert_eq!(st, StatusCode::OK);
+    let snap: Snapshot = serde_json::from_value(v).unwrap();
+    assert_eq!(snap.app_keys.len(), 1);
+    assert_eq!(snap.app_keys[0].consumer_key, "ck1");
+    assert_eq!(snap.app_keys[0].consumer_secret, "cs1");
+    assert_eq!(snap.app_keys[0].access_token_secret, "ts1");
+    assert_eq!(snap.users.len(), 1);
+    assert_eq!(snap.users[0].id, user.id as u64);
+    let (kid, key) = &s.tokens.public_keys()[0];
+    assert_eq!(snap.token_keys[0].kid, *kid);
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&snap.token_keys[0].public_key)
+            .unwrap(),
+        key.to_vec()
+    );
+    // Unchanged: the poll waits, then 304.
+    let (st, _) = snapshot(s, &snap.version, 1).await;
+    assert_eq!(st, StatusCode::NOT_MODIFIED);
+
+    // Each kind of change wakes a waiting poll with a new version, within a second.
+    let mut version = snap.version.clone();
+    let changes = [
+        "AppKey revoked",
+        "AppKey created",
+        "user created",
+        "allowlist changed",
+        "allowlist emptied",
+    ];
+    for what in changes {
+        let poll = tokio::spawn({
+            let s = s.clone();
+            let v = version.clone();
+            async move { snapshot(&s, &v, 10).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !poll.is_finished(),
+            "{what}: the poll must wait for a change"
+        );
+        change(s, what).await;
+        let (st, v) = tokio::time::timeout(Duration::from_secs(1), poll)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the poll was not woken within a second"))
+            .unwrap();
+        assert_eq!(st, StatusCode::OK, "{what}");
+        let snap: Snapshot = serde_json::from_value(v).unwrap();
+        assert_ne!(snap.version, version, "{what}");
+        version = snap.version;
+        match what {
+            "AppKey revoked" => assert!(snap.app_keys.is_empty()),
+            "AppKey created" => assert_eq!(snap.app_keys[0].consumer_key, "ck2"),
+            "user created" => assert_eq!(snap.users.len(), 2),
+            "allowlist changed" => {
+                let got: Vec<_> = snap
+                    .fallback
+                    .iter()
+                    .map(|f| (f.account.as_str(), f.host.as_str(), f.port))
+                    .collect();
+                assert_eq!(got, [("a", "x.example", 443)]);
+            }
+            // Withdrawn at once, whatever the node acknowledged.
+            "allowlist emptied" => assert!(snap.fallback.is_empty()),
+            _ => {}
+        }
+    }
+}
+
+/// Makes one change of the kind named, as the API (or Envoy) would.
+async fn change(s: &AppState, what: &str) {
+    match what {
+        "AppKey revoked" => {
+            s.appkeys.remove("a", 1);
+            s.sync.kick();
+        }
+        "AppKey created" => {
+            s.appkeys.insert(appkey(2));
+            s.sync.kick();
+        }
+        "user created" => {
+            let body = json!({"username": "new", "password": "a-long-password"});
+            let (st, _) = call(
+                s,
+                Method::POST,
+                "/api/account/a/users",
+                Some(DEV),
+                Some(body),
+            )
+            .await;
+            assert_eq!(st, StatusCode::CREATED);
+        }
+        "allowlist changed" => {
+            let body = json!({"plainTlsHosts": ["x.example"]});
+            let (st, _) = call(s, Method::PUT, &egress_uri("a"), Some(DEV), Some(body)).await;
+            assert_eq!(st, StatusCode::OK);
+            // The node sees the host only once it has the cluster: ack it, as Envoy does
+            // when CDS pushes it.
+            let name = crate::desired::tls_cluster_name("x.example", 443);
+            let mut rx = s.sync.subscribe();
+            let pushed = rx
+                .wait_for(|d| d.clusters.contains_key(&name))
+                .await
+                .map(|d| d.clone())
+                .unwrap();
+            assert!(
+                pushed.clusters[&name].secret.is_none(),
+                "plain TLS: no client certificate"
+            );
+            s.acks.acked(NODE, crate::xds::CLUSTER_TYPE, &[name]);
+        }
+        "allowlist emptied" => {
+            let body = json!({"plainTlsHosts": []});
+            let (st, _) = call(s, Method::PUT, &egress_uri("a"), Some(DEV), Some(body)).await;
+            assert_eq!(st, StatusCode::OK);
+        }
+        other => panic!("unknown change {other}"),
+    }
+}
+
+#[tokio::test]
+async fn login_publishes_a_user_added_by_another_process_before_answering() {
+    let env = env(Some(RUNTIME)).await;
+    let s = &env.state;
+    let hash = crate::identity::hash_password(&Secret::new("a-long-password")).unwrap();
+    // Written straight to the database, as `mtlsgate user add` does: nobody kicks.
+    let user = s
+        .store
+        .insert_user("a", "cli", &hash, true, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    let listed = |s: &AppState| {
+        s.sync
+            .subscribe()
+            .borrow()
+            .credentials
+            .users
+            .iter()
+            .any(|u| u.id == user.id as u64)
+    };
+    assert!(!listed(s));
+    let (st, _) = call(
+        s,
+        Method::POST,
+        "/api/account/a/login",
+        None,
+        Some(json!({"username": "cli", "password": "a-long-password"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(listed(s), "listed before the token was handed out");
+}
+
+/// Every documented operation answers one of its documented statuses, with and without
+/// credentials (the e2e suite does the same against a real control plane).
+#[tokio::test]
+async fn every_operation_answers_a_documented_status() {
+    let env = env(Some(RUNTIME)).await;
+    let mut checked = 0;
+    for op in openapi::OPERATIONS {
+        let path = openapi::full_path(op.path)
+            .replace("{accountId}", "4004")
+            .replace("{id}", "1")
+            .replace("{serviceName}", "mtlsGateway");
+        let uri = if path.ends_with("/snapshot") {
+            format!("{path}?node=nobody&waitSeconds=0")
+        } else {
+            path
+        };
+        for bearer in [None, Some(DEV), Some(RUNTIME)] {
+            let mut req = Request::builder()
+                .method(op.method)
+                .uri(&uri)
+                .header("host", "localhost");
+            if let Some(b) = bearer {
+                req = req.header("authorization", format!("Bearer {b}"));
+            }
+            let req = match op.body {
+                openapi::Body::None => req.body(Body::empty()),
+                openapi::Body::Json(_) => req
+                    .header("content-type", "application/json")
+                    .body(Body::from("{}")),
+                openapi::Body::Multipart(_) => req
+                    .header("content-type", "multipart/form-data; boundary=b")
+                    .body(Body::from(
+                        "--b\r\nContent-Disposition: form-data; name=\"unrelated\"\r\n\r\nx\r\n--b--\r\n",
+                    )),
+            }
+            .unwrap();
+            let status = router(env.state.clone())
+                .oneshot(req)
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            assert!(
+                op.statuses.contains(&status),
+                "{} {} ({bearer:?}) answered {status}, documented {:?}",
+                op.method,
+                op.path,
+                op.statuses
+            );
+            checked += 1;
+        }
+        if op.auth != openapi::Auth::None {
+            assert!(op.statuses.contains(&401), "{} {}", op.method, op.path);
+        }
+    }
+    assert_eq!(checked, openapi::OPERATIONS.len() * 3);
+}
