@@ -301,8 +301,15 @@ fn forward(
         (":path", target.path().to_owned()),
         (headers::CLUSTER, cluster),
     ];
-    if let Some(auth) = override_auth {
-        set.push(("authorization", auth.to_owned()));
+    // The credential attached to the mapping authenticates to the target; the caller's
+    // override is used only where no credential is attached.
+    match route.as_ref().and_then(|r| r.authorization.as_deref()) {
+        Some(attached) => set.push(("authorization", attached.to_owned())),
+        None => {
+            if let Some(auth) = override_auth {
+                set.push(("authorization", auth.to_owned()));
+            }
+        }
     }
     Ok(Forward {
         remove,

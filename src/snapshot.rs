@@ -105,6 +105,10 @@ pub struct MappingEntry {
     /// Hex serial number of the certificate, for the audit log.
     #[serde(default)]
     pub certificate_serial: String,
+    /// The `Authorization` header of the credential attached to the mapping, sent upstream
+    /// on every forward. A secret: never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
 }
 
 /// Where a matched request goes, and what the audit records about it.
@@ -113,6 +117,8 @@ pub struct Route {
     pub mapping_id: u64,
     pub certificate_id: u64,
     pub certificate_serial: String,
+    /// The attached credential's `Authorization` header, if any.
+    pub authorization: Option<String>,
     pub cluster: String,
 }
 
@@ -182,6 +188,7 @@ impl Index {
                     mapping_id: m.id,
                     certificate_id: m.certificate_id,
                     certificate_serial: m.certificate_serial,
+                    authorization: m.authorization,
                     cluster: m.cluster,
                 });
                 len += 1;
@@ -260,6 +267,7 @@ mod tests {
             cluster: format!("c{id}"),
             certificate_id: id * 10,
             certificate_serial: String::new(),
+            authorization: None,
         }
     }
 

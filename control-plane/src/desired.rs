@@ -157,6 +157,7 @@ impl Desired {
                         .get(&m.certificate_id)
                         .map(|c| c.info.serial_number.clone())
                         .unwrap_or_default(),
+                    authorization: None,
                 },
                 secret,
             });
@@ -188,6 +189,32 @@ impl Desired {
             });
         }
         self.seal();
+        self
+    }
+
+    /// Attaches each mapping's credential header (`credential id -> Authorization`). A mapping
+    /// whose credential has no header available is not served: forwarding it without its
+    /// credential would be wrong.
+    pub fn with_authorizations(
+        mut self,
+        mappings: &[MappingRow],
+        headers: &HashMap<i64, String>,
+    ) -> Desired {
+        let credential_of: HashMap<u64, i64> = mappings
+            .iter()
+            .filter_map(|m| m.credential_id.map(|c| (m.id as u64, c)))
+            .collect();
+        self.mappings
+            .retain_mut(|r| match credential_of.get(&r.entry.id) {
+                None => true,
+                Some(c) => match headers.get(c) {
+                    Some(h) => {
+                        r.entry.authorization = Some(h.clone());
+                        true
+                    }
+                    None => false,
+                },
+            });
         self
     }
 

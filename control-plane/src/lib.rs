@@ -13,6 +13,7 @@ pub mod appkeys;
 pub mod certinfo;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod desired;
 pub mod egress;
 pub mod identity;

@@ -70,6 +70,8 @@ pub struct Sync {
     vault: Arc<Vault>,
     credentials: CredentialSources,
     materials: Mutex<Materials>,
+    /// Credential id -> the `Authorization` header it sends (a secret; never logged).
+    credential_headers: Mutex<HashMap<i64, String>>,
     kick: Notify,
     tx: watch::Sender<Arc<Desired>>,
 }
@@ -82,6 +84,7 @@ impl Sync {
             vault,
             credentials,
             materials: Mutex::default(),
+            credential_headers: Mutex::default(),
             kick: Notify::new(),
             tx,
         })
@@ -105,6 +108,41 @@ impl Sync {
     pub async fn forget(&self, certificate_id: i64) {
         self.materials.lock().await.remove(&certificate_id);
         self.kick.notify_one();
+    }
+
+    /// Forgets a changed or deleted credential's header, then rebuilds.
+    pub async fn forget_credential(&self, credential_id: i64) {
+        self.credential_headers.lock().await.remove(&credential_id);
+        self.kick.notify_one();
+    }
+
+    /// The headers of the credentials attached to enabled mappings, reading Vault for those
+    /// not cached yet. A credential Vault cannot give keeps its mappings out of service.
+    async fn credential_headers(&self) -> Result<HashMap<i64, String>, StoreError> {
+        let attached = self.store.attached_credentials().await?;
+        let mut cache = self.credential_headers.lock().await;
+        for c in &attached {
+            if cache.contains_key(&c.id) {
+                continue;
+            }
+            match self.vault.get_credential(&c.account, c.id).await {
+                Ok(Some(secrets)) => {
+                    if let Some(h) =
+                        crate::credentials::authorization(&c.kind, &c.settings, &secrets)
+                    {
+                        cache.insert(c.id, h);
+                    }
+                }
+                Ok(None) => tracing::warn!(
+                    credential = c.id,
+                    "credential has no secrets in Vault; its mappings are not served"
+                ),
+                Err(e) => {
+                    tracing::warn!(credential = c.id, error = %e, "cannot read credential from Vault")
+                }
+            }
+        }
+        Ok(cache.clone())
     }
 
     /// Asks for a rebuild (after a metadata-only change such as a new mapping, an AppKey,
@@ -212,7 +250,9 @@ impl Sync {
                 })
                 .collect(),
         };
+        let headers = self.credential_headers().await?;
         let desired = Desired::build(&certificates, &mappings, &materials)
+            .with_authorizations(&mappings, &headers)
             .with_egress(&egress)
             .with_credentials(credentials);
         self.tx.send_if_modified(|cur| {

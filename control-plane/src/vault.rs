@@ -152,6 +152,59 @@ impl Vault {
         }
     }
 
+    fn credential_path(&self, account: &str, id: i64) -> String {
+        format!("{}accounts/{account}/credentials/{id}", self.prefix)
+    }
+
+    /// A credential's secret fields.
+    pub async fn get_credential(
+        &self,
+        account: &str,
+        id: i64,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, VaultError> {
+        match kv2::read(
+            &self.client,
+            &self.mount,
+            &self.credential_path(account, id),
+        )
+        .await
+        {
+            Ok(v) => Ok(Some(v)),
+            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    pub async fn put_credential(
+        &self,
+        account: &str,
+        id: i64,
+        secrets: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), VaultError> {
+        kv2::set(
+            &self.client,
+            &self.mount,
+            &self.credential_path(account, id),
+            secrets,
+        )
+        .await
+        .map(|_| ())
+        .map_err(classify)
+    }
+
+    pub async fn delete_credential(&self, account: &str, id: i64) -> Result<(), VaultError> {
+        match kv2::delete_metadata(
+            &self.client,
+            &self.mount,
+            &self.credential_path(account, id),
+        )
+        .await
+        {
+            Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     fn appkey_path(&self, account: &str, id: i64) -> String {
         format!("{}accounts/{account}/appkeys/{id}", self.prefix)
     }

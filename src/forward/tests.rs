@@ -25,6 +25,7 @@ fn index() -> Index {
             cluster: "mtls_5_api.brand.example_443".into(),
             certificate_id: 5,
             certificate_serial: "0A".into(),
+            authorization: None,
         }],
         token_keys: vec![TokenKey {
             kid: "k1".into(),

@@ -11,6 +11,7 @@ mod pki;
 mod tools;
 mod upstream;
 
+mod credentials;
 mod forward;
 mod management;
 mod p12tester;

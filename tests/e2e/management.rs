@@ -813,9 +813,15 @@ async fn hostile_bodies_and_paths_get_json_errors() {
             .header("content-type", ct)
             .body(body)
             .send()
-            .await
-            .expect("send");
-        assert_eq!(error_code(r).await, (status, code.into()), "{code}");
+            .await;
+        match r {
+            Ok(r) => assert_eq!(error_code(r).await, (status, code.into()), "{code}"),
+            // why: the server answers 413 as soon as Content-Length exceeds the limit and
+            // closes the connection; a client still uploading may see the reset instead of
+            // the answer. The store must be unchanged either way (checked below).
+            Err(e) if status == 413 => assert!(e.is_request(), "{e}"),
+            Err(e) => panic!("{code}: {e}"),
+        }
     }
     let r = stack
         .client

@@ -35,6 +35,9 @@ pub struct MappingInput {
     deleted: bool,
     #[serde(default)]
     ca_certificates: Option<String>,
+    /// A credential of the account to authenticate to the target with.
+    #[serde(default)]
+    credential_id: Option<Value>,
     /// Ignored on create (ids are assigned); accepted so a GET body can be posted back.
     #[serde(default)]
     #[allow(dead_code)]
@@ -113,6 +116,21 @@ fn validate(index: usize, account: &str, m: &MappingInput) -> Result<NewMapping,
             Some(pem.clone())
         }
     };
+    let credential_id = match &m.credential_id {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            text_of(v)
+                .and_then(|s| s.parse::<i64>().ok())
+                .filter(|id| *id > 0)
+                .ok_or_else(|| {
+                    invalid(
+                        index,
+                        "invalid_credential_id",
+                        "credentialId must be a credential id",
+                    )
+                })?,
+        ),
+    };
     Ok(NewMapping {
         name: m.name.clone(),
         service,
@@ -120,6 +138,7 @@ fn validate(index: usize, account: &str, m: &MappingInput) -> Result<NewMapping,
         certificate_id,
         enabled: m.enable,
         ca_certificates,
+        credential_id,
     })
 }
 
@@ -244,6 +263,25 @@ async fn check_against_store(
     v: &NewMapping,
     except: Option<i64>,
 ) -> Result<(), ApiError> {
+    if let Some(cid) = v.credential_id {
+        let credential = state.store.credential(account, cid).await?.ok_or_else(|| {
+            invalid(
+                index,
+                "unknown_credential",
+                format!("credential {cid} does not exist in this account"),
+            )
+        })?;
+        if !crate::credentials::attachable(&credential.kind) {
+            return Err(invalid(
+                index,
+                "credential_not_attachable",
+                format!(
+                    "a {} credential cannot be attached to a mapping in this version",
+                    credential.kind
+                ),
+            ));
+        }
+    }
     if state
         .store
         .certificate(account, v.certificate_id)

@@ -4,6 +4,7 @@
 mod appkeys;
 mod auth;
 mod certificates;
+mod credentials;
 pub mod csds;
 mod egress;
 pub mod error;
@@ -90,6 +91,16 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(upload.saturating_add(64 * 1024)));
     let management = Router::new()
         .route("/api/account/{account}/login", post(users::login))
+        .route(
+            "/api/account/{account}/credentials",
+            get(credentials::list).post(credentials::create),
+        )
+        .route(
+            "/api/account/{account}/credentials/{id}",
+            get(credentials::get_one)
+                .put(credentials::update)
+                .delete(credentials::delete),
+        )
         .route(
             "/api/account/{account}/users",
             get(users::list).post(users::create),

@@ -116,6 +116,46 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op!(
         "GET",
+        "{A}/credentials",
+        "List credentials, secrets masked",
+        Auth::BearerOrAppKey,
+        Body::None,
+        [200, 400, 401, 403]
+    ),
+    op!(
+        "POST",
+        "{A}/credentials",
+        "Create a credential (secrets to Vault)",
+        Auth::BearerOrAppKey,
+        Body::Json("Credential"),
+        [201, 400, 401, 403, 409, 413, 415, 422, 503]
+    ),
+    op!(
+        "GET",
+        "{A}/credentials/{id}",
+        "Get a credential, secrets masked",
+        Auth::BearerOrAppKey,
+        Body::None,
+        [200, 400, 401, 403, 404]
+    ),
+    op!(
+        "PUT",
+        "{A}/credentials/{id}",
+        "Replace a credential",
+        Auth::BearerOrAppKey,
+        Body::Json("Credential"),
+        [200, 400, 401, 403, 404, 409, 413, 415, 422, 503]
+    ),
+    op!(
+        "DELETE",
+        "{A}/credentials/{id}",
+        "Delete a credential no mapping uses",
+        Auth::BearerOrAppKey,
+        Body::None,
+        [200, 400, 401, 403, 404, 409, 503]
+    ),
+    op!(
+        "GET",
         "{A}/appkeys",
         "List AppKeys, without secrets (admins)",
         Auth::Bearer,

@@ -52,6 +52,9 @@ pub fn mapping(row: &MappingRow) -> Value {
     if let (Some(pem), Some(obj)) = (&row.ca_certificates, v.as_object_mut()) {
         obj.insert("caCertificates".into(), json!(pem));
     }
+    if let (Some(c), Some(obj)) = (row.credential_id, v.as_object_mut()) {
+        obj.insert("credentialId".into(), json!(c.to_string()));
+    }
     v
 }
 

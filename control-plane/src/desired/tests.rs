@@ -38,6 +38,7 @@ fn mapping(id: i64, cert: i64, service: Service, url: &str, ca: Option<&str>) ->
         enabled: true,
         deleted: false,
         ca_certificates: ca.map(Into::into),
+        credential_id: None,
         created_at: 0,
         updated_at: 0,
     }

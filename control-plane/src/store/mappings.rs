@@ -20,6 +20,8 @@ pub struct MappingRow {
     /// PEM bundle to verify the target's server certificate with, instead of the system
     /// trust store.
     pub ca_certificates: Option<String>,
+    /// The credential whose `Authorization` header goes with every forward.
+    pub credential_id: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -33,10 +35,12 @@ pub struct NewMapping {
     pub certificate_id: i64,
     pub enabled: bool,
     pub ca_certificates: Option<String>,
+    pub credential_id: Option<i64>,
 }
 
 const COLUMNS: &str =
-    "id, account, name, service_id, url, certificate_id, enabled, deleted, ca_certificates, created_at, updated_at";
+    "id, account, name, service_id, url, certificate_id, enabled, deleted, ca_certificates, \
+    credential_id, created_at, updated_at";
 
 fn from_row(r: &SqliteRow) -> Result<MappingRow, sqlx::Error> {
     let service_id: i64 = r.try_get("service_id")?;
@@ -54,6 +58,7 @@ fn from_row(r: &SqliteRow) -> Result<MappingRow, sqlx::Error> {
         enabled: r.try_get("enabled")?,
         deleted: r.try_get("deleted")?,
         ca_certificates: r.try_get("ca_certificates")?,
+        credential_id: r.try_get("credential_id")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -137,7 +142,7 @@ impl Store {
         let t = now();
         let row = sqlx::query(&format!(
             "INSERT INTO mappings (account, name, service_id, url, certificate_id, enabled, ca_certificates, \
-             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+             credential_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
         ))
         .bind(account)
         .bind(&m.name)
@@ -146,6 +151,7 @@ impl Store {
         .bind(m.certificate_id)
         .bind(m.enabled)
         .bind(&m.ca_certificates)
+        .bind(m.credential_id)
         .bind(t)
         .bind(t)
         .fetch_one(&mut **tx)
@@ -200,7 +206,8 @@ impl Store {
     ) -> Result<Option<MappingRow>, StoreError> {
         let row = sqlx::query(&format!(
             "UPDATE mappings SET name = ?, service_id = ?, url = ?, certificate_id = ?, enabled = ?, \
-             ca_certificates = ?, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0 RETURNING {COLUMNS}"
+             ca_certificates = ?, credential_id = ?, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0 \
+             RETURNING {COLUMNS}"
         ))
         .bind(&m.name)
         .bind(i64::from(m.service.id()))
@@ -208,6 +215,7 @@ impl Store {
         .bind(m.certificate_id)
         .bind(m.enabled)
         .bind(&m.ca_certificates)
+        .bind(m.credential_id)
         .bind(now())
         .bind(account)
         .bind(id)

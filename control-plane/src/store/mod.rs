@@ -5,6 +5,7 @@
 
 mod appkeys;
 mod certificates;
+mod credentials;
 mod egress;
 mod mappings;
 mod users;
@@ -19,6 +20,7 @@ use tokio::sync::Mutex;
 
 pub use appkeys::AppKeyRow;
 pub use certificates::{CertificateRow, NewCertificate};
+pub use credentials::CredentialRow;
 pub use egress::EgressRow;
 pub use mappings::{MappingRow, NewMapping};
 pub use users::UserRow;
@@ -28,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_users_appkeys.sql"),
     include_str!("../../migrations/0003_egress.sql"),
+    include_str!("../../migrations/0004_credentials.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -57,6 +57,7 @@ fn desired(urls: &[(i64, &str)], material_version: u64) -> Desired {
             enabled: true,
             deleted: false,
             ca_certificates: None,
+            credential_id: None,
             created_at: 0,
             updated_at: 0,
         })

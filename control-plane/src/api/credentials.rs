@@ -1,0 +1,246 @@
+//! `/api/account/{account}/credentials`: credentials attached to mappings. Secrets go to Vault
+//! and come back masked, never in clear.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json as JsonOut;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::extract::{Json, Path};
+use super::{check_account, views, AppState, Principal};
+use crate::credentials::{Input, Validated};
+use crate::store::{CredentialRow, Store};
+
+const MASK: &str = "********";
+
+fn view(row: &CredentialRow, secret_fields: &[String]) -> Value {
+    let mut v = Map::new();
+    v.insert("id".into(), json!(row.id));
+    v.insert("name".into(), json!(row.name));
+    v.insert("type".into(), json!(row.kind));
+    v.insert("siteId".into(), json!(row.account));
+    for (k, val) in &row.settings {
+        v.insert(k.clone(), val.clone());
+    }
+    for k in secret_fields {
+        v.insert(k.clone(), json!(MASK));
+    }
+    v.insert(
+        "attachable".into(),
+        json!(crate::credentials::attachable(&row.kind)),
+    );
+    v.insert("createdAt".into(), json!(views::rfc3339(row.created_at)));
+    v.insert("updatedAt".into(), json!(views::rfc3339(row.updated_at)));
+    Value::Object(v)
+}
+
+/// Splits `{"name": …, "type": …, …}` and validates the rest by type.
+fn parse(body: Value) -> Result<(String, Validated), ApiError> {
+    let Value::Object(mut obj) = body else {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    };
+    let name = match obj.remove("name") {
+        Some(Value::String(n)) => n,
+        _ => return Err(ApiError::bad_request("invalid_body", "name is required")),
+    };
+    if name.trim().is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "a name must be 1-128 characters with no control characters",
+        ));
+    }
+    obj.remove("id");
+    let input: Input = serde_json::from_value(Value::Object(obj))
+        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    let validated = input.validate().map_err(|e| {
+        let status = if e.code.starts_with("p12_") {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, e.code, e.message)
+    })?;
+    Ok((name, validated))
+}
+
+fn secrets_map(v: &Validated) -> Map<String, Value> {
+    v.secrets
+        .iter()
+        .map(|(k, s)| (k.to_string(), json!(s.expose())))
+        .collect()
+}
+
+fn names(v: &Validated) -> Vec<String> {
+    v.secrets.iter().map(|(k, _)| k.to_string()).collect()
+}
+
+async fn stored_secret_names(state: &AppState, row: &CredentialRow) -> Vec<String> {
+    match state.vault.get_credential(&row.account, row.id).await {
+        Ok(Some(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `POST /api/account/{account}/credentials`
+pub async fn create(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    principal: Principal,
+    Json(body): Json<Value>,
+) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
+    check_account(&account)?;
+    principal.require_manage(&account)?;
+    let (name, v) = parse(body)?;
+    let row = {
+        let _w = state.store.write_lock().await;
+        let mut tx = state.store.begin().await?;
+        if let Some((existing, code)) =
+            Store::credential_clash(&mut tx, &account, &name, v.kind, None).await?
+        {
+            return Err(ApiError::conflict(code, "a credential of this name, or the account's only Consumer Pre-Authentication, exists")
+                .with("existingCredentialId", json!(existing)));
+        }
+        let id = Store::insert_credential(&mut tx, &account, &name, v.kind, &v.settings).await?;
+        state
+            .vault
+            .put_credential(&account, id, &secrets_map(&v))
+            .await?;
+        if let Err(e) = tx.commit().await {
+            let _ = state.vault.delete_credential(&account, id).await;
+            return Err(crate::store::StoreError::from(e).into());
+        }
+        state
+            .store
+            .credential(&account, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("credential vanished"))?
+    };
+    tracing::info!(account, credential = row.id, kind = %row.kind, by = %principal.describe(), "credential created");
+    Ok((StatusCode::CREATED, JsonOut(view(&row, &names(&v)))))
+}
+
+/// `GET /api/account/{account}/credentials`
+pub async fn list(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    principal: Principal,
+) -> Result<JsonOut<Value>, ApiError> {
+    check_account(&account)?;
+    principal.require_manage(&account)?;
+    let mut out = Vec::new();
+    for row in state.store.credentials(&account).await? {
+        let secret_names = stored_secret_names(&state, &row).await;
+        out.push(view(&row, &secret_names));
+    }
+    Ok(JsonOut(Value::Array(out)))
+}
+
+/// `GET /api/account/{account}/credentials/{id}`
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path((account, id)): Path<(String, i64)>,
+    principal: Principal,
+) -> Result<JsonOut<Value>, ApiError> {
+    check_account(&account)?;
+    principal.require_manage(&account)?;
+    let row = state
+        .store
+        .credential(&account, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no credential {id} in this account")))?;
+    let secret_names = stored_secret_names(&state, &row).await;
+    Ok(JsonOut(view(&row, &secret_names)))
+}
+
+/// `PUT /api/account/{account}/credentials/{id}`: replaces the credential (secrets included).
+pub async fn update(
+    State(state): State<AppState>,
+    Path((account, id)): Path<(String, i64)>,
+    principal: Principal,
+    Json(body): Json<Value>,
+) -> Result<JsonOut<Value>, ApiError> {
+    check_account(&account)?;
+    principal.require_manage(&account)?;
+    let (name, v) = parse(body)?;
+    let row = {
+        let _w = state.store.write_lock().await;
+        let mut tx = state.store.begin().await?;
+        let current =
+            state.store.credential(&account, id).await?.ok_or_else(|| {
+                ApiError::not_found(format!("no credential {id} in this account"))
+            })?;
+        if current.kind != v.kind
+            && !Store::mappings_using_credential(&mut tx, id)
+                .await?
+                .is_empty()
+            && !crate::credentials::attachable(v.kind)
+        {
+            return Err(ApiError::conflict(
+                "credential_in_use",
+                "mappings use this credential; its new type cannot be attached",
+            ));
+        }
+        if let Some((existing, code)) =
+            Store::credential_clash(&mut tx, &account, &name, v.kind, Some(id)).await?
+        {
+            return Err(ApiError::conflict(code, "a credential of this name, or the account's only Consumer Pre-Authentication, exists")
+                .with("existingCredentialId", json!(existing)));
+        }
+        Store::update_credential(&mut tx, &account, id, &name, v.kind, &v.settings).await?;
+        state
+            .vault
+            .put_credential(&account, id, &secrets_map(&v))
+            .await?;
+        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        state
+            .store
+            .credential(&account, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("credential vanished"))?
+    };
+    state.sync.forget_credential(id).await;
+    tracing::info!(account, credential = id, by = %principal.describe(), "credential updated");
+    Ok(JsonOut(view(&row, &names(&v))))
+}
+
+/// `DELETE /api/account/{account}/credentials/{id}`: refused while a mapping uses it.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((account, id)): Path<(String, i64)>,
+    principal: Principal,
+) -> Result<JsonOut<Value>, ApiError> {
+    check_account(&account)?;
+    principal.require_manage(&account)?;
+    let _w = state.store.write_lock().await;
+    let mut tx = state.store.begin().await?;
+    let users = Store::mappings_using_credential(&mut tx, id).await?;
+    if !users.is_empty() {
+        return Err(ApiError::conflict(
+            "credential_in_use",
+            format!("{} mapping(s) use this credential", users.len()),
+        )
+        .with(
+            "mappings",
+            Value::Array(
+                users
+                    .iter()
+                    .map(|(i, n)| json!({"id": i, "name": n}))
+                    .collect(),
+            ),
+        ));
+    }
+    if !Store::delete_credential(&mut tx, &account, id).await? {
+        return Err(ApiError::not_found(format!(
+            "no credential {id} in this account"
+        )));
+    }
+    state.vault.delete_credential(&account, id).await?;
+    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    state.sync.forget_credential(id).await;
+    tracing::info!(account, credential = id, by = %principal.describe(), "credential deleted");
+    Ok(JsonOut(json!({"id": id, "deleted": true})))
+}

@@ -1,0 +1,182 @@
+//! Credential rows: kind and public settings (secrets live in Vault).
+
+use serde_json::{Map, Value};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{now, Store, StoreError};
+
+/// A credential as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CredentialRow {
+    pub id: i64,
+    pub account: String,
+    pub name: String,
+    pub kind: String,
+    pub settings: Map<String, Value>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, account, name, kind, settings, created_at, updated_at";
+
+fn from_row(r: &SqliteRow) -> Result<CredentialRow, sqlx::Error> {
+    let settings: String = r.try_get("settings")?;
+    Ok(CredentialRow {
+        id: r.try_get("id")?,
+        account: r.try_get("account")?,
+        name: r.try_get("name")?,
+        kind: r.try_get("kind")?,
+        settings: serde_json::from_str(&settings).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+impl Store {
+    pub async fn credentials(&self, account: &str) -> Result<Vec<CredentialRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM credentials WHERE account = ? AND deleted = 0 ORDER BY id"
+        ))
+        .bind(account)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn credential(
+        &self,
+        account: &str,
+        id: i64,
+    ) -> Result<Option<CredentialRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM credentials WHERE account = ? AND id = ? AND deleted = 0"
+        ))
+        .bind(account)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// Every live credential used by an enabled mapping (for the gateway).
+    pub async fn attached_credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM credentials WHERE deleted = 0 AND id IN \
+             (SELECT credential_id FROM mappings WHERE deleted = 0 AND enabled = 1 AND credential_id IS NOT NULL)"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The id of another live credential of the account with this name, or of the account's
+    /// Consumer Pre-Authentication credential when `kind` is that.
+    pub async fn credential_clash(
+        tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
+        name: &str,
+        kind: &str,
+        except: Option<i64>,
+    ) -> Result<Option<(i64, &'static str)>, StoreError> {
+        let by_name: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM credentials WHERE account = ? AND name = ? AND deleted = 0 AND id IS NOT ?",
+        )
+        .bind(account)
+        .bind(name)
+        .bind(except)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(id) = by_name {
+            return Ok(Some((id, "duplicate_credential_name")));
+        }
+        if kind == "consumerPreAuthentication" {
+            let existing: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM credentials WHERE account = ? AND kind = ? AND deleted = 0 AND id IS NOT ?",
+            )
+            .bind(account)
+            .bind(kind)
+            .bind(except)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(id) = existing {
+                return Ok(Some((id, "consumer_pre_authentication_exists")));
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn insert_credential(
+        tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
+        name: &str,
+        kind: &str,
+        settings: &Map<String, Value>,
+    ) -> Result<i64, StoreError> {
+        let t = now();
+        Ok(sqlx::query_scalar(
+            "INSERT INTO credentials (account, name, kind, settings, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(account)
+        .bind(name)
+        .bind(kind)
+        .bind(Value::Object(settings.clone()).to_string())
+        .bind(t)
+        .bind(t)
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
+    pub async fn update_credential(
+        tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
+        id: i64,
+        name: &str,
+        kind: &str,
+        settings: &Map<String, Value>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE credentials SET name = ?, kind = ?, settings = ?, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0",
+        )
+        .bind(name)
+        .bind(kind)
+        .bind(Value::Object(settings.clone()).to_string())
+        .bind(now())
+        .bind(account)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn delete_credential(
+        tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
+        id: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE credentials SET deleted = 1, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0")
+            .bind(now())
+            .bind(account)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ids and names of live mappings that use a credential.
+    pub async fn mappings_using_credential(
+        tx: &mut Transaction<'_, Sqlite>,
+        id: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name FROM mappings WHERE credential_id = ? AND deleted = 0 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+}
