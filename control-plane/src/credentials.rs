@@ -324,6 +324,18 @@ pub fn authorization(
     }
 }
 
+/// The PKCE `S256` code challenge of a code verifier (RFC 7636 §4.2):
+/// `BASE64URL-ENCODE(SHA256(ASCII(code_verifier)))`.
+pub fn pkce_challenge(verifier: &str) -> String {
+    use sha2::{Digest, Sha256};
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// A fresh PKCE code verifier: 32 random bytes, base64url (43 characters, RFC 7636 §4.1).
+pub fn pkce_verifier() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::identity::random::<32>())
+}
+
 /// Whether a kind may be attached to a mapping in this version.
 pub fn attachable(kind: &str) -> bool {
     matches!(kind, "basicAuthentication" | "accessToken")
@@ -369,6 +381,20 @@ mod tests {
                 .any(|s| s.to_string().contains("abc.def")),
             "secret in public settings"
         );
+    }
+
+    #[test]
+    fn pkce_matches_rfc_7636_appendix_b() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        let v = pkce_verifier();
+        assert_eq!(v.len(), 43);
+        assert!(v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(v, pkce_verifier());
     }
 
     #[test]
