@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 import uuid
+import zlib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BENCH = os.path.join(ROOT, "bench")
@@ -464,6 +465,7 @@ def phase_overhead(cfg, stack, wrk, ports, cpus, concurrency, results):
     cert = stack.upload("bench/c0000")
     stack.map([stack.mapping(cert, url_a, "bench")])
     stack.wait_forward(url_a, serial=serial_of("bench/c0000"))
+    results["bench_cert"] = cert
     # The very same headers for every contender (b and c drop them before the target, as
     # mtlsgate does).
     headers = stack.forward_headers(url_a)
@@ -508,6 +510,10 @@ def phase_overhead(cfg, stack, wrk, ports, cpus, concurrency, results):
             r = wrk.run(url, headers, cfg["duration"], pids)
             r["cpu_us_per_req"] = r["cpu_s"][0] * 1e6 / max(r["requests"], 1)
             r["upstream_cpu_us_per_req"] = r["cpu_s"][1] * 1e6 / max(r["requests"], 1)
+            if rnd == 0:
+                # Unloaded: one connection, one request at a time: the service time added.
+                one = Wrk(wrk.cpu, 1, 1).run(url, headers, cfg["latency_duration"])
+                r["c1_p50_us"], r["c1_p99_us"] = one["p50_us"], one["p99_us"]
             runs[key].append(r)
             note("round %d (%s): %.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %d/%d, "
                  "proxy CPU %.1f us/req" % (rnd + 1, key, r["rps"], r["p50_us"] / 1000,
@@ -522,13 +528,15 @@ def phase_overhead(cfg, stack, wrk, ports, cpus, concurrency, results):
             "cpu_us_per_req": statistics.median(r["cpu_us_per_req"] for r in rs),
             "upstream_cpu_us_per_req": statistics.median(r["upstream_cpu_us_per_req"] for r in rs),
             "errors": sum(r["status"] + r["socket_errors"] for r in rs),
+            "c1_p50_ms": rs[0]["c1_p50_us"] / 1000,
+            "c1_p99_ms": rs[0]["c1_p99_us"] / 1000,
             "rounds": [{k: r[k] for k in ("rps", "p50_us", "p99_us", "status", "socket_errors",
                                            "cpu_us_per_req")} for r in rs],
         }
     results["overhead"] = summary
-    results["bench_cert"] = cert
-    PROCS.stop("baseline-envoy")
-    PROCS.stop("proxy-nginx", signal.SIGQUIT)
+    if not cfg.get("hold"):
+        PROCS.stop("baseline-envoy")
+        PROCS.stop("proxy-nginx", signal.SIGQUIT)
 
 
 def split_url(url):
@@ -556,6 +564,10 @@ def trial_loop(stack, n, action, serial_for=None):
     delays = []
     try:
         for i in range(n):
+            # why: the filter's poller asks again only on its next 100 ms tick after an answer,
+            # so a change made right after the previous one waits for that tick; a random pause
+            # samples every phase of it instead of always hitting the same one.
+            time.sleep(random.uniform(0.0, 0.25))
             url = action(i)
             t0 = time.perf_counter()
             want = norm_serial(serial_for(i)) if serial_for else None
@@ -576,7 +588,7 @@ def trial_loop(stack, n, action, serial_for=None):
 
 def phase_propagation(cfg, stack, ports, results):
     n = cfg["trials"]
-    log("phase 2: propagation (%d trials each; poll loop in this process, no sleep)" % n)
+    log("phase 2: propagation (%d trials each; polled from this process, no pause between polls)" % n)
     up, upc = ports["upstream"], ports["upstream_close"]
     tag = secrets.token_hex(3)
     bench_cert = results.get("bench_cert") or stack.upload("bench/c0000")
@@ -621,16 +633,24 @@ def phase_propagation(cfg, stack, ports, results):
 
 
 def phase_rotation(cfg, stack, wrk, ports, results):
+    """Phase 3: wrk keeps a mapping busy while its certificate is replaced n times. Alongside,
+    a probe in this process forwards one request after another to a second mapping with the
+    same certificate whose target closes every connection: every probe request is a new
+    upstream connection, so the target's log shows when new connections switch."""
     n = cfg["rotations"]
     gap = cfg["rotation_gap"]
-    seconds = int(cfg["rotation_lead"] * 2 + n * gap + 1)
+    lead = cfg["rotation_lead"]
+    seconds = int(lead * 2 + n * gap + 1)
     log("phase 3: %d rotations, %.1f s apart, under wrk load (%d s)" % (n, gap, seconds))
-    up = ports["upstream"]
     tag = secrets.token_hex(3)
-    url = "https://localhost:%d/rotation/%s" % (up, tag)
+    url = "https://localhost:%d/rotation/%s" % (ports["upstream"], tag)
+    probe_url = "https://localhost:%d/rotation-probe/%s" % (ports["upstream_close"], tag)
     rot_id = stack.upload("rot/r00")
-    stack.map([stack.mapping(rot_id, url, "rotation-%s" % tag)])
+    stack.map([stack.mapping(rot_id, url, "rotation-%s" % tag),
+               stack.mapping(rot_id, probe_url, "rotation-probe-%s" % tag)])
     stack.wait_forward(url, serial=serial_of("rot/r00"))
+    stack.wait_forward(probe_url, serial=serial_of("rot/r00"))
+    order = {norm_serial(serial_of("rot/r%02d" % i)): i for i in range(n + 1)}
     logf = os.path.join(RUN, "upstream-conns.log")
     time.sleep(0.3)  # the upstream flushes its log every 100 ms
     offset = os.path.getsize(logf) if os.path.exists(logf) else 0
@@ -638,64 +658,92 @@ def phase_rotation(cfg, stack, wrk, ports, results):
     headers["X-Bench-Log"] = "1"
     p = wrk.start("http://127.0.0.1:%d/mtls/account/%s" % (ports["gateway"], ACCOUNT), headers,
                   seconds)
-    time.sleep(cfg["rotation_lead"])
-    marks = []  # (time the PUT answered, serial now expected)
+    probe = {"requests": 0, "failures": 0, "stop": False}
+
+    def prober():
+        gw = Client("127.0.0.1", ports["gateway"], timeout=10)
+        h = stack.forward_headers(probe_url)
+        while not probe["stop"]:
+            try:
+                st, _, _ = gw("GET", "/mtls/account/" + ACCOUNT, h)
+            except OSError:
+                st = 0
+            probe["requests"] += 1
+            if st != 200:
+                probe["failures"] += 1
+            time.sleep(0.005)
+        gw.close()
+    th = threading.Thread(target=prober)
+    th.start()
+    time.sleep(lead)
+    marks = []  # (time the PUT answered, index of the certificate now expected)
     put_ms = []
-    for i in range(1, n + 1):
-        t = time.time()
-        stack.upload("rot/r%02d" % i, cert_id=rot_id)
-        marks.append((time.time(), norm_serial(serial_of("rot/r%02d" % i))))
-        put_ms.append((marks[-1][0] - t) * 1000)
-        time.sleep(max(0.0, gap - (time.time() - t)))
-    r = Wrk.result(p)
+    try:
+        for i in range(1, n + 1):
+            t = time.time()
+            stack.upload("rot/r%02d" % i, cert_id=rot_id)
+            marks.append((time.time(), i))
+            put_ms.append((marks[-1][0] - t) * 1000)
+            time.sleep(max(0.0, gap - (time.time() - t)))
+    finally:
+        r = Wrk.result(p)
+        probe["stop"] = True
+        th.join()
     time.sleep(0.5)
     with open(logf) as f:
         f.seek(offset)
         lines = f.read().splitlines()
-    reqs = []
-    tag_path = "/rotation/" + tag
+    reqs = []  # (time, connection, request number on it, certificate index, path kind)
     for line in lines:
         parts = line.split()
-        if len(parts) < 7 or parts[5] != tag_path:
+        if len(parts) < 7 or tag not in parts[5]:
             continue
         reqs.append((float(parts[0]), parts[1] + ":" + parts[2], int(parts[3]),
-                     norm_serial(parts[4]), parts[6]))
+                     order.get(norm_serial(parts[4]), -1),
+                     "probe" if "rotation-probe" in parts[5] else "load"))
     reqs.sort()
     per = []
-    for k, (t_put, serial) in enumerate(marks):
-        t_next = marks[k + 1][0] if k + 1 < len(marks) else float("inf")
-        window = [q for q in reqs if t_put < q[0] < t_next]
-        new_conns = [q for q in window if q[2] == 1]
-        stale_new = [q for q in new_conns if q[3] != serial]
-        fresh = [q for q in window if q[3] == serial]
-        stale_any = [q for q in window if q[3] != serial]
+    for t_put, idx in marks:
+        after = [q for q in reqs if q[0] > t_put]
+        new_conns = [q for q in after if q[2] == 1]
+        stale_new = [q for q in new_conns if q[3] < idx]
+        stale_pooled = [q for q in after if q[2] > 1 and q[3] < idx]
+        fresh = [q for q in after if q[3] >= idx]
         per.append({
-            "new_connections": len(new_conns),
-            # until every new connection presents the new certificate
-            "new_conn_switch_ms": ((max(q[0] for q in stale_new) - t_put) * 1000
-                                   if stale_new else 0.0) if new_conns else None,
+            "new_connections_within_1s": sum(1 for q in new_conns if q[0] < t_put + 1),
+            # every new connection after this presents the new certificate
+            "new_conn_switch_ms": (max(q[0] for q in stale_new) - t_put) * 1000 if stale_new else 0.0,
+            "stale_new_connections": len(stale_new),
             "first_new_cert_ms": (fresh[0][0] - t_put) * 1000 if fresh else None,
-            "stale_requests_after_put": len(stale_any),
-            "last_stale_request_ms": ((max(q[0] for q in stale_any) - t_put) * 1000
-                                      if stale_any else 0.0),
+            # requests on connections opened before the rotation keep the old certificate
+            "stale_pooled_requests": len(stale_pooled),
+            "last_stale_pooled_ms": ((max(q[0] for q in stale_pooled) - t_put) * 1000
+                                     if stale_pooled else 0.0),
         })
-    # Served at all (the log) — and every request after the last rotation with the last one?
     failures = r["status"] + r["socket_errors"]
-    switch = [x["new_conn_switch_ms"] for x in per if x["new_conn_switch_ms"] is not None]
+    switch = [x["new_conn_switch_ms"] for x in per]
     results["rotation"] = {
         "requests": r["requests"], "rps": r["rps"], "non2xx": r["status"],
         "socket_errors": r["socket_errors"], "failures": failures,
+        "probe_requests": probe["requests"], "probe_failures": probe["failures"],
         "new_conn_switch_ms_max": max(switch) if switch else None,
         "new_conn_switch_ms_median": statistics.median(switch) if switch else None,
         "first_new_cert_ms_max": max((x["first_new_cert_ms"] for x in per
                                       if x["first_new_cert_ms"] is not None), default=None),
-        "last_stale_request_ms_max": max(x["last_stale_request_ms"] for x in per),
+        "last_stale_pooled_ms_max": max(x["last_stale_pooled_ms"] for x in per),
+        # the old certificate was still in use on pooled connections when the run ended
+        "stale_pooled_at_end": bool(reqs) and any(
+            q[2] > 1 and q[3] < n for q in reqs if q[0] > reqs[-1][0] - 0.5),
+        "stale_pooled_requests": sum(x["stale_pooled_requests"] for x in per),
         "put_ms_median": statistics.median(put_ms),
         "logged_requests": len(reqs),
         "per_rotation": per,
     }
-    note("%d requests, %d non-2xx, %d socket errors; new connections switch within %s ms (worst)"
-         % (r["requests"], r["status"], r["socket_errors"], fmt(results["rotation"]["new_conn_switch_ms_max"], 0)))
+    note("%d requests, %d non-2xx, %d socket errors (probe: %d requests, %d failed); new "
+         "connections on the new certificate within %s ms (median), %s ms (worst)"
+         % (r["requests"], r["status"], r["socket_errors"], probe["requests"], probe["failures"],
+            fmt(results["rotation"]["new_conn_switch_ms_median"], 0),
+            fmt(results["rotation"]["new_conn_switch_ms_max"], 0)))
 
 
 def phase_scale(cfg, stack, wrk, ports, results):
@@ -729,6 +777,10 @@ def phase_scale(cfg, stack, wrk, ports, results):
     note("1,000 certificates uploaded by file in %.1f s" % out["cert_upload_s"])
 
     bench_url = "https://localhost:%d/bench" % up
+    if not results.get("bench_cert"):  # phase 1 did not run: its mapping is the one measured
+        results["bench_cert"] = stack.upload("bench/c0000")
+        stack.map([stack.mapping(results["bench_cert"], bench_url, "bench")])
+        stack.wait_forward(bench_url, serial=serial_of("bench/c0000"))
     headers = stack.forward_headers(bench_url)
     gateway = "http://127.0.0.1:%d/mtls/account/%s" % (ports["gateway"], ACCOUNT)
     have = 0
@@ -791,10 +843,14 @@ def phase_scale(cfg, stack, wrk, ports, results):
         row["check_mapping_body_kib"] = len(body) / 1024
         # Throughput: the same request as phase 1 (a), with this many mappings loaded.
         wrk.run(gateway, headers, cfg["warmup"])
-        r = wrk.run(gateway, headers, cfg["scale_duration"], [PROCS.pid("envoy")])
+        r = wrk.run(gateway, headers, cfg["scale_duration"],
+                    [PROCS.pid("envoy"), PROCS.pid("control-plane"), PROCS.pid("openbao")])
+        secs = r["duration_us"] / 1e6
         row.update(rps=r["rps"], p50_ms=r["p50_us"] / 1000, p99_ms=r["p99_us"] / 1000,
                    errors=r["status"] + r["socket_errors"],
-                   cpu_us_per_req=r["cpu_s"][0] * 1e6 / max(r["requests"], 1))
+                   cpu_us_per_req=r["cpu_s"][0] * 1e6 / max(r["requests"], 1),
+                   # what the control plane and OpenBao took from the servers' CPU meanwhile
+                   cp_cpu_pct=100 * r["cpu_s"][1] / secs, bao_cpu_pct=100 * r["cpu_s"][2] / secs)
         row["cp_rss_mib"] = rss_mib(PROCS.pid("control-plane"))
         row["envoy_rss_mib"] = rss_mib(PROCS.pid("envoy"))
         row["bao_rss_mib"] = rss_mib(PROCS.pid("openbao"))
@@ -802,6 +858,7 @@ def phase_scale(cfg, stack, wrk, ports, results):
         snap = stack.snapshot_bytes()
         row["snapshot_ms"] = (time.perf_counter() - t) * 1000
         row["snapshot_bytes"] = len(snap)
+        row["snapshot_gzip_bytes"] = len(zlib.compress(snap, 6))
         row["snapshot_mappings"] = len(json.loads(snap).get("mappings", []))
         row["clusters"] = stack.envoy_stat("cluster_manager.active_clusters")
         out["levels"].append(row)
@@ -813,6 +870,129 @@ def phase_scale(cfg, stack, wrk, ports, results):
 
 # --------------------------------------------------------------------------------------------
 # Report
+
+
+def tamper_token(token, how):
+    """A login token made invalid in a chosen way (to time the filter's refusal paths)."""
+    import base64
+
+    def b64d(x):
+        return base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
+
+    def b64e(b):
+        return base64.urlsafe_b64encode(b).decode().rstrip("=")
+    h, p, sig = token.split(".")
+    if how == "signature":  # flip a bit of S: the whole Ed25519 check runs, then fails
+        raw = bytearray(b64d(sig))
+        raw[40] ^= 1
+        return "%s.%s.%s" % (h, p, b64e(bytes(raw)))
+    if how == "kid":  # a key the gateway does not know: refused before any signature work
+        header = json.loads(b64d(h))
+        header["kid"] = "unknown"
+        return "%s.%s.%s" % (b64e(json.dumps(header).encode()), p, sig)
+    raise ValueError(how)
+
+
+def variant_bootstrap(stack, ports, name, node, listen, admin, drop):
+    """mtlsgate's bootstrap rendered for another node and ports, minus one YAML block (the
+    block starting at the line that begins with `drop`, up to the next line as indented)."""
+    path = os.path.join(RUN, "envoy-%s.yaml" % name)
+    pairs = ["NODE_ID=" + node, "WASM=" + WASM, "RUNTIME_TOKEN=" + stack.runtime_token,
+             "THROTTLE_RATE=1000000", "THROTTLE_BURST=1000000", "XFF_TRUSTED_HOPS=0",
+             "LISTEN_ADDRESS=127.0.0.1", "LISTEN_PORT=%d" % listen, "ADMIN_ADDRESS=127.0.0.1",
+             "ADMIN_PORT=%d" % admin, "CONTROL_ADDRESS=127.0.0.1", "XDS_PORT=%d" % ports["xds"],
+             "API_PORT=%d" % ports["api"], "ACCESS_LOG=" + os.path.join(RUN, "audit-%s.log" % name)]
+    subprocess.run(["bash", "-c", 'source "$1"; shift; render_bootstrap "$@"', "_",
+                    os.path.join(ROOT, "scripts", "lib.sh"), path] + pairs, check=True)
+    lines = read(path).split("\n")
+    start = next((i for i, l in enumerate(lines) if l.lstrip().startswith(drop)), None)
+    if start is None:
+        raise Unavailable("no %r in the bootstrap" % drop)
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    end = start + 1
+    # The block: deeper lines, and for a mapping key also the list items at its own indent.
+    def inside(line):
+        if not line.strip():
+            return True
+        ind = len(line) - len(line.lstrip())
+        return ind > indent or (ind == indent and not drop.startswith("-")
+                                and line.lstrip().startswith("- "))
+    while end < len(lines) and inside(lines[end]):
+        end += 1
+    with open(path, "w") as f:
+        f.write("\n".join(lines[:start] + lines[end:]))
+    return path
+
+
+def phase_breakdown(cfg, stack, wrk, ports, results):
+    """Optional (--phases ...,breakdown): where mtlsgate's Envoy CPU per request goes, from
+    requests that stop at different points of the filter and from two variant Envoys."""
+    log("breakdown: Envoy CPU per request along the filter's path (wrk -c%d, %d s each)"
+        % (wrk.connections, cfg["duration"]))
+    up = ports["upstream"]
+    bench_url = "https://localhost:%d/bench" % up
+    if not results.get("bench_cert"):
+        results["bench_cert"] = stack.upload("bench/c0000")
+        stack.map([stack.mapping(results["bench_cert"], bench_url, "bench")])
+        stack.wait_forward(bench_url, serial=serial_of("bench/c0000"))
+    fwd = stack.forward_headers(bench_url)
+    gw = "http://127.0.0.1:%d" % ports["gateway"]
+    path = "/mtls/account/" + ACCOUNT
+
+    def with_auth(token):
+        h = dict(fwd)
+        h["Authorization"] = "Bearer " + token
+        return h
+    unmapped = dict(fwd)
+    unmapped["LP-forward-url"] = "https://localhost:%d/not-mapped" % up
+    # Two variants of mtlsgate's own Envoy, on their own node ids and ports.
+    nolog = variant_bootstrap(stack, ports, "nolog", NODE_ID + "-nolog", ports["variant"],
+                              ports["variant_admin"], "access_log:")
+    nofilter = variant_bootstrap(stack, ports, "nofilter", NODE_ID + "-nofilter",
+                                 ports["variant2"], ports["variant2_admin"],
+                                 "- name: envoy.filters.http.wasm")
+    for name, conf, admin in (("envoy-nolog", nolog, ports["variant_admin"]),
+                              ("envoy-nofilter", nofilter, ports["variant2_admin"])):
+        PROCS.start(name, [ENVOY, "-c", conf, "--disable-hot-restart", "--concurrency",
+                           str(stack.concurrency), "--log-level", "warn",
+                           "--file-flush-interval-msec", "1000"], cpus=cfg["server_cpus"])
+        wait_http("127.0.0.1", admin, "/ready", 60, name)
+    # The no-log variant serves once its node has acknowledged the bench cluster.
+    deadline = time.monotonic() + 30
+    while request("GET", "127.0.0.1", ports["variant"], path, fwd)[0] != 200:
+        if time.monotonic() > deadline:
+            raise Unavailable("the no-access-log variant never forwarded")
+        time.sleep(0.1)
+    v1 = "http://127.0.0.1:%d" % ports["variant"]
+    v2 = "http://127.0.0.1:%d" % ports["variant2"]
+    cases = [
+        ("forward (as phase 1 a)", gw + path, fwd, "envoy", 200),
+        ("valid token, unmapped URL: 400", gw + path, unmapped, "envoy", 400),
+        ("bad signature: 401 after Ed25519", gw + path, with_auth(tamper_token(stack.bearer, "signature")), "envoy", 401),
+        ("unknown key id: 401 before Ed25519", gw + path, with_auth(tamper_token(stack.bearer, "kid")), "envoy", 401),
+        ("no /mtls path: filter passes, 404", gw + "/other", {}, "envoy", 404),
+        ("variant without access log: forward", v1 + path, fwd, "envoy-nolog", 200),
+        ("variant without the filter: 404", v2 + "/other", {}, "envoy-nofilter", 404),
+    ]
+    rows = []
+    for label, url, headers, proc, want in cases:
+        host, port, pth = split_url(url)
+        st = request("GET", host, port, pth, headers)[0]
+        wrk.run(url, headers, cfg["warmup"])
+        r = wrk.run(url, headers, cfg["duration"], [PROCS.pid(proc)])
+        cpu = r["cpu_s"][0] * 1e6 / max(r["requests"], 1)
+        rows.append({"case": label, "status": st, "expected": want, "rps": r["rps"],
+                     "cpu_us_per_req": cpu, "p50_ms": r["p50_us"] / 1000})
+        note("%-40s %d  %7.0f req/s  %6.1f us/req" % (label, st, r["rps"], cpu))
+    PROCS.stop("envoy-nolog")
+    PROCS.stop("envoy-nofilter")
+    c = {row["case"]: row["cpu_us_per_req"] for row in rows}
+    results["breakdown"] = {"cases": rows, "derived": {
+        "ed25519_verify_us": c["bad signature: 401 after Ed25519"] - c["unknown key id: 401 before Ed25519"],
+        "after_signature_us": c["forward (as phase 1 a)"] - c["bad signature: 401 after Ed25519"],
+        "filter_fixed_us": c["no /mtls path: filter passes, 404"] - c["variant without the filter: 404"],
+        "access_log_us": c["forward (as phase 1 a)"] - c["variant without access log: forward"],
+    }}
 
 
 def machine():
@@ -852,27 +1032,31 @@ def report(cfg, results, started):
            cfg["server_cpus"] or "any", cfg["concurrency"], cfg["concurrency"]))
     add("")
     o = results.get("overhead")
-    add("| 1. request path                  |   req/s | p50 ms | p99 ms | proxy CPU us/req | errors |")
-    add("|----------------------------------|--------:|-------:|-------:|-----------------:|-------:|")
+    add("| 1. request path                  |   req/s | p50 ms | p99 ms | proxy CPU us/req | 1 conn: p50 ms | p99 ms | errors |")
+    add("|----------------------------------|--------:|-------:|-------:|-----------------:|---------------:|-------:|-------:|")
     names = {"a": "(a) mtlsgate: Envoy + filter", "b": "(b) Envoy, static cluster", "c": "(c) nginx proxy_ssl_certificate"}
     for k in "abc":
         s = (o or {}).get(k)
         if s:
-            add("| %-32s | %7.0f | %6.2f | %6.2f | %16.1f | %6d |" % (names[k], s["rps"], s["p50_ms"], s["p99_ms"], s["cpu_us_per_req"], s["errors"]))
+            add("| %-32s | %7.0f | %6.2f | %6.2f | %16.1f | %14.3f | %6.3f | %6d |" % (
+                names[k], s["rps"], s["p50_ms"], s["p99_ms"], s["cpu_us_per_req"], s["c1_p50_ms"],
+                s["c1_p99_ms"], s["errors"]))
         else:
-            add("| %-32s |      NA |     NA |     NA |               NA |     NA |" % names[k])
-    a_b = ratio(o["a"]["rps"], o["b"]["rps"]) if o else None
-    a_c = ratio(o["a"]["rps"], o["c"]["rps"]) if o else None
-    added = (o["a"]["p99_ms"] - o["b"]["p99_ms"]) if o else None
-    add("| ratio a/b (target >= 0.90)       | %7s | %6s | %6s | %16s |        |" % (
-        fmt(a_b, 3), fmt(ratio(o["a"]["p50_ms"], o["b"]["p50_ms"]) if o else None, 2),
-        fmt(ratio(o["a"]["p99_ms"], o["b"]["p99_ms"]) if o else None, 2),
-        fmt(ratio(o["a"]["cpu_us_per_req"], o["b"]["cpu_us_per_req"]) if o else None, 2)))
-    add("| ratio a/c (target >= 1.0)        | %7s | %6s | %6s | %16s |        |" % (
-        fmt(a_c, 3), fmt(ratio(o["a"]["p50_ms"], o["c"]["p50_ms"]) if o else None, 2),
-        fmt(ratio(o["a"]["p99_ms"], o["c"]["p99_ms"]) if o else None, 2),
-        fmt(ratio(o["a"]["cpu_us_per_req"], o["c"]["cpu_us_per_req"]) if o else None, 2)))
-    add("| added p99, a - b (target <= 0.5) |         |        | %6s |                  |        |" % fmt(added, 2))
+            add("| %-32s |      NA |     NA |     NA |               NA |             NA |     NA |     NA |" % names[k])
+    ok = bool(o and all(k in o for k in "abc"))
+    a_b = ratio(o["a"]["rps"], o["b"]["rps"]) if ok else None
+    a_c = ratio(o["a"]["rps"], o["c"]["rps"]) if ok else None
+    added = (o["a"]["p99_ms"] - o["b"]["p99_ms"]) if ok else None
+    for label, other in (("ratio a/b (target >= 0.90)      ", "b"), ("ratio a/c (target >= 1.0)       ", "c")):
+        r = lambda f: ratio(o["a"][f], o[other][f]) if ok else None
+        add("| %s | %7s | %6s | %6s | %16s | %14s | %6s |        |" % (
+            label, fmt(r("rps"), 3), fmt(r("p50_ms"), 2), fmt(r("p99_ms"), 2),
+            fmt(r("cpu_us_per_req"), 2), fmt(r("c1_p50_ms"), 2), fmt(r("c1_p99_ms"), 2)))
+    add("| added, a - b (target p99 <= 0.5) |         | %6s | %6s | %16s | %14s | %6s |        |" % (
+        fmt(o["a"]["p50_ms"] - o["b"]["p50_ms"], 2) if ok else "NA", fmt(added, 2),
+        fmt(o["a"]["cpu_us_per_req"] - o["b"]["cpu_us_per_req"], 1) if ok else "NA",
+        fmt(o["a"]["c1_p50_ms"] - o["b"]["c1_p50_ms"], 3) if ok else "NA",
+        fmt(o["a"]["c1_p99_ms"] - o["b"]["c1_p99_ms"], 3) if ok else "NA"))
     add("")
     p = results.get("propagation")
     add("| 2. propagation (%2d trials)                  | median ms | worst ms |" % cfg["trials"])
@@ -892,28 +1076,45 @@ def report(cfg, results, started):
     add("| 3. rotation under load (%d rotations)                    |        |" % cfg["rotations"])
     add("|----------------------------------------------------------|-------:|")
     if rot:
-        add("| requests / req/s during the run                          | %d / %.0f |" % (rot["requests"], rot["rps"]))
-        add("| failed requests (non-2xx + socket errors; target 0)      | %6d |" % rot["failures"])
-        add("| all new connections on the new certificate, ms (worst)   | %6s |" % fmt(rot["new_conn_switch_ms_max"], 0))
-        add("| first request with the new certificate, ms (worst)       | %6s |" % fmt(rot["first_new_cert_ms_max"], 0))
-        add("| last request on an old connection after a PUT, ms (worst)| %6s |" % fmt(rot["last_stale_request_ms_max"], 0))
+        add("| wrk requests (req/s)                                     | %d (%.0f) |" % (rot["requests"], rot["rps"]))
+        add("| failed requests: wrk non-2xx + socket errors (target 0)  | %6d |" % rot["failures"])
+        add("| failed probe requests (new connection each)              | %6d |" % rot["probe_failures"])
+        add("| new connections all on the new certificate, ms: median   | %6s |" % fmt(rot["new_conn_switch_ms_median"], 0))
+        add("| new connections all on the new certificate, ms: worst    | %6s |" % fmt(rot["new_conn_switch_ms_max"], 0))
+        add("| pooled connections: last old-certificate request, ms     | %6s%s |" % (
+            fmt(rot["last_stale_pooled_ms_max"], 0),
+            " (still so at the end of the run)" if rot.get("stale_pooled_at_end") else ""))
     else:
         add("| NA                                                       |     NA |")
     add("")
     sc = (results.get("scale") or {}).get("levels") or []
     base = sc[0]["rps"] if sc and sc[0]["mappings"] == 100 else None
-    add("| 4. scale (1,000 certificates) | req/s | ratio vs 100 | p99 ms | CP RSS MiB | Envoy RSS MiB | snapshot MiB | bulk load -> served s | check 1,000 ms |")
-    add("|-------------------------------|------:|-------------:|-------:|-----------:|--------------:|-------------:|----------------------:|---------------:|")
+    add("| 4. scale (1,000 certificates) | req/s | ratio vs 100 | p99 ms | Envoy CPU us/req | CP+Bao CPU % | CP RSS MiB | Envoy RSS MiB | snapshot MiB | bulk load -> served s | check 1,000 ms | errors |")
+    add("|-------------------------------|------:|-------------:|-------:|-----------------:|-------------:|-----------:|--------------:|-------------:|----------------------:|---------------:|-------:|")
     for row in sc:
-        add("| %29s | %5.0f | %12s | %6.2f | %10.0f | %13.0f | %12.2f | %21s | %14.1f |" % (
+        add("| %29s | %5.0f | %12s | %6.2f | %16.1f | %12.1f | %10.0f | %13.0f | %12.2f | %21s | %14.1f | %6d |" % (
             "{:,} mappings".format(row["mappings"]), row["rps"], fmt(ratio(row["rps"], base), 3),
-            row["p99_ms"], row["cp_rss_mib"], row["envoy_rss_mib"], row["snapshot_bytes"] / 2**20,
+            row["p99_ms"], row["cpu_us_per_req"], row["cp_cpu_pct"] + row["bao_cpu_pct"],
+            row["cp_rss_mib"], row["envoy_rss_mib"], row["snapshot_bytes"] / 2**20,
             ("%s (%s new)" % (fmt(row["load_to_served_s"], 2), "{:,}".format(row["added"]))),
-            row["check_mapping_ms"]))
+            row["check_mapping_ms"], row["errors"]))
     if not sc:
         add("| NA |")
     if results.get("scale", {}).get("cert_upload_s") is not None:
-        add("(1,000 certificates uploaded by file in %.1f s, 4 at a time)" % results["scale"]["cert_upload_s"])
+        add("(1,000 certificates uploaded by file in %.1f s, 4 at a time; snapshot deflated: %s MiB)"
+            % (results["scale"]["cert_upload_s"],
+               " / ".join("%.2f" % (row["snapshot_gzip_bytes"] / 2**20) for row in sc)))
+    bd = results.get("breakdown")
+    if bd:
+        add("")
+        add("| breakdown: mtlsgate's Envoy          | status |   req/s | Envoy CPU us/req |")
+        add("|--------------------------------------|-------:|--------:|-----------------:|")
+        for row in bd["cases"]:
+            add("| %-36s | %6d | %7.0f | %16.1f |" % (row["case"], row["status"], row["rps"], row["cpu_us_per_req"]))
+        d = bd["derived"]
+        add("derived, us/request: Ed25519 verify %.0f; after the signature (claims, lookup, audit, "
+            "forwarding) %.0f; filter fixed cost (no /mtls path) %.0f; access log %.0f"
+            % (d["ed25519_verify_us"], d["after_signature_us"], d["filter_fixed_us"], d["access_log_us"]))
     for err in results.get("errors", []):
         add("could not measure: " + err)
     add("(%.0f s in all; details in .run/bench/results.json, logs in .run/bench/run/)" % (time.time() - started))
@@ -954,22 +1155,26 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a reduced run (under 3 minutes)")
     ap.add_argument("--phases", default="overhead,propagation,rotation,scale",
-                    help="comma-separated subset of overhead,propagation,rotation,scale")
+                    help="comma-separated subset of overhead,propagation,rotation,scale, "
+                    "plus breakdown (not run by default): where the filter's CPU goes")
     ap.add_argument("--hold", action="store_true",
                     help="keep everything running at the end (for investigation) until Ctrl-C")
     args = ap.parse_args()
     phases = set(args.phases.split(","))
+    hold = args.hold
     started = time.time()
     quick = args.quick
     ncpu = os.cpu_count() or 1
     env_int = lambda k, d: int(os.environ.get(k, d))
     cfg = {
         "quick": quick,
+        "hold": hold,
         "threads": env_int("BENCH_WRK_THREADS", 1),
         "connections": env_int("BENCH_CONNECTIONS", 32),
         "duration": env_int("BENCH_DURATION", 6 if quick else 20),
         "warmup": env_int("BENCH_WARMUP", 2 if quick else 5),
         "rounds": env_int("BENCH_ROUNDS", 1 if quick else 3),
+        "latency_duration": 3 if quick else 10,
         "trials": env_int("BENCH_TRIALS", 10 if quick else 30),
         "rotations": 10,
         "rotation_gap": 1.0 if quick else 2.0,
@@ -996,7 +1201,8 @@ def main():
     ports = {"bao": base, "bao_cluster": base + 1, "api": base + 10, "xds": base + 11,
              "gateway": base + 20, "admin": base + 21, "baseline": base + 30,
              "baseline_admin": base + 31, "nginx": base + 40, "upstream": base + 50,
-             "upstream_close": base + 51}
+             "upstream_close": base + 51, "variant": base + 60, "variant_admin": base + 61,
+             "variant2": base + 70, "variant2_admin": base + 71}
     busy = [p for p in ports.values() if not port_free(p)]
     if busy:
         sys.exit("bench: ports %s on 127.0.0.1 are in use (another bench? set BENCH_PORT_BASE)" % busy)
@@ -1008,6 +1214,8 @@ def main():
     def on_signal(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_signal)
+    # why: started in the background by a non-interactive shell, SIGINT arrives ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     try:
         results["machine"] = machine()
@@ -1022,7 +1230,8 @@ def main():
         for name, phase in (("request-path overhead", lambda: phase_overhead(cfg, stack, wrk, ports, cfg["server_cpus"], cfg["concurrency"], results)),
                             ("propagation", lambda: phase_propagation(cfg, stack, ports, results)),
                             ("rotation", lambda: phase_rotation(cfg, stack, wrk, ports, results)),
-                            ("scale", lambda: phase_scale(cfg, stack, wrk, ports, results))):
+                            ("scale", lambda: phase_scale(cfg, stack, wrk, ports, results)),
+                            ("breakdown", lambda: phase_breakdown(cfg, stack, wrk, ports, results))):
             if name.split()[-1] not in phases:
                 continue
             try:
