@@ -91,12 +91,19 @@ pub fn authenticate(
 }
 
 fn bearer_caller(token: &str, index: &Index, now: u64) -> Result<Caller, Refusal> {
-    let claims = token::verify(token, index.token_keys(), now).map_err(|e| match e {
-        TokenError::Expired => {
-            Refusal::unauthorized("token_expired", "the token has expired; log in again")
+    let expired = || Refusal::unauthorized("token_expired", "the token has expired; log in again");
+    let claims = match index.verified_claims(token) {
+        Some(c) if c.exp <= now => return Err(expired()),
+        Some(c) => c,
+        None => {
+            let c = token::verify(token, index.token_keys(), now).map_err(|e| match e {
+                TokenError::Expired => expired(),
+                _ => Refusal::unauthorized("invalid_token", "the token is not valid"),
+            })?;
+            index.remember_verified(token, &c);
+            c
         }
-        _ => Refusal::unauthorized("invalid_token", "the token is not valid"),
-    })?;
+    };
     let id: u64 = claims
         .sub
         .parse()

@@ -136,7 +136,15 @@ pub struct Index {
     users: std::collections::HashSet<(String, u64)>,
     // account -> (host, port) -> plain-TLS cluster
     fallback: HashMap<String, HashMap<(String, u16), String>>,
+    // why: an Ed25519 verification costs ~160 µs in wasm, more than half the filter's time
+    // per request (docs/benchmarks.md). Tokens verified against *this* snapshot's keys are
+    // remembered; a new snapshot (key rotation) starts empty. Expiry and user liveness are
+    // still checked on every request.
+    verified: std::cell::RefCell<HashMap<String, crate::token::Claims>>,
 }
+
+/// Most verified tokens remembered per worker; the cache is emptied when full.
+const VERIFIED_CAPACITY: usize = 10_000;
 
 /// Where a request without a mapping may go instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +210,7 @@ impl Index {
             app_keys,
             users,
             fallback,
+            verified: Default::default(),
         }
     }
 
@@ -214,6 +223,20 @@ impl Index {
     pub fn app_key(&self, consumer_key: &str, access_token: &str) -> Option<&AppKeyEntry> {
         self.app_keys
             .get(&(consumer_key.to_owned(), access_token.to_owned()))
+    }
+
+    /// Claims of a token this index already verified.
+    pub fn verified_claims(&self, token: &str) -> Option<crate::token::Claims> {
+        self.verified.borrow().get(token).cloned()
+    }
+
+    /// Remembers a token this index verified.
+    pub fn remember_verified(&self, token: &str, claims: &crate::token::Claims) {
+        let mut cache = self.verified.borrow_mut();
+        if cache.len() >= VERIFIED_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(token.to_owned(), claims.clone());
     }
 
     /// Whether the user still exists.

@@ -122,6 +122,12 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     let mut http_stop = stop_rx.clone();
     let mut xds_stop = stop_rx;
     let http_task = tokio::spawn(async move {
+        // why: without TCP_NODELAY small answers wait out Nagle against Envoy's delayed ACK
+        // (~40 ms per change; docs/benchmarks.md).
+        use axum::serve::ListenerExt;
+        let http = http.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(http, app)
             .with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|s| *s).await;
@@ -133,7 +139,14 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(ads.into_service())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(xds),
+                futures::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(xds),
+                    |conn| {
+                        conn.inspect(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        })
+                    },
+                ),
                 async move {
                     let _ = xds_stop.wait_for(|s| *s).await;
                 },

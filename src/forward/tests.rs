@@ -513,3 +513,47 @@ fn check_mapping_answers_both_documented_shapes() {
         "invalid_body"
     );
 }
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn a_remembered_token_still_expires_and_still_needs_a_live_user() {
+    let idx = index();
+    let hs = |auth: String| {
+        vec![
+            ("authorization".to_string(), auth),
+            ("lp-forward-url".into(), URL.into()),
+            ("lp-service-name".into(), "IDP".into()),
+        ]
+    };
+    let run = |auth: &str, now: u64| {
+        let headers = hs(auth.to_owned());
+        let mut nonces = AllNew;
+        let mut ctx = Context {
+            index: Some(&idx),
+            now,
+            max_skew_secs: 300,
+            keep_query: false,
+            nonces: &mut nonces,
+        };
+        decide(
+            &Request {
+                method: "GET",
+                path: "/mtls/account/52653865",
+                authority: "g",
+                headers: &headers,
+                client_ip: "1",
+            },
+            &mut ctx,
+        )
+    };
+    let auth = bearer(ACC, 1, &["MTLS_FORWARD"], NOW + 100);
+    assert!(matches!(run(&auth, NOW), Decision::Forward(_)));
+    // Second use comes from the cache, and still forwards.
+    assert!(matches!(run(&auth, NOW + 1), Decision::Forward(_)));
+    // Past its expiry the cached token is refused.
+    assert_eq!(refusal(run(&auth, NOW + 100)), (401, "token_expired"));
+    // A token that failed verification is never remembered as good.
+    let mut tampered = auth.clone();
+    tampered.push('x');
+    assert_eq!(refusal(run(&tampered, NOW)), (401, "invalid_token"));
+    assert_eq!(refusal(run(&tampered, NOW)), (401, "invalid_token"));
+}

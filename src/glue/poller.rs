@@ -119,6 +119,7 @@ impl Poller {
             // Held open until the wait ran out with nothing new: poll again at once.
             Some("304") => {
                 self.failures = 0;
+                self.on_tick();
                 return;
             }
             other => {
@@ -167,6 +168,9 @@ impl Poller {
                 );
                 self.version = snapshot.version;
                 self.failures = 0;
+                // why: poll again at once; waiting for the next tick delays a change made
+                // right after this one by up to a tick (docs/benchmarks.md).
+                self.on_tick();
             }
             Err(e) => {
                 log(LogLevel::Error, &format!("cannot publish snapshot: {e:?}"));
