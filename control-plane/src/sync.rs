@@ -178,6 +178,7 @@ impl Sync {
         let egress = self.store.all_egress_hosts().await?;
         let users = self.store.all_user_ids().await?;
         let mut materials = self.materials.lock().await.clone();
+        let started: HashMap<i64, u64> = materials.iter().map(|(id, (v, _))| (*id, *v)).collect();
         let mut changed = false;
         for c in &certificates {
             let cached = materials.get(&c.id).map(|(v, _)| *v);
@@ -225,18 +226,24 @@ impl Sync {
         let before = materials.len();
         materials.retain(|id, _| live.contains(id));
         changed |= materials.len() != before;
-        if changed {
+        {
+            // Merge into the shared cache, which the API may have added to meanwhile: a
+            // certificate created during this rebuild is not in `live` yet and must stay.
             let mut cache = self.materials.lock().await;
-            // Keep what the API remembered meanwhile (it is newer than what we read).
-            for (id, (v, m)) in materials.iter() {
-                match cache.get(id) {
-                    Some((cv, _)) if cv >= v => {}
-                    _ => {
+            if changed {
+                for (id, (v, m)) in materials.iter() {
+                    if cache.get(id).is_none_or(|(cv, _)| cv < v) {
                         cache.insert(*id, (*v, m.clone()));
                     }
                 }
+                // Drop what this rebuild dropped (gone from Vault or from the store), unless
+                // the API remembered a version of it meanwhile.
+                for (id, v) in &started {
+                    if !materials.contains_key(id) && cache.get(id).map(|(cv, _)| cv) == Some(v) {
+                        cache.remove(id);
+                    }
+                }
             }
-            cache.retain(|id, _| live.contains(id));
             materials = cache.clone();
         }
         let credentials = Credentials {

@@ -806,8 +806,13 @@ async fn hostile_bodies_and_paths_get_json_errors() {
         ("text/plain", "[]".into(), 415, "unsupported_media_type"),
     ];
     for (ct, body, status, code) in cases {
-        let r = stack
-            .client
+        // why: a fresh connection each time; after an early 413 the server closes the
+        // connection, and a pooled client could send the next case down the dead one.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        let r = client
             .post(&url)
             .bearer_auth(TOKEN)
             .header("content-type", ct)
