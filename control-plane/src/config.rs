@@ -101,12 +101,43 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_SESSION_TTL_SECONDS", default_value_t = 8 * 3600)]
     pub session_ttl_seconds: u64,
 
+    /// This API's base URL as users' browsers reach it; the OAuth 2.0 redirect URI of
+    /// authorization-code credentials is `<this>/api/oauth2/callback`. Defaults to
+    /// `http://` + `--public-api`.
+    #[arg(long, env = "MTLSGATE_PUBLIC_API_URL")]
+    pub public_api_url: Option<String>,
+
+    /// Extra trust roots (a PEM bundle) for OAuth 2.0 token endpoints, beside the system's:
+    /// for authorization servers with a private CA.
+    #[arg(long, env = "MTLSGATE_TOKEN_ENDPOINT_CA_FILE")]
+    pub token_endpoint_ca_file: Option<PathBuf>,
+
+    /// Token URL of Transfer to Messaging credentials that name none (LivePerson's
+    /// Connect-to-Messaging token endpoint for the deployment).
+    #[arg(long, env = "MTLSGATE_MESSAGING_TOKEN_URL")]
+    pub messaging_token_url: Option<String>,
+
     /// Largest accepted upload (P12 file plus form fields), in bytes.
     #[arg(long, env = "MTLSGATE_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024)]
     pub max_upload_bytes: usize,
 }
 
 impl ServeConfig {
+    /// How users reach this API (CSDS `accountConfigReadWrite`).
+    pub fn public_api(&self) -> String {
+        self.public_api
+            .clone()
+            .unwrap_or_else(|| self.http_addr.to_string())
+    }
+
+    /// Where authorization servers send users back to.
+    pub fn oauth_redirect_uri(&self) -> String {
+        let base = self
+            .public_api_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.public_api()));
+        format!("{}/api/oauth2/callback", base.trim_end_matches('/'))
+    }
     pub fn upstream_max_connection_duration(&self) -> Duration {
         Duration::from_secs(self.upstream_max_connection_seconds.max(1))
     }

@@ -27,6 +27,8 @@ pub enum Input {
         #[serde(default)]
         scope: Option<String>,
         token_url: String,
+        #[serde(default)]
+        client_authentication: Option<String>,
     },
     Oauth2AuthorizationCode {
         client_id: String,
@@ -37,6 +39,8 @@ pub enum Input {
         token_url: String,
         #[serde(default)]
         pkce: bool,
+        #[serde(default)]
+        client_authentication: Option<String>,
     },
     BasicAuthentication {
         username: String,
@@ -62,6 +66,12 @@ pub enum Input {
     TransferToMessaging {
         client_id: String,
         client_secret: Secret,
+        /// LivePerson's C2M token endpoint; the control plane's `--messaging-token-url`
+        /// when not given.
+        #[serde(default)]
+        token_url: Option<String>,
+        #[serde(default)]
+        client_authentication: Option<String>,
     },
     ThirdPartyNlu {
         provider: String,
@@ -112,6 +122,36 @@ fn https_url(field: &str, value: &str) -> Result<(), Invalid> {
         .map_err(|e| invalid("invalid_credential", format!("{field}: {e}")))
 }
 
+/// `clientAuthentication`: how the client authenticates at the token endpoint.
+fn client_auth(value: Option<String>) -> Result<String, Invalid> {
+    let value = value.unwrap_or_else(|| "clientSecretBasic".into());
+    match crate::oauth2::ClientAuth::parse(&value) {
+        Some(_) => Ok(value),
+        None => Err(invalid(
+            "invalid_credential",
+            "clientAuthentication must be clientSecretBasic or clientSecretPost",
+        )),
+    }
+}
+
+/// A scope (RFC 6749 §3.3): space-separated printable ASCII, no `"` or `\`.
+fn optional_scope(scope: &Option<String>) -> Result<(), Invalid> {
+    match scope {
+        Some(s)
+            if s.len() > 1024
+                || !s
+                    .bytes()
+                    .all(|b| b == b' ' || (b.is_ascii_graphic() && b != b'"' && b != b'\\')) =>
+        {
+            Err(invalid(
+                "invalid_credential",
+                "scope must be space-separated printable ASCII (RFC 6749 §3.3), at most 1024 bytes",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// TLS versions a Mutual Authentication credential may ask for: what Envoy's BoringSSL speaks.
 pub const PROTOCOLS: [&str; 4] = ["TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
 
@@ -125,13 +165,19 @@ impl Input {
                 client_secret,
                 scope,
                 token_url,
+                client_authentication,
             } => {
                 required("clientId", &client_id)?;
                 required("clientSecret", client_secret.expose())?;
                 https_url("tokenUrl", &token_url)?;
+                optional_scope(&scope)?;
                 settings.insert("clientId".into(), json!(client_id));
                 settings.insert("scope".into(), json!(scope));
                 settings.insert("tokenUrl".into(), json!(token_url));
+                settings.insert(
+                    "clientAuthentication".into(),
+                    json!(client_auth(client_authentication)?),
+                );
                 secrets.push(("clientSecret", client_secret));
                 "oauth2ClientCredentials"
             }
@@ -142,11 +188,17 @@ impl Input {
                 auth_url,
                 token_url,
                 pkce,
+                client_authentication,
             } => {
                 required("clientId", &client_id)?;
                 required("clientSecret", client_secret.expose())?;
                 https_url("authUrl", &auth_url)?;
                 https_url("tokenUrl", &token_url)?;
+                optional_scope(&scope)?;
+                settings.insert(
+                    "clientAuthentication".into(),
+                    json!(client_auth(client_authentication)?),
+                );
                 settings.insert("clientId".into(), json!(client_id));
                 settings.insert("scope".into(), json!(scope));
                 settings.insert("authUrl".into(), json!(auth_url));
@@ -238,10 +290,20 @@ impl Input {
             Input::TransferToMessaging {
                 client_id,
                 client_secret,
+                token_url,
+                client_authentication,
             } => {
                 required("clientId", &client_id)?;
                 required("clientSecret", client_secret.expose())?;
+                if let Some(u) = &token_url {
+                    https_url("tokenUrl", u)?;
+                }
                 settings.insert("clientId".into(), json!(client_id));
+                settings.insert("tokenUrl".into(), json!(token_url));
+                settings.insert(
+                    "clientAuthentication".into(),
+                    json!(client_auth(client_authentication)?),
+                );
                 secrets.push(("clientSecret", client_secret));
                 "transferToMessaging"
             }
@@ -336,9 +398,11 @@ pub fn pkce_verifier() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::identity::random::<32>())
 }
 
-/// Whether a kind may be attached to a mapping in this version.
+/// Whether a kind may be attached to a mapping: those that authenticate forwarded calls.
+/// Third-party NLU and Consumer Pre-Authentication are stored only.
 pub fn attachable(kind: &str) -> bool {
     matches!(kind, "basicAuthentication" | "accessToken")
+        || crate::access_tokens::needs_tokens(kind)
 }
 
 #[cfg(test)]

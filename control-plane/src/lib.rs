@@ -8,6 +8,7 @@
 //! - [`xds`]: ADS (CDS + SDS) to Envoy, tracking what each node acknowledged.
 //! - [`serve`]: wires it all together.
 
+pub mod access_tokens;
 pub mod api;
 pub mod appkeys;
 pub mod certinfo;
@@ -17,6 +18,7 @@ pub mod credentials;
 pub mod desired;
 pub mod egress;
 pub mod identity;
+pub mod oauth2;
 pub mod p12;
 pub mod p12test;
 pub mod secret;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access_tokens::AccessTokens;
 use crate::api::{self, AppState};
 use crate::config::ServeConfig;
 use crate::store::Store;
@@ -26,6 +27,10 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error(transparent)]
     Cli(#[from] crate::cli::CliError),
+    #[error("cannot read --token-endpoint-ca-file {0}: {1}")]
+    TokenRoots(String, std::io::Error),
+    #[error("OAuth 2.0 client: {0}")]
+    OAuthClient(#[from] crate::oauth2::ClientError),
 }
 
 pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
@@ -61,6 +66,23 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
                 crate::appkeys::LoadError::Vault(e) => ServeError::Vault(e),
             })?,
     );
+    let extra_roots = match &cfg.token_endpoint_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| ServeError::TokenRoots(path.display().to_string(), e))?,
+        ),
+        None => None,
+    };
+    let access_tokens = AccessTokens::new(
+        store.clone(),
+        vault.clone(),
+        crate::oauth2::Client::new(extra_roots.as_deref(), Duration::from_secs(10))?,
+        crate::access_tokens::Settings {
+            redirect_uri: cfg.oauth_redirect_uri(),
+            messaging_token_url: cfg.messaging_token_url.clone(),
+        },
+    );
+    tokio::spawn(access_tokens.clone().run());
     let sync = Sync::new(
         store.clone(),
         vault.clone(),
@@ -68,6 +90,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
             appkeys: appkeys.clone(),
             token_keys: CredentialSources::token_keys(&tokens.public_keys()),
         },
+        access_tokens.clone(),
     );
     sync.rebuild(true).await?;
     tokio::spawn(
@@ -91,6 +114,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     ));
     let state = AppState {
         tokens,
+        access_tokens,
         appkeys,
         nonces,
         store,
@@ -103,10 +127,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         keytool: crate::api::p12test::find_keytool(cfg.keytool.clone()),
         domains: crate::api::csds::Domains {
             gateway: cfg.public_gateway.clone(),
-            api: cfg
-                .public_api
-                .clone()
-                .unwrap_or_else(|| cfg.http_addr.to_string()),
+            api: cfg.public_api(),
         },
     };
     let app = api::router(state);

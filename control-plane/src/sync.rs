@@ -20,6 +20,7 @@ use base64::Engine;
 use mtlsgate_filter::snapshot::{AppKeyEntry, TokenKey, UserRef};
 use tokio::sync::{watch, Mutex, Notify};
 
+use crate::access_tokens::AccessTokens;
 use crate::appkeys::Directory;
 use crate::desired::{Credentials, Desired};
 use crate::p12::Material;
@@ -70,14 +71,22 @@ pub struct Sync {
     vault: Arc<Vault>,
     credentials: CredentialSources,
     materials: Mutex<Materials>,
-    /// Credential id -> the `Authorization` header it sends (a secret; never logged).
+    /// Credential id -> the `Authorization` header it sends (a secret; never logged), for
+    /// the kinds whose header is fixed by their secrets.
     credential_headers: Mutex<HashMap<i64, String>>,
+    /// The current access tokens of OAuth 2.0 and Transfer to Messaging credentials.
+    access_tokens: Arc<AccessTokens>,
     kick: Notify,
     tx: watch::Sender<Arc<Desired>>,
 }
 
 impl Sync {
-    pub fn new(store: Store, vault: Arc<Vault>, credentials: CredentialSources) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        vault: Arc<Vault>,
+        credentials: CredentialSources,
+        access_tokens: Arc<AccessTokens>,
+    ) -> Arc<Self> {
         let (tx, _) = watch::channel(Arc::new(Desired::default()));
         Arc::new(Sync {
             store,
@@ -85,6 +94,7 @@ impl Sync {
             credentials,
             materials: Mutex::default(),
             credential_headers: Mutex::default(),
+            access_tokens,
             kick: Notify::new(),
             tx,
         })
@@ -117,12 +127,21 @@ impl Sync {
     }
 
     /// The headers of the credentials attached to enabled mappings, reading Vault for those
-    /// not cached yet. A credential Vault cannot give keeps its mappings out of service.
+    /// not cached yet. A credential Vault cannot give, or whose token is not (or no longer)
+    /// valid, keeps its mappings out of service.
     async fn credential_headers(&self) -> Result<HashMap<i64, String>, StoreError> {
         let attached = self.store.attached_credentials().await?;
         let mut cache = self.credential_headers.lock().await;
+        let mut out = HashMap::with_capacity(attached.len());
         for c in &attached {
-            if cache.contains_key(&c.id) {
+            if crate::access_tokens::needs_tokens(&c.kind) {
+                if let Some(h) = self.access_tokens.header(c.id) {
+                    out.insert(c.id, h);
+                }
+                continue;
+            }
+            if let Some(h) = cache.get(&c.id) {
+                out.insert(c.id, h.clone());
                 continue;
             }
             match self.vault.get_credential(&c.account, c.id).await {
@@ -130,7 +149,8 @@ impl Sync {
                     if let Some(h) =
                         crate::credentials::authorization(&c.kind, &c.settings, &secrets)
                     {
-                        cache.insert(c.id, h);
+                        cache.insert(c.id, h.clone());
+                        out.insert(c.id, h);
                     }
                 }
                 Ok(None) => tracing::warn!(
@@ -142,7 +162,7 @@ impl Sync {
                 }
             }
         }
-        Ok(cache.clone())
+        Ok(out)
     }
 
     /// Asks for a rebuild (after a metadata-only change such as a new mapping, an AppKey,
@@ -280,6 +300,7 @@ impl Sync {
         loop {
             let check = tokio::select! {
                 _ = self.kick.notified() => false,
+                _ = self.access_tokens.changed() => false,
                 _ = tick.tick() => true,
             };
             if let Err(e) = self.rebuild(check).await {

@@ -28,6 +28,8 @@ pub enum VaultError {
     Malformed,
 }
 
+type JsonMap = serde_json::Map<String, serde_json::Value>;
+
 /// A handle on the KV v2 mount.
 pub struct Vault {
     client: VaultClient,
@@ -156,53 +158,84 @@ impl Vault {
         format!("{}accounts/{account}/credentials/{id}", self.prefix)
     }
 
-    /// A credential's secret fields.
-    pub async fn get_credential(
-        &self,
-        account: &str,
-        id: i64,
-    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, VaultError> {
-        match kv2::read(
-            &self.client,
-            &self.mount,
-            &self.credential_path(account, id),
-        )
-        .await
-        {
+    /// Where the tokens an authorization-code grant obtained are kept (apart from the
+    /// credential's own secrets, which only an update replaces).
+    fn credential_tokens_path(&self, account: &str, id: i64) -> String {
+        format!("{}accounts/{account}/credential-tokens/{id}", self.prefix)
+    }
+
+    async fn read_map(&self, path: &str) -> Result<Option<JsonMap>, VaultError> {
+        match kv2::read(&self.client, &self.mount, path).await {
             Ok(v) => Ok(Some(v)),
             Err(ClientError::APIError { code: 404, .. }) => Ok(None),
             Err(e) => Err(classify(e)),
         }
     }
 
+    async fn write_map(&self, path: &str, value: &JsonMap) -> Result<(), VaultError> {
+        kv2::set(&self.client, &self.mount, path, value)
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    /// Deletes every version of an entry; an entry already gone is fine.
+    async fn delete_path(&self, path: &str) -> Result<(), VaultError> {
+        match kv2::delete_metadata(&self.client, &self.mount, path).await {
+            Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// A credential's secret fields.
+    pub async fn get_credential(
+        &self,
+        account: &str,
+        id: i64,
+    ) -> Result<Option<JsonMap>, VaultError> {
+        self.read_map(&self.credential_path(account, id)).await
+    }
+
     pub async fn put_credential(
         &self,
         account: &str,
         id: i64,
-        secrets: &serde_json::Map<String, serde_json::Value>,
+        secrets: &JsonMap,
     ) -> Result<(), VaultError> {
-        kv2::set(
-            &self.client,
-            &self.mount,
-            &self.credential_path(account, id),
-            secrets,
-        )
-        .await
-        .map(|_| ())
-        .map_err(classify)
+        self.write_map(&self.credential_path(account, id), secrets)
+            .await
     }
 
+    /// Deletes a credential's secrets and any tokens obtained with it.
     pub async fn delete_credential(&self, account: &str, id: i64) -> Result<(), VaultError> {
-        match kv2::delete_metadata(
-            &self.client,
-            &self.mount,
-            &self.credential_path(account, id),
-        )
-        .await
-        {
-            Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
-            Err(e) => Err(classify(e)),
-        }
+        self.delete_path(&self.credential_tokens_path(account, id))
+            .await?;
+        self.delete_path(&self.credential_path(account, id)).await
+    }
+
+    /// The tokens an authorization-code grant obtained for a credential.
+    pub async fn get_credential_tokens(
+        &self,
+        account: &str,
+        id: i64,
+    ) -> Result<Option<JsonMap>, VaultError> {
+        self.read_map(&self.credential_tokens_path(account, id))
+            .await
+    }
+
+    pub async fn put_credential_tokens(
+        &self,
+        account: &str,
+        id: i64,
+        tokens: &JsonMap,
+    ) -> Result<(), VaultError> {
+        self.write_map(&self.credential_tokens_path(account, id), tokens)
+            .await
+    }
+
+    pub async fn delete_credential_tokens(&self, account: &str, id: i64) -> Result<(), VaultError> {
+        self.delete_path(&self.credential_tokens_path(account, id))
+            .await
     }
 
     fn appkey_path(&self, account: &str, id: i64) -> String {

@@ -1,7 +1,7 @@
 //! `/api/account/{account}/credentials`: credentials attached to mappings. Secrets go to Vault
 //! and come back masked, never in clear.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json as JsonOut;
 use serde_json::{json, Map, Value};
@@ -9,12 +9,13 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::extract::{Json, Path};
 use super::{check_account, views, AppState, Principal};
+use crate::access_tokens::{needs_tokens, CallbackError};
 use crate::credentials::{Input, Validated};
 use crate::store::{CredentialRow, Store};
 
 const MASK: &str = "********";
 
-fn view(row: &CredentialRow, secret_fields: &[String]) -> Value {
+fn view(state: &AppState, row: &CredentialRow, secret_fields: &[String]) -> Value {
     let mut v = Map::new();
     v.insert("id".into(), json!(row.id));
     v.insert("name".into(), json!(row.name));
@@ -30,6 +31,16 @@ fn view(row: &CredentialRow, secret_fields: &[String]) -> Value {
         "attachable".into(),
         json!(crate::credentials::attachable(&row.kind)),
     );
+    if needs_tokens(&row.kind) {
+        v.extend(state.access_tokens.describe(row));
+    }
+    if row.kind == "oauth2AuthorizationCode" {
+        // What the user registers at the authorization server.
+        v.insert(
+            "redirectUri".into(),
+            json!(state.access_tokens.redirect_uri()),
+        );
+    }
     v.insert("createdAt".into(), json!(views::rfc3339(row.created_at)));
     v.insert("updatedAt".into(), json!(views::rfc3339(row.updated_at)));
     Value::Object(v)
@@ -120,7 +131,8 @@ pub async fn create(
             .ok_or_else(|| ApiError::not_found("credential vanished"))?
     };
     tracing::info!(account, credential = row.id, kind = %row.kind, by = %principal.describe(), "credential created");
-    Ok((StatusCode::CREATED, JsonOut(view(&row, &names(&v)))))
+    state.access_tokens.forget(&account, row.id).await;
+    Ok((StatusCode::CREATED, JsonOut(view(&state, &row, &names(&v)))))
 }
 
 /// `GET /api/account/{account}/credentials`
@@ -134,7 +146,7 @@ pub async fn list(
     let mut out = Vec::new();
     for row in state.store.credentials(&account).await? {
         let secret_names = stored_secret_names(&state, &row).await;
-        out.push(view(&row, &secret_names));
+        out.push(view(&state, &row, &secret_names));
     }
     Ok(JsonOut(Value::Array(out)))
 }
@@ -153,7 +165,7 @@ pub async fn get_one(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no credential {id} in this account")))?;
     let secret_names = stored_secret_names(&state, &row).await;
-    Ok(JsonOut(view(&row, &secret_names)))
+    Ok(JsonOut(view(&state, &row, &secret_names)))
 }
 
 /// `PUT /api/account/{account}/credentials/{id}`: replaces the credential (secrets included).
@@ -202,9 +214,12 @@ pub async fn update(
             .await?
             .ok_or_else(|| ApiError::not_found("credential vanished"))?
     };
+    // New settings or secrets: tokens obtained with the old ones go (an authorization-code
+    // credential must be authorized again).
+    state.access_tokens.forget(&account, id).await;
     state.sync.forget_credential(id).await;
     tracing::info!(account, credential = id, by = %principal.describe(), "credential updated");
-    Ok(JsonOut(view(&row, &names(&v))))
+    Ok(JsonOut(view(&state, &row, &names(&v))))
 }
 
 /// `DELETE /api/account/{account}/credentials/{id}`: refused while a mapping uses it.
@@ -240,7 +255,115 @@ pub async fn delete(
     }
     state.vault.delete_credential(&account, id).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
+    state.access_tokens.forget(&account, id).await;
     state.sync.forget_credential(id).await;
     tracing::info!(account, credential = id, by = %principal.describe(), "credential deleted");
     Ok(JsonOut(json!({"id": id, "deleted": true})))
+}
+
+/// `POST /api/account/{account}/credentials/{id}/authorize`: the URL to send the user to,
+/// for an authorization-code credential. May be called again at any time (re-authorize).
+pub async fn authorize(
+    State(state): State<AppState>,
+    Path((account, id)): Path<(String, i64)>,
+    principal: Principal,
+) -> Result<JsonOut<Value>, ApiError> {
+    check_account(&account)?;
+    principal.require_manage(&account)?;
+    let row = state
+        .store
+        .credential(&account, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no credential {id} in this account")))?;
+    let a = state.access_tokens.authorize(&row).ok_or_else(|| {
+        ApiError::conflict(
+            "credential_not_authorizable",
+            "only oauth2AuthorizationCode credentials are authorized by a user",
+        )
+    })?;
+    tracing::info!(account, credential = id, by = %principal.describe(), "authorization started");
+    Ok(JsonOut(json!({
+        "authorizationUrl": a.url,
+        "state": a.state,
+        "redirectUri": a.redirect_uri,
+        "expiresIn": a.expires_in.as_secs(),
+    })))
+}
+
+/// `GET /api/oauth2/callback?state=…&code=…` (or `&error=…`): where the authorization server
+/// sends the user back. Unauthenticated by nature; `state` (single use, 10 minutes) is what
+/// ties the answer to the request an account manager started.
+pub async fn callback(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<JsonOut<Value>, ApiError> {
+    let query = query.unwrap_or_default();
+    if query.len() > 16 * 1024 {
+        return Err(ApiError::bad_request(
+            "invalid_callback",
+            "the callback's query is too long",
+        ));
+    }
+    let mut params = std::collections::HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if params.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_callback",
+                "a callback parameter appears twice",
+            ));
+        }
+    }
+    let Some(st) = params.get("state").filter(|s| !s.is_empty()) else {
+        return Err(ApiError::bad_request(
+            "invalid_callback",
+            "the callback has no state",
+        ));
+    };
+    let outcome = match (params.get("code"), params.get("error")) {
+        (_, Some(error)) => Err(format!(
+            "{}{}",
+            clean(error),
+            params
+                .get("error_description")
+                .map(|d| format!(": {}", clean(d)))
+                .unwrap_or_default()
+        )),
+        (Some(code), None) if !code.is_empty() => Ok(code.as_str()),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_callback",
+                "the callback has neither code nor error",
+            ))
+        }
+    };
+    match state.access_tokens.callback(st, outcome).await {
+        Ok((account, id)) => Ok(JsonOut(json!({
+            "authorized": true,
+            "siteId": account,
+            "credentialId": id,
+            "message": "authorization passed; the token is kept and refreshed by mtlsgate",
+        }))),
+        Err(e @ CallbackError::UnknownState) => {
+            Err(ApiError::bad_request("invalid_state", e.to_string()))
+        }
+        Err(e @ CallbackError::CredentialGone) => Err(ApiError::not_found(e.to_string())),
+        Err(e @ CallbackError::Denied(_)) => {
+            Err(ApiError::bad_request("authorization_denied", e.to_string()))
+        }
+        Err(e @ CallbackError::Vault) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vault_unavailable",
+            e.to_string(),
+        )),
+        Err(e @ CallbackError::Exchange(_)) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "token_exchange_failed",
+            e.to_string(),
+        )),
+    }
+}
+
+/// Text from the authorization server, bounded and printable, for an answer.
+fn clean(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(200).collect()
 }

@@ -16,6 +16,8 @@ mod runtime;
 mod users;
 mod views;
 
+pub use views::rfc3339;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +52,8 @@ pub struct AppState {
     pub runtime_token: Option<Secret>,
     pub domains: csds::Domains,
     pub tokens: Arc<Tokens>,
+    /// Access tokens of OAuth 2.0 and Transfer to Messaging credentials.
+    pub access_tokens: Arc<crate::access_tokens::AccessTokens>,
     pub appkeys: Arc<Directory>,
     /// OAuth1 nonces seen within the timestamp window.
     pub nonces: Arc<std::sync::Mutex<NonceCache>>,
@@ -101,6 +105,11 @@ pub fn router(state: AppState) -> Router {
                 .put(credentials::update)
                 .delete(credentials::delete),
         )
+        .route(
+            "/api/account/{account}/credentials/{id}/authorize",
+            post(credentials::authorize),
+        )
+        .route("/api/oauth2/callback", get(credentials::callback))
         .route(
             "/api/account/{account}/users",
             get(users::list).post(users::create),

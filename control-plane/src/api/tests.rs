@@ -52,6 +52,15 @@ async fn env(runtime_token: Option<&str>) -> Env {
     );
     let tokens = Arc::new(Tokens::from_seed(&[7; 32], 3600));
     let appkeys = Arc::new(Directory::default());
+    let access_tokens = crate::access_tokens::AccessTokens::new(
+        store.clone(),
+        vault.clone(),
+        crate::oauth2::Client::new(None, Duration::from_secs(1)).unwrap(),
+        crate::access_tokens::Settings {
+            redirect_uri: "http://api/api/oauth2/callback".into(),
+            messaging_token_url: None,
+        },
+    );
     let sync = Sync::new(
         store.clone(),
         vault.clone(),
@@ -59,6 +68,7 @@ async fn env(runtime_token: Option<&str>) -> Env {
             appkeys: appkeys.clone(),
             token_keys: CredentialSources::token_keys(&tokens.public_keys()),
         },
+        access_tokens.clone(),
     );
     sync.rebuild(true).await.unwrap();
     tokio::spawn(sync.clone().run(Duration::from_secs(3600)));
@@ -77,6 +87,7 @@ async fn env(runtime_token: Option<&str>) -> Env {
             api: "api".into(),
         },
         tokens,
+        access_tokens,
         appkeys,
         nonces: Arc::new(std::sync::Mutex::new(NonceCache::new(600, 1000))),
         keytool: None,

@@ -70,6 +70,18 @@ impl Store {
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
+    /// Every live credential whose kind needs access tokens (OAuth 2.0, Transfer to
+    /// Messaging), in every account: what [`crate::access_tokens`] keeps current.
+    pub async fn token_credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM credentials WHERE deleted = 0 AND kind IN \
+             ('oauth2ClientCredentials', 'oauth2AuthorizationCode', 'transferToMessaging') ORDER BY id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
     /// The id of another live credential of the account with this name, or of the account's
     /// Consumer Pre-Authentication credential when `kind` is that.
     pub async fn credential_clash(

@@ -1,0 +1,752 @@
+//! Access tokens for the credentials that need them (OAuth 2.0 client credentials and
+//! authorization code, Transfer to Messaging): fetched, cached, refreshed before they expire,
+//! and handed to the sync, which pushes `Authorization: Bearer <token>` to the gateway.
+//!
+//! - Client credentials and Transfer to Messaging: a grant as soon as the credential exists,
+//!   then a refresh (refresh token when the server gave one, otherwise a new grant) at three
+//!   quarters of the token's life, so the gateway never holds an expired token while the
+//!   token endpoint is up.
+//! - Authorization code: `authorize` makes the URL the user is sent to (with `state` and,
+//!   when on, the PKCE S256 challenge); the callback checks `state`, exchanges code and
+//!   verifier, and keeps the tokens in Vault so a restart does not ask the user again.
+//! - A failed request is retried with exponential backoff (1 s doubling to 5 minutes),
+//!   logged, and visible on the credential (`status`, `lastError`, `expiresAt`). The current
+//!   token stays in use until it expires. Each request runs in its own task, so a token
+//!   endpoint that hangs delays nothing else.
+//!
+//! Token state lives in this process's memory (authorization-code tokens also in Vault);
+//! nothing here ever logs or answers a token or secret.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::Notify;
+
+use crate::oauth2::{self, ClientAuth, ClientCredentials, Grant, GrantError, TokenSet};
+use crate::secret::Secret;
+use crate::store::{CredentialRow, Store};
+use crate::vault::Vault;
+
+/// Kinds whose header is an access token obtained here.
+pub fn needs_tokens(kind: &str) -> bool {
+    matches!(
+        kind,
+        "oauth2ClientCredentials" | "oauth2AuthorizationCode" | "transferToMessaging"
+    )
+}
+
+const AUTHORIZATION_CODE: &str = "oauth2AuthorizationCode";
+/// When the server does not say how long a token lives (`expires_in` is only RECOMMENDED).
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// Longest wait between two looks at the credentials (new ones are also announced).
+const IDLE: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long an authorization request may wait for its callback.
+const AUTHORIZATION_TTL: Duration = Duration::from_secs(600);
+/// Open authorization requests kept at most (the oldest is dropped beyond).
+const MAX_PENDING: usize = 1000;
+
+/// Where a credential stands, as its answers show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The first token is being fetched.
+    Pending,
+    /// A valid token is in use.
+    Active,
+    /// The last request failed (`lastError`); a token may still be in use until `expiresAt`.
+    Error,
+    /// Authorization code: nobody has authorized yet, or the grant was lost.
+    AuthorizationRequired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Active => "active",
+            Status::Error => "error",
+            Status::AuthorizationRequired => "authorizationRequired",
+        }
+    }
+}
+
+/// Deployment settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The callback users' browsers are sent back to (shown on authorization-code
+    /// credentials, registered by the user at the authorization server).
+    pub redirect_uri: String,
+    /// Token URL of Transfer to Messaging credentials that name none.
+    pub messaging_token_url: Option<String>,
+}
+
+struct Current {
+    token: Secret,
+    expires_at: SystemTime,
+    refresh_at: SystemTime,
+}
+
+#[derive(Default)]
+struct Entry {
+    current: Option<Current>,
+    refresh_token: Option<Secret>,
+    last_error: Option<String>,
+    failures: u32,
+    retry_at: Option<SystemTime>,
+    /// A request is under way.
+    busy: bool,
+    /// Authorization code: tokens kept in Vault were looked for.
+    loaded: bool,
+}
+
+impl Entry {
+    fn status(&self, kind: &str) -> Status {
+        if self.last_error.is_some() {
+            Status::Error
+        } else if self.current.is_some() {
+            Status::Active
+        } else if kind == AUTHORIZATION_CODE && self.loaded && self.refresh_token.is_none() {
+            Status::AuthorizationRequired
+        } else {
+            Status::Pending
+        }
+    }
+
+    /// When something must happen next: a refresh, a retry, or dropping an expired token.
+    fn due(&self, kind: &str) -> Option<SystemTime> {
+        let renewable = kind != AUTHORIZATION_CODE || self.refresh_token.is_some();
+        let due = match &self.current {
+            Some(c) if renewable => c.refresh_at,
+            Some(c) => c.expires_at,
+            None if renewable || !self.loaded => UNIX_EPOCH,
+            None => return None,
+        };
+        Some(due.max(self.retry_at.unwrap_or(UNIX_EPOCH)))
+    }
+
+    fn succeeded(&mut self, tokens: TokenSet, now: SystemTime) {
+        let life = tokens.expires_in.unwrap_or(DEFAULT_LIFETIME);
+        self.current = Some(Current {
+            token: tokens.access_token,
+            expires_at: now + life,
+            refresh_at: now + life * 3 / 4,
+        });
+        // RFC 6749 §6: without a new refresh token, the old one stays good.
+        if tokens.refresh_token.is_some() {
+            self.refresh_token = tokens.refresh_token;
+        }
+        self.last_error = None;
+        self.failures = 0;
+        self.retry_at = None;
+        self.loaded = true;
+    }
+
+    fn failed(&mut self, error: String, now: SystemTime) {
+        self.failures = self.failures.saturating_add(1);
+        let backoff = Duration::from_secs(1 << self.failures.min(10).saturating_sub(1));
+        self.retry_at = Some(now + backoff.min(MAX_BACKOFF));
+        self.last_error = Some(error);
+    }
+
+    /// What is kept in Vault for an authorization-code credential.
+    fn persisted(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        if let Some(c) = &self.current {
+            m.insert("accessToken".into(), json!(c.token.expose()));
+            m.insert("expiresAt".into(), json!(unix(c.expires_at)));
+        }
+        if let Some(r) = &self.refresh_token {
+            m.insert("refreshToken".into(), json!(r.expose()));
+        }
+        m
+    }
+
+    fn restore(&mut self, m: &Map<String, Value>, now: SystemTime) {
+        let text = |k: &str| m.get(k).and_then(Value::as_str).map(Secret::new);
+        let expires_at = m
+            .get("expiresAt")
+            .and_then(Value::as_u64)
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s));
+        if let (Some(token), Some(expires_at)) = (text("accessToken"), expires_at) {
+            if expires_at > now {
+                let left = expires_at.duration_since(now).unwrap_or_default();
+                self.current = Some(Current {
+                    token,
+                    expires_at,
+                    refresh_at: now + left * 3 / 4,
+                });
+            }
+        }
+        self.refresh_token = text("refreshToken");
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct Pending {
+    account: String,
+    credential: i64,
+    verifier: Option<String>,
+    created: Instant,
+}
+
+/// What `authorize` answers.
+#[derive(Debug, Clone)]
+pub struct Authorization {
+    pub url: String,
+    pub state: String,
+    pub redirect_uri: String,
+    pub expires_in: Duration,
+}
+
+/// Why a callback was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("unknown or expired state: start the authorization again")]
+    UnknownState,
+    #[error("the credential is gone or no longer an authorization-code credential")]
+    CredentialGone,
+    #[error("the authorization server refused: {0}")]
+    Denied(String),
+    #[error("cannot read the credential's secrets from Vault")]
+    Vault,
+    #[error("{0}")]
+    Exchange(GrantError),
+}
+
+/// The token keeper. One per process.
+pub struct AccessTokens {
+    store: Store,
+    vault: Arc<Vault>,
+    client: oauth2::Client,
+    settings: Settings,
+    entries: Mutex<HashMap<i64, Entry>>,
+    pending: Mutex<HashMap<String, Pending>>,
+    wake: Notify,
+    changed: Notify,
+}
+
+/// The OAuth parameters of a credential row.
+struct Plan<'a> {
+    token_url: Option<&'a str>,
+    client_id: &'a str,
+    auth: ClientAuth,
+    scope: Option<&'a str>,
+}
+
+impl AccessTokens {
+    pub fn new(
+        store: Store,
+        vault: Arc<Vault>,
+        client: oauth2::Client,
+        settings: Settings,
+    ) -> Arc<Self> {
+        Arc::new(AccessTokens {
+            store,
+            vault,
+            client,
+            settings,
+            entries: Mutex::default(),
+            pending: Mutex::default(),
+            wake: Notify::new(),
+            changed: Notify::new(),
+        })
+    }
+
+    pub fn redirect_uri(&self) -> &str {
+        &self.settings.redirect_uri
+    }
+
+    fn entries(&self) -> MutexGuard<'_, HashMap<i64, Entry>> {
+        // why: a panic while holding the lock cannot leave an entry half-written in a way
+        // that matters more than stopping every credential; keep going with what is there.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn plan<'a>(&'a self, row: &'a CredentialRow) -> Plan<'a> {
+        let text = |k: &str| row.settings.get(k).and_then(Value::as_str);
+        Plan {
+            token_url: text("tokenUrl").or(self.settings.messaging_token_url.as_deref()),
+            client_id: text("clientId").unwrap_or_default(),
+            auth: text("clientAuthentication")
+                .and_then(ClientAuth::parse)
+                .unwrap_or_default(),
+            scope: text("scope"),
+        }
+    }
+
+    /// The `Authorization` header for a credential's mappings, while its token is valid.
+    pub fn header(&self, credential: i64) -> Option<String> {
+        let now = SystemTime::now();
+        self.entries()
+            .get(&credential)
+            .and_then(|e| e.current.as_ref())
+            .filter(|c| c.expires_at > now)
+            .map(|c| format!("Bearer {}", c.token.expose()))
+    }
+
+    /// `status`, `lastError` and `expiresAt` of a credential, for its answers.
+    pub fn describe(&self, row: &CredentialRow) -> Map<String, Value> {
+        let entries = self.entries();
+        let e = entries.get(&row.id);
+        let mut m = Map::new();
+        m.insert(
+            "status".into(),
+            json!(e.map_or(Status::Pending, |e| e.status(&row.kind)).as_str()),
+        );
+        m.insert(
+            "lastError".into(),
+            json!(e.and_then(|e| e.last_error.clone())),
+        );
+        m.insert(
+            "expiresAt".into(),
+            json!(e
+                .and_then(|e| e.current.as_ref())
+                .map(|c| crate::api::rfc3339(unix(c.expires_at) as i64))),
+        );
+        m
+    }
+
+    /// Resolves when a header may have changed (a token obtained, renewed or expired).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// A credential was created, changed or deleted: drop what was obtained with its old
+    /// settings (and its kept tokens), and look again at once.
+    pub async fn forget(&self, account: &str, credential: i64) {
+        let had = self.entries().remove(&credential).is_some();
+        self.pending().retain(|_, p| p.credential != credential);
+        if let Err(e) = self
+            .vault
+            .delete_credential_tokens(account, credential)
+            .await
+        {
+            tracing::warn!(credential, error = %e, "cannot delete the credential's kept tokens");
+        }
+        if had {
+            self.changed.notify_one();
+        }
+        self.wake.notify_one();
+    }
+
+    /// Runs until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let next = self.tick().await;
+            tokio::select! {
+                _ = tokio::time::sleep(next) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One look at every token credential: starts what is due, answers how long until the
+    /// next thing is.
+    async fn tick(self: &Arc<Self>) -> Duration {
+        let rows = match self.store.token_credentials().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list credentials; tokens are not renewed");
+                return IDLE;
+            }
+        };
+        let now = SystemTime::now();
+        let mut next = IDLE;
+        let mut start = Vec::new();
+        let mut changed = false;
+        {
+            let mut entries = self.entries();
+            let live: HashSet<i64> = rows.iter().map(|r| r.id).collect();
+            entries.retain(|id, e| {
+                changed |= !live.contains(id) && e.current.is_some();
+                live.contains(id)
+            });
+            for row in &rows {
+                let e = entries.entry(row.id).or_default();
+                if e.busy {
+                    continue;
+                }
+                if e.current.as_ref().is_some_and(|c| c.expires_at <= now) {
+                    tracing::warn!(credential = row.id, "access token expired without renewal");
+                    e.current = None;
+                    changed = true;
+                }
+                let Some(due) = e.due(&row.kind) else {
+                    continue;
+                };
+                match due.duration_since(now) {
+                    Ok(wait) if !wait.is_zero() => next = next.min(wait),
+                    _ => {
+                        e.busy = true;
+                        start.push(row.clone());
+                    }
+                }
+            }
+        }
+        if changed {
+            self.changed.notify_one();
+        }
+        for row in start {
+            tokio::spawn(self.clone().renew(row));
+        }
+        next.max(Duration::from_millis(50))
+    }
+
+    /// Obtains or renews one credential's token and records the outcome.
+    async fn renew(self: Arc<Self>, row: CredentialRow) {
+        let outcome = self.renew_once(&row).await;
+        let now = SystemTime::now();
+        let mut persist = None;
+        let mut changed = false;
+        {
+            let mut entries = self.entries();
+            let Some(e) = entries.get_mut(&row.id) else {
+                // Forgotten meanwhile (updated or deleted): the result is for old settings.
+                return;
+            };
+            e.busy = false;
+            match outcome {
+                Ok(Renewed::Tokens(tokens)) => {
+                    tracing::info!(
+                        credential = row.id,
+                        expires_in = tokens.expires_in.map(|d| d.as_secs()),
+                        "access token obtained"
+                    );
+                    e.succeeded(tokens, now);
+                    changed = true;
+                    if row.kind == AUTHORIZATION_CODE {
+                        persist = Some(e.persisted());
+                    }
+                }
+                Ok(Renewed::Restored(kept)) => {
+                    e.restore(&kept, now);
+                    e.loaded = true;
+                    changed = e.current.is_some();
+                }
+                Ok(Renewed::NothingToDo) => e.loaded = true,
+                Err(error) => {
+                    let message = error.to_string();
+                    tracing::warn!(credential = row.id, error = %message, "cannot obtain an access token; retrying with backoff");
+                    if let RenewError::Grant(g) = &error {
+                        // A refresh token the server no longer honours is dropped: the next
+                        // try is a new grant (or, for authorization code, a new authorize).
+                        if g.oauth_error() == Some("invalid_grant") && e.refresh_token.is_some() {
+                            e.refresh_token = None;
+                            if row.kind == AUTHORIZATION_CODE {
+                                persist = Some(e.persisted());
+                            }
+                        }
+                    }
+                    e.failed(message, now);
+                }
+            }
+        }
+        if let Some(kept) = persist {
+            if let Err(e) = self
+                .vault
+                .put_credential_tokens(&row.account, row.id, &kept)
+                .await
+            {
+                tracing::warn!(credential = row.id, error = %e, "cannot keep the tokens in Vault");
+            }
+        }
+        if changed {
+            self.changed.notify_one();
+        }
+        self.wake.notify_one();
+    }
+
+    async fn renew_once(&self, row: &CredentialRow) -> Result<Renewed, RenewError> {
+        let (loaded, refresh_token) = {
+            let entries = self.entries();
+            let e = entries.get(&row.id);
+            (
+                e.is_some_and(|e| e.loaded),
+                e.and_then(|e| e.refresh_token.clone()),
+            )
+        };
+        if row.kind == AUTHORIZATION_CODE && !loaded {
+            return match self.vault.get_credential_tokens(&row.account, row.id).await {
+                Ok(Some(kept)) => Ok(Renewed::Restored(kept)),
+                Ok(None) => Ok(Renewed::NothingToDo),
+                Err(_) => Err(RenewError::Vault),
+            };
+        }
+        let grant = match &refresh_token {
+            Some(r) => Grant::Refresh { refresh_token: r },
+            None if row.kind == AUTHORIZATION_CODE => return Ok(Renewed::NothingToDo),
+            None => Grant::ClientCredentials {
+                scope: self.plan(row).scope,
+            },
+        };
+        self.request(row, &grant).await.map(Renewed::Tokens)
+    }
+
+    /// One token request with the credential's client secret from Vault.
+    async fn request(
+        &self,
+        row: &CredentialRow,
+        grant: &Grant<'_>,
+    ) -> Result<TokenSet, RenewError> {
+        let plan = self.plan(row);
+        let token_url = plan.token_url.ok_or(RenewError::NoTokenUrl)?;
+        let secrets = match self.vault.get_credential(&row.account, row.id).await {
+            Ok(Some(s)) => s,
+            _ => return Err(RenewError::Vault),
+        };
+        let secret = Secret::new(
+            secrets
+                .get("clientSecret")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+        let client = ClientCredentials {
+            id: plan.client_id,
+            secret: &secret,
+            auth: plan.auth,
+        };
+        Ok(self.client.request(token_url, &client, grant).await?)
+    }
+
+    /// The URL to send the user to for an authorization-code credential.
+    pub fn authorize(&self, row: &CredentialRow) -> Option<Authorization> {
+        if row.kind != AUTHORIZATION_CODE {
+            return None;
+        }
+        let text = |k: &str| row.settings.get(k).and_then(Value::as_str);
+        let auth_url = text("authUrl")?;
+        let pkce = row.settings.get("pkce").and_then(Value::as_bool) == Some(true);
+        let state = base64_url(&crate::identity::random::<32>());
+        let verifier = pkce.then(crate::credentials::pkce_verifier);
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("response_type", "code");
+        query.append_pair("client_id", text("clientId").unwrap_or_default());
+        query.append_pair("redirect_uri", &self.settings.redirect_uri);
+        if let Some(scope) = text("scope").filter(|s| !s.is_empty()) {
+            query.append_pair("scope", scope);
+        }
+        query.append_pair("state", &state);
+        if let Some(v) = &verifier {
+            query.append_pair("code_challenge", &crate::credentials::pkce_challenge(v));
+            query.append_pair("code_challenge_method", "S256");
+        }
+        let sep = if auth_url.contains('?') { '&' } else { '?' };
+        let url = format!("{auth_url}{sep}{}", query.finish());
+        {
+            let mut pending = self.pending();
+            pending.retain(|_, p| p.created.elapsed() < AUTHORIZATION_TTL);
+            if pending.len() >= MAX_PENDING {
+                if let Some(oldest) = pending
+                    .iter()
+                    .min_by_key(|(_, p)| p.created)
+                    .map(|(k, _)| k.clone())
+                {
+                    pending.remove(&oldest);
+                }
+            }
+            pending.insert(
+                state.clone(),
+                Pending {
+                    account: row.account.clone(),
+                    credential: row.id,
+                    verifier,
+                    created: Instant::now(),
+                },
+            );
+        }
+        Some(Authorization {
+            url,
+            state,
+            redirect_uri: self.settings.redirect_uri.clone(),
+            expires_in: AUTHORIZATION_TTL,
+        })
+    }
+
+    /// The authorization server sent the user back: `code` (or `error`) for `state`.
+    /// Answers the credential (account, id) now authorized.
+    pub async fn callback(
+        &self,
+        state: &str,
+        outcome: Result<&str, String>,
+    ) -> Result<(String, i64), CallbackError> {
+        let pending = self
+            .pending()
+            .remove(state)
+            .filter(|p| p.created.elapsed() < AUTHORIZATION_TTL)
+            .ok_or(CallbackError::UnknownState)?;
+        let row = match self
+            .store
+            .credential(&pending.account, pending.credential)
+            .await
+        {
+            Ok(Some(row)) if row.kind == AUTHORIZATION_CODE => row,
+            _ => return Err(CallbackError::CredentialGone),
+        };
+        let now = SystemTime::now();
+        let code = match outcome {
+            Ok(code) => code,
+            Err(denied) => {
+                self.entries().entry(row.id).or_default().last_error =
+                    Some(format!("authorization refused: {denied}"));
+                return Err(CallbackError::Denied(denied));
+            }
+        };
+        let grant = Grant::AuthorizationCode {
+            code,
+            redirect_uri: &self.settings.redirect_uri,
+            verifier: pending.verifier.as_deref(),
+        };
+        let tokens = match self.request(&row, &grant).await {
+            Ok(t) => t,
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!(credential = row.id, error = %message, "authorization code exchange failed");
+                self.entries().entry(row.id).or_default().last_error = Some(message);
+                return Err(match e {
+                    RenewError::Grant(g) => CallbackError::Exchange(g),
+                    _ => CallbackError::Vault,
+                });
+            }
+        };
+        tracing::info!(credential = row.id, "credential authorized");
+        let kept = {
+            let mut entries = self.entries();
+            let e = entries.entry(row.id).or_default();
+            // A new authorization replaces whatever the old grant left.
+            e.refresh_token = None;
+            e.succeeded(tokens, now);
+            e.persisted()
+        };
+        if let Err(e) = self
+            .vault
+            .put_credential_tokens(&row.account, row.id, &kept)
+            .await
+        {
+            tracing::warn!(credential = row.id, error = %e, "cannot keep the tokens in Vault; a restart will ask for authorization again");
+        }
+        self.changed.notify_one();
+        self.wake.notify_one();
+        Ok((row.account, row.id))
+    }
+}
+
+enum Renewed {
+    Tokens(TokenSet),
+    Restored(Map<String, Value>),
+    NothingToDo,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RenewError {
+    #[error("no token URL: set tokenUrl on the credential (or --messaging-token-url)")]
+    NoTokenUrl,
+    #[error("cannot read the credential's secrets from Vault")]
+    Vault,
+    #[error("{0}")]
+    Grant(#[from] GrantError),
+}
+
+fn base64_url(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(life: u64, refresh: Option<&str>) -> TokenSet {
+        TokenSet {
+            access_token: Secret::new("t"),
+            expires_in: Some(Duration::from_secs(life)),
+            refresh_token: refresh.map(Secret::new),
+        }
+    }
+
+    #[test]
+    fn refresh_is_due_at_three_quarters_of_the_life_and_backs_off_on_failure() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut e = Entry::default();
+        assert_eq!(e.due("oauth2ClientCredentials"), Some(UNIX_EPOCH));
+        e.succeeded(tokens(400, None), now);
+        assert_eq!(
+            e.due("oauth2ClientCredentials"),
+            Some(now + Duration::from_secs(300))
+        );
+        assert_eq!(e.status("oauth2ClientCredentials"), Status::Active);
+
+        let later = now + Duration::from_secs(300);
+        e.failed("down".into(), later);
+        assert_eq!(e.status("oauth2ClientCredentials"), Status::Error);
+        assert_eq!(
+            e.due("oauth2ClientCredentials"),
+            Some(later + Duration::from_secs(1))
+        );
+        e.failed("down".into(), later);
+        e.failed("down".into(), later);
+        assert_eq!(
+            e.due("oauth2ClientCredentials"),
+            Some(later + Duration::from_secs(4))
+        );
+        for _ in 0..20 {
+            e.failed("down".into(), later);
+        }
+        assert_eq!(e.due("oauth2ClientCredentials"), Some(later + MAX_BACKOFF));
+        e.succeeded(tokens(400, None), later);
+        assert_eq!(e.last_error, None);
+        assert_eq!(e.failures, 0);
+    }
+
+    #[test]
+    fn authorization_code_without_refresh_token_waits_for_the_user() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut e = Entry::default();
+        // Not yet looked in Vault: due at once (to look).
+        assert_eq!(e.due(AUTHORIZATION_CODE), Some(UNIX_EPOCH));
+        e.loaded = true;
+        assert_eq!(e.due(AUTHORIZATION_CODE), None);
+        assert_eq!(e.status(AUTHORIZATION_CODE), Status::AuthorizationRequired);
+        // A token without a refresh token is used until it expires.
+        e.succeeded(tokens(100, None), now);
+        assert_eq!(
+            e.due(AUTHORIZATION_CODE),
+            Some(now + Duration::from_secs(100))
+        );
+        // With a refresh token, renewed at three quarters; the old one is kept when a
+        // refresh answer brings none.
+        e.succeeded(tokens(100, Some("r1")), now);
+        e.succeeded(tokens(100, None), now);
+        assert_eq!(e.refresh_token.as_ref().map(Secret::expose), Some("r1"));
+        assert_eq!(
+            e.due(AUTHORIZATION_CODE),
+            Some(now + Duration::from_secs(75))
+        );
+    }
+
+    #[test]
+    fn kept_tokens_round_trip_and_expired_ones_are_not_restored() {
+        let now = SystemTime::now();
+        let mut e = Entry::default();
+        e.succeeded(tokens(100, Some("r")), now);
+        let kept = e.persisted();
+        let mut back = Entry::default();
+        back.restore(&kept, now);
+        assert_eq!(back.current.as_ref().map(|c| c.token.expose()), Some("t"));
+        assert_eq!(back.refresh_token.as_ref().map(Secret::expose), Some("r"));
+        let mut late = Entry::default();
+        late.restore(&kept, now + Duration::from_secs(200));
+        assert!(late.current.is_none());
+        assert!(late.refresh_token.is_some());
+    }
+}

@@ -1,0 +1,367 @@
+//! The OAuth 2.0 client side the control plane speaks to a credential's token endpoint
+//! (RFC 6749 §4.1.3, §4.4, §6; PKCE RFC 7636): one request, one answer, no state. The token
+//! lifecycle around it lives in [`crate::access_tokens`].
+//!
+//! Nothing secret leaves this module in an error: errors carry the endpoint's status, its
+//! `error` code and a bounded, sanitised `error_description`, never a request parameter.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// `Authorization: Basic base64(urlencode(id):urlencode(secret))`, which every server
+    /// must support.
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+impl ClientAuth {
+    /// The setting's name in a credential (`clientAuthentication`).
+    pub fn parse(s: &str) -> Option<ClientAuth> {
+        match s {
+            "clientSecretBasic" => Some(ClientAuth::Basic),
+            "clientSecretPost" => Some(ClientAuth::Post),
+            _ => None,
+        }
+    }
+}
+
+/// A confidential client as registered at the authorization server.
+pub struct ClientCredentials<'a> {
+    pub id: &'a str,
+    pub secret: &'a Secret,
+    pub auth: ClientAuth,
+}
+
+/// What to ask the token endpoint for.
+pub enum Grant<'a> {
+    ClientCredentials {
+        scope: Option<&'a str>,
+    },
+    AuthorizationCode {
+        code: &'a str,
+        redirect_uri: &'a str,
+        /// The PKCE code verifier, when the authorization request carried a challenge.
+        verifier: Option<&'a str>,
+    },
+    Refresh {
+        refresh_token: &'a Secret,
+    },
+}
+
+/// A successful token answer.
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    pub access_token: Secret,
+    /// `expires_in`, when the server said.
+    pub expires_in: Option<Duration>,
+    /// A new refresh token, when the server issued one.
+    pub refresh_token: Option<Secret>,
+}
+
+/// Why a token request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// No answer: connection refused, TLS failure, timeout.
+    #[error("token endpoint unreachable: {0}")]
+    Unreachable(String),
+    /// An OAuth error answer (RFC 6749 §5.2), e.g. `invalid_client` or `invalid_grant`.
+    #[error("token endpoint refused the request (HTTP {status}): {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Refused {
+        status: u16,
+        error: String,
+        description: Option<String>,
+    },
+    /// An answer that is not a usable token answer.
+    #[error("token endpoint answered HTTP {status} without a usable token: {reason}")]
+    Malformed { status: u16, reason: &'static str },
+}
+
+impl GrantError {
+    /// The OAuth error code, when the server gave one.
+    pub fn oauth_error(&self) -> Option<&str> {
+        match self {
+            GrantError::Refused { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Largest token answer read (a JWT access token plus an ID token fits many times over).
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Makes token requests. Cheap to clone (one connection pool).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read the extra trust roots {0}: {1}")]
+    Roots(String, String),
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+impl Client {
+    /// A client trusting the system's roots plus `extra_roots_pem` (a PEM bundle: private
+    /// authorization servers), with `timeout` per request and no redirects (a token endpoint
+    /// that redirects is misconfigured, and following it would resend the client secret).
+    pub fn new(extra_roots_pem: Option<&[u8]>, timeout: Duration) -> Result<Client, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mtlsgate/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = extra_roots_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Roots("(PEM)".into(), e.to_string()))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        Ok(Client {
+            http: builder
+                .build()
+                .map_err(|e| ClientError::Build(e.to_string()))?,
+        })
+    }
+
+    /// Asks `token_url` for tokens.
+    pub async fn request(
+        &self,
+        token_url: &str,
+        client: &ClientCredentials<'_>,
+        grant: &Grant<'_>,
+    ) -> Result<TokenSet, GrantError> {
+        let mut req = self
+            .http
+            .post(token_url)
+            .header("accept", "application/json")
+            .header("content-type", "application/x-www-form-urlencoded");
+        if client.auth == ClientAuth::Basic {
+            req = req.header("authorization", basic_authorization(client));
+        }
+        let resp = req
+            .body(form_body(client, grant))
+            .send()
+            .await
+            // why: reqwest's error text names the URL and the cause, never the body.
+            .map_err(|e| GrantError::Unreachable(describe(&e)))?;
+        let status = resp.status().as_u16();
+        let body = read_bounded(resp)
+            .await
+            .map_err(|reason| GrantError::Malformed { status, reason })?;
+        parse_answer(status, &body)
+    }
+}
+
+/// The token request's form body (RFC 6749 §4.1.3, §4.4.2, §6).
+fn form_body(client: &ClientCredentials<'_>, grant: &Grant<'_>) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    match grant {
+        Grant::ClientCredentials { scope } => {
+            form.append_pair("grant_type", "client_credentials");
+            if let Some(s) = scope.filter(|s| !s.is_empty()) {
+                form.append_pair("scope", s);
+            }
+        }
+        Grant::AuthorizationCode {
+            code,
+            redirect_uri,
+            verifier,
+        } => {
+            form.append_pair("grant_type", "authorization_code");
+            form.append_pair("code", code);
+            form.append_pair("redirect_uri", redirect_uri);
+            if let Some(v) = verifier {
+                form.append_pair("code_verifier", v);
+            }
+        }
+        Grant::Refresh { refresh_token } => {
+            form.append_pair("grant_type", "refresh_token");
+            form.append_pair("refresh_token", refresh_token.expose());
+        }
+    }
+    // why: with Basic, some servers still want the id in the body to find the client
+    // (RFC 6749 §3.2.1 allows it); with Post, both go in the body (§2.3.1).
+    form.append_pair("client_id", client.id);
+    if client.auth == ClientAuth::Post {
+        form.append_pair("client_secret", client.secret.expose());
+    }
+    form.finish()
+}
+
+/// RFC 6749 §2.3.1: the id and secret are form-urlencoded before they are joined.
+fn basic_authorization(client: &ClientCredentials<'_>) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            enc(client.id),
+            enc(client.secret.expose())
+        ))
+    )
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    clean(&text, 300)
+}
+
+async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, &'static str> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|_| "the answer broke off")? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err("the answer is too large");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    access_token: Option<String>,
+    token_type: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    refresh_token: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Reads a token endpoint's answer (RFC 6749 §5.1 and §5.2).
+fn parse_answer(status: u16, body: &[u8]) -> Result<TokenSet, GrantError> {
+    let answer: Answer = serde_json::from_slice(body).map_err(|_| GrantError::Malformed {
+        status,
+        reason: "the answer is not a JSON object",
+    })?;
+    if let Some(error) = answer.error {
+        return Err(GrantError::Refused {
+            status,
+            error: clean(&error, 64),
+            description: answer.error_description.map(|d| clean(&d, 200)),
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(GrantError::Malformed {
+            status,
+            reason: "an error status without an OAuth error code",
+        });
+    }
+    let access_token = answer
+        .access_token
+        .filter(|t| {
+            !t.is_empty() && t.len() <= 16 * 1024 && t.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or(GrantError::Malformed {
+            status,
+            reason: "no access_token, or one that cannot be sent in a header",
+        })?;
+    // why: the gateway sends `Authorization: Bearer <token>`; a token of another type
+    // (RFC 6749 §7.1, e.g. `mac`) would be sent wrongly.
+    if let Some(t) = &answer.token_type {
+        if !t.eq_ignore_ascii_case("bearer") {
+            return Err(GrantError::Malformed {
+                status,
+                reason: "token_type is not Bearer",
+            });
+        }
+    }
+    // Some servers send expires_in as a string.
+    let expires_in = match answer.expires_in {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .filter(|s| *s > 0)
+    .map(Duration::from_secs);
+    Ok(TokenSet {
+        access_token: Secret::new(access_token),
+        expires_in,
+        refresh_token: answer
+            .refresh_token
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
+    })
+}
+
+/// Text from outside, made safe for a log line or an answer: printable, bounded.
+fn clean(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_success_and_error_answers() {
+        let ok = parse_answer(
+            200,
+            br#"{"access_token":"abc","token_type":"bearer","expires_in":"120","refresh_token":"r1"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.access_token.expose(), "abc");
+        assert_eq!(ok.expires_in, Some(Duration::from_secs(120)));
+        assert_eq!(ok.refresh_token.unwrap().expose(), "r1");
+
+        let refused = parse_answer(
+            401,
+            b"{\"error\":\"invalid_client\",\"error_description\":\"bad\\nsecret\"}",
+        )
+        .unwrap_err();
+        assert_eq!(refused.oauth_error(), Some("invalid_client"));
+        assert_eq!(
+            refused.to_string(),
+            "token endpoint refused the request (HTTP 401): invalid_client (badsecret)"
+        );
+
+        for (status, body) in [
+            (200, &b"not json"[..]),
+            (500, b"{}"),
+            (200, b"{\"token_type\":\"Bearer\"}"),
+            (200, b"{\"access_token\":\"a b\"}"),
+            (200, b"{\"access_token\":\"a\",\"token_type\":\"mac\"}"),
+        ] {
+            assert!(
+                matches!(
+                    parse_answer(status, body),
+                    Err(GrantError::Malformed { .. })
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn basic_client_authentication_encodes_as_rfc_6749_asks() {
+        let secret = Secret::new("s3cr:t/+");
+        let h = basic_authorization(&ClientCredentials {
+            id: "my client",
+            secret: &secret,
+            auth: ClientAuth::Basic,
+        });
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(h.trim_start_matches("Basic "))
+            .unwrap();
+        assert_eq!(decoded, b"my+client:s3cr%3At%2F%2B");
+    }
+}
