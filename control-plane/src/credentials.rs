@@ -155,6 +155,38 @@ fn optional_scope(scope: &Option<String>) -> Result<(), Invalid> {
 /// TLS versions a Mutual Authentication credential may ask for: what Envoy's BoringSSL speaks.
 pub const PROTOCOLS: [&str; 4] = ["TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
 
+/// The lowest and highest protocol (indices into [`PROTOCOLS`]) of a credential's list.
+/// Envoy takes a range, so the list must be one: `["TLSv1.0", "TLSv1.3"]` without the two
+/// between is refused rather than silently widened.
+pub fn protocol_range(protocols: &[String]) -> Result<(usize, usize), Invalid> {
+    if protocols.is_empty() {
+        return Err(invalid("invalid_protocols", "name at least one protocol"));
+    }
+    let mut idx = Vec::with_capacity(protocols.len());
+    for p in protocols {
+        let Some(i) = PROTOCOLS.iter().position(|k| k == p) else {
+            return Err(invalid(
+                "invalid_protocols",
+                format!(
+                    "{p:?} is not a protocol Envoy can speak; use {}",
+                    PROTOCOLS.join(", ")
+                ),
+            ));
+        };
+        idx.push(i);
+    }
+    idx.sort_unstable();
+    idx.dedup();
+    let (lo, hi) = (idx[0], idx[idx.len() - 1]);
+    if hi - lo + 1 != idx.len() {
+        return Err(invalid(
+            "invalid_protocols",
+            "Envoy uses a range of versions: name consecutive ones (e.g. TLSv1.2 and TLSv1.3)",
+        ));
+    }
+    Ok((lo, hi))
+}
+
 impl Input {
     pub fn validate(self) -> Result<Validated, Invalid> {
         let mut settings = Map::new();
@@ -253,24 +285,24 @@ impl Input {
                             "keyCertificate must be the key store in base64",
                         )
                     })?;
-                let opened = crate::p12::open(&p12, key_certificate_password.expose())
+                let opened = crate::keystore::open(&p12, key_certificate_password.expose())
                     .map_err(|e| invalid(e.code(), format!("keyCertificate: {e}")))?;
-                if let Some(trust) = &trust_certificate {
-                    trust_pem(trust).map_err(|m| invalid("invalid_trust_certificate", m))?;
-                }
+                let trust_certificate = trust_certificate
+                    .map(|t| {
+                        crate::keystore::trust_bundle(&t, trust_certificate_password.expose())
+                            .map_err(|m| invalid("invalid_trust_certificate", m))
+                    })
+                    .transpose()?;
                 let protocols = protocols.unwrap_or_else(|| vec!["TLSv1.2".into()]);
-                if protocols.is_empty() {
-                    return Err(invalid("invalid_protocols", "name at least one protocol"));
-                }
-                if let Some(bad) = protocols.iter().find(|p| !PROTOCOLS.contains(&p.as_str())) {
-                    return Err(invalid(
-                        "invalid_protocols",
-                        format!(
-                            "{bad:?} is not a protocol Envoy can speak; use {}",
-                            PROTOCOLS.join(", ")
-                        ),
-                    ));
-                }
+                protocol_range(&protocols)?;
+                settings.insert(
+                    "keyStoreType".into(),
+                    json!(if p12.starts_with(&[0xfe, 0xed, 0xfe, 0xed]) {
+                        "jks"
+                    } else {
+                        "pkcs12"
+                    }),
+                );
                 settings.insert("subject".into(), json!(opened.info.subject));
                 settings.insert("serialNumber".into(), json!(opened.info.serial_number));
                 settings.insert("notAfter".into(), json!(opened.info.not_after));
@@ -401,8 +433,10 @@ pub fn pkce_verifier() -> String {
 /// Whether a kind may be attached to a mapping: those that authenticate forwarded calls.
 /// Third-party NLU and Consumer Pre-Authentication are stored only.
 pub fn attachable(kind: &str) -> bool {
-    matches!(kind, "basicAuthentication" | "accessToken")
-        || crate::access_tokens::needs_tokens(kind)
+    matches!(
+        kind,
+        "basicAuthentication" | "accessToken" | "mutualAuthentication"
+    ) || crate::access_tokens::needs_tokens(kind)
 }
 
 #[cfg(test)]

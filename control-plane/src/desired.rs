@@ -29,6 +29,19 @@ pub enum Trust {
     Bundle(String),
 }
 
+/// The TLS versions a cluster may negotiate, as indices into
+/// [`crate::credentials::PROTOCOLS`] (0 = TLS 1.0 … 3 = TLS 1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TlsVersions {
+    pub min: u8,
+    pub max: u8,
+}
+
+impl TlsVersions {
+    /// TLS 1.2 to 1.3: what every mapping without a Mutual Authentication credential uses.
+    pub const DEFAULT: TlsVersions = TlsVersions { min: 2, max: 3 };
+}
+
 /// One upstream cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSpec {
@@ -40,6 +53,28 @@ pub struct ClusterSpec {
     /// (egress allowlist), which presents no client certificate.
     pub secret: Option<String>,
     pub trust: Trust,
+    pub tls: TlsVersions,
+}
+
+/// A Mutual Authentication credential, opened: the key and chain it presents, the trust
+/// certificate it verifies the server with, and the versions it speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialTls {
+    pub material: Arc<Material>,
+    pub trust: Option<String>,
+    pub tls: TlsVersions,
+    /// Serial number of its leaf certificate (for the audit log).
+    pub serial: String,
+}
+
+/// What the credentials attached to mappings bring: a header to send, or the TLS identity
+/// of the mapping's cluster. A mapping whose credential is in neither is not served.
+#[derive(Debug, Clone, Default)]
+pub struct Attachments {
+    /// Credential id -> `Authorization` header.
+    pub headers: HashMap<i64, String>,
+    /// Credential id -> Mutual Authentication identity.
+    pub tls: HashMap<i64, Arc<CredentialTls>>,
 }
 
 /// A client certificate as served over SDS.
@@ -97,23 +132,25 @@ pub fn secret_name(certificate_id: i64) -> String {
     format!("cert-{certificate_id}")
 }
 
+/// The SDS resource name of a Mutual Authentication credential's key.
+pub fn credential_secret_name(credential_id: i64) -> String {
+    format!("cred-{credential_id}")
+}
+
 impl Desired {
     /// Builds the desired state. Mappings whose certificate is deleted or has no material in
-    /// Vault are left out: the gateway cannot serve them, and refuses them as unmapped.
+    /// Vault, or whose credential brings nothing usable, are left out: the gateway cannot
+    /// serve them, and refuses them as unmapped. A Mutual Authentication credential replaces
+    /// the mapping's certificate, trust and TLS versions.
     pub fn build(
         certificates: &[CertificateRow],
         mappings: &[MappingRow],
         materials: &HashMap<i64, (u64, Arc<Material>)>,
+        attachments: &Attachments,
     ) -> Desired {
         let live: HashMap<i64, &CertificateRow> = certificates.iter().map(|c| (c.id, c)).collect();
         let mut out = Desired::default();
         for m in mappings.iter().filter(|m| m.enabled && !m.deleted) {
-            let (Some(_), Some((version, material))) = (
-                live.get(&m.certificate_id),
-                materials.get(&m.certificate_id),
-            ) else {
-                continue;
-            };
             let Ok(target) = Target::parse(&m.url) else {
                 // The API validates URLs before storing them; a row that fails here was
                 // written by something else and is not served.
@@ -123,12 +160,53 @@ impl Desired {
                 );
                 continue;
             };
-            let trust = match &m.ca_certificates {
+            let mapping_trust = match &m.ca_certificates {
                 Some(pem) if !pem.trim().is_empty() => Trust::Bundle(pem.clone()),
                 _ => Trust::System,
             };
-            let name = cluster_name(m.certificate_id, &target, &trust);
-            let secret = secret_name(m.certificate_id);
+            let credential_tls = m
+                .credential_id
+                .and_then(|c| attachments.tls.get(&c).map(|t| (c, t)));
+            let authorization = match m.credential_id {
+                Some(c) if credential_tls.is_none() => match attachments.headers.get(&c) {
+                    Some(h) => Some(h.clone()),
+                    None => continue,
+                },
+                _ => None,
+            };
+            let (key, secret, spec, trust, tls, serial) = match credential_tls {
+                Some((c, t)) => (
+                    format!("c{c}"),
+                    credential_secret_name(c),
+                    SecretSpec {
+                        material: t.material.clone(),
+                        vault_version: 0,
+                    },
+                    t.trust.clone().map_or(mapping_trust, Trust::Bundle),
+                    t.tls,
+                    t.serial.clone(),
+                ),
+                None => {
+                    let (Some(row), Some((version, material))) = (
+                        live.get(&m.certificate_id),
+                        materials.get(&m.certificate_id),
+                    ) else {
+                        continue;
+                    };
+                    (
+                        m.certificate_id.to_string(),
+                        secret_name(m.certificate_id),
+                        SecretSpec {
+                            material: material.clone(),
+                            vault_version: *version,
+                        },
+                        mapping_trust,
+                        TlsVersions::DEFAULT,
+                        row.info.serial_number.clone(),
+                    )
+                }
+            };
+            let name = cluster_name(&key, &target, &trust, tls);
             out.clusters
                 .entry(name.clone())
                 .or_insert_with(|| ClusterSpec {
@@ -138,13 +216,9 @@ impl Desired {
                     host_is_ip: target.host_is_ip(),
                     secret: Some(secret.clone()),
                     trust,
+                    tls,
                 });
-            out.secrets
-                .entry(secret.clone())
-                .or_insert_with(|| SecretSpec {
-                    material: material.clone(),
-                    vault_version: *version,
-                });
+            out.secrets.entry(secret.clone()).or_insert(spec);
             out.mappings.push(Routed {
                 entry: MappingEntry {
                     id: m.id as u64,
@@ -153,11 +227,8 @@ impl Desired {
                     url: m.url.clone(),
                     cluster: name,
                     certificate_id: m.certificate_id as u64,
-                    certificate_serial: live
-                        .get(&m.certificate_id)
-                        .map(|c| c.info.serial_number.clone())
-                        .unwrap_or_default(),
-                    authorization: None,
+                    certificate_serial: serial,
+                    authorization,
                 },
                 secret,
             });
@@ -180,6 +251,7 @@ impl Desired {
                     host_is_ip: row.host.is_ip(),
                     secret: None,
                     trust: Trust::System,
+                    tls: TlsVersions::DEFAULT,
                 });
             self.fallback.push(FallbackEntry {
                 account: row.account.clone(),
@@ -189,32 +261,6 @@ impl Desired {
             });
         }
         self.seal();
-        self
-    }
-
-    /// Attaches each mapping's credential header (`credential id -> Authorization`). A mapping
-    /// whose credential has no header available is not served: forwarding it without its
-    /// credential would be wrong.
-    pub fn with_authorizations(
-        mut self,
-        mappings: &[MappingRow],
-        headers: &HashMap<i64, String>,
-    ) -> Desired {
-        let credential_of: HashMap<u64, i64> = mappings
-            .iter()
-            .filter_map(|m| m.credential_id.map(|c| (m.id as u64, c)))
-            .collect();
-        self.mappings
-            .retain_mut(|r| match credential_of.get(&r.entry.id) {
-                None => true,
-                Some(c) => match headers.get(c) {
-                    Some(h) => {
-                        r.entry.authorization = Some(h.clone());
-                        true
-                    }
-                    None => false,
-                },
-            });
         self
     }
 
@@ -250,16 +296,20 @@ impl Desired {
     }
 }
 
-/// `mtls_<certificate>_<host>_<port>[_<trust hash>]`: readable in Envoy's stats and admin
-/// pages, and different whenever anything the cluster is built from differs.
-fn cluster_name(certificate_id: i64, target: &Target<'_>, trust: &Trust) -> String {
+/// `mtls_<key>_<host>_<port>[_<trust hash>][_tls<min><max>]`, the key being a certificate
+/// id or `c<credential id>`: readable in Envoy's stats and admin pages, and different
+/// whenever anything the cluster is built from differs.
+fn cluster_name(key: &str, target: &Target<'_>, trust: &Trust, tls: TlsVersions) -> String {
     let host = sanitise(target.host());
-    let mut name = format!("mtls_{certificate_id}_{host}_{}", target.port());
+    let mut name = format!("mtls_{key}_{host}_{}", target.port());
     if let Trust::Bundle(pem) = trust {
         let mut h = Sha256::new();
         h.update(pem.as_bytes());
         name.push('_');
         name.push_str(&short_hash(h)[..8]);
+    }
+    if tls != TlsVersions::DEFAULT {
+        name.push_str(&format!("_tls{}{}", tls.min, tls.max));
     }
     name
 }

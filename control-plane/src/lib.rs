@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod desired;
 pub mod egress;
 pub mod identity;
+pub mod keystore;
 pub mod oauth2;
 pub mod p12;
 pub mod p12test;

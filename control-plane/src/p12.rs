@@ -48,6 +48,8 @@ pub enum P12Error {
     SeveralKeys,
     #[error("the certificate in the file is not readable X.509")]
     BadCertificate,
+    #[error("JCEKS key stores are not supported; convert with keytool -importkeystore -deststoretype PKCS12")]
+    Unsupported,
 }
 
 impl P12Error {
@@ -60,6 +62,7 @@ impl P12Error {
             P12Error::NoPrivateKey => "p12_no_private_key",
             P12Error::SeveralKeys => "p12_several_keys",
             P12Error::BadCertificate => "p12_bad_certificate",
+            P12Error::Unsupported => "keystore_unsupported",
         }
     }
 }
@@ -103,6 +106,30 @@ pub fn open(bytes: &[u8], password: &str) -> Result<Opened, P12Error> {
         },
         info,
     })
+}
+
+/// Every certificate in a PKCS#12 file (a trust store), as DER.
+pub fn certificates(bytes: &[u8], password: &str) -> Result<Vec<Vec<u8>>, P12Error> {
+    let store = std::panic::catch_unwind(|| {
+        KeyStore::from_pkcs12(bytes, password, Pkcs12ImportPolicy::Strict)
+    })
+    .map_err(|_| P12Error::Unreadable)?
+    .map_err(|e| match e {
+        p12_keystore::error::Error::MacError(_) | p12_keystore::error::Error::UnpadError => {
+            P12Error::BadPassword
+        }
+        _ => P12Error::Unreadable,
+    })?;
+    Ok(store
+        .entries()
+        .flat_map(|(_, e)| match e {
+            KeyStoreEntry::Certificate(c) => vec![c.as_der().to_vec()],
+            KeyStoreEntry::PrivateKeyChain(c) => {
+                c.certs().iter().map(|c| c.as_der().to_vec()).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect())
 }
 
 /// PEM-encodes DER with 64-column lines.

@@ -22,7 +22,7 @@ use tokio::sync::{watch, Mutex, Notify};
 
 use crate::access_tokens::AccessTokens;
 use crate::appkeys::Directory;
-use crate::desired::{Credentials, Desired};
+use crate::desired::{Attachments, CredentialTls, Credentials, Desired, TlsVersions};
 use crate::p12::Material;
 use crate::store::{Store, StoreError};
 use crate::vault::Vault;
@@ -66,14 +66,56 @@ impl CredentialSources {
     }
 }
 
+/// What an attached credential of a fixed kind brings.
+enum Attached {
+    Header(String),
+    Tls(Arc<CredentialTls>),
+}
+
+impl Attached {
+    /// From the credential's row and its secrets in Vault; `None` when they cannot be used
+    /// (written by something other than the API, or a kind that attaches nothing).
+    fn open(
+        c: &crate::store::CredentialRow,
+        secrets: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Attached> {
+        if c.kind != "mutualAuthentication" {
+            return crate::credentials::authorization(&c.kind, &c.settings, secrets)
+                .map(Attached::Header);
+        }
+        let text = |k: &str| secrets.get(k).and_then(serde_json::Value::as_str);
+        let store = base64::engine::general_purpose::STANDARD
+            .decode(text("keyCertificate")?.trim())
+            .ok()?;
+        let opened =
+            crate::keystore::open(&store, text("keyCertificatePassword").unwrap_or_default())
+                .ok()?;
+        let protocols: Vec<String> = c
+            .settings
+            .get("protocols")
+            .and_then(|p| serde_json::from_value(p.clone()).ok())
+            .unwrap_or_else(|| vec!["TLSv1.2".into()]);
+        let (min, max) = crate::credentials::protocol_range(&protocols).ok()?;
+        Some(Attached::Tls(Arc::new(CredentialTls {
+            material: Arc::new(opened.material),
+            trust: text("trustCertificate").map(str::to_owned),
+            tls: TlsVersions {
+                min: min as u8,
+                max: max as u8,
+            },
+            serial: opened.info.serial_number,
+        })))
+    }
+}
+
 pub struct Sync {
     store: Store,
     vault: Arc<Vault>,
     credentials: CredentialSources,
     materials: Mutex<Materials>,
-    /// Credential id -> the `Authorization` header it sends (a secret; never logged), for
-    /// the kinds whose header is fixed by their secrets.
-    credential_headers: Mutex<HashMap<i64, String>>,
+    /// What each attached credential brings, for the kinds fixed by their secrets (Basic,
+    /// Access Token, Mutual Authentication): read from Vault once, until forgotten.
+    attached: Mutex<HashMap<i64, Attached>>,
     /// The current access tokens of OAuth 2.0 and Transfer to Messaging credentials.
     access_tokens: Arc<AccessTokens>,
     kick: Notify,
@@ -93,7 +135,7 @@ impl Sync {
             vault,
             credentials,
             materials: Mutex::default(),
-            credential_headers: Mutex::default(),
+            attached: Mutex::default(),
             access_tokens,
             kick: Notify::new(),
             tx,
@@ -122,44 +164,52 @@ impl Sync {
 
     /// Forgets a changed or deleted credential's header, then rebuilds.
     pub async fn forget_credential(&self, credential_id: i64) {
-        self.credential_headers.lock().await.remove(&credential_id);
+        self.attached.lock().await.remove(&credential_id);
         self.kick.notify_one();
     }
 
-    /// The headers of the credentials attached to enabled mappings, reading Vault for those
-    /// not cached yet. A credential Vault cannot give, or whose token is not (or no longer)
-    /// valid, keeps its mappings out of service.
-    async fn credential_headers(&self) -> Result<HashMap<i64, String>, StoreError> {
+    /// What the credentials attached to enabled mappings bring, reading Vault for those not
+    /// cached yet. A credential Vault cannot give, that cannot be opened, or whose token is
+    /// not (or no longer) valid, keeps its mappings out of service.
+    async fn attachments(&self) -> Result<Attachments, StoreError> {
         let attached = self.store.attached_credentials().await?;
-        let mut cache = self.credential_headers.lock().await;
-        let mut out = HashMap::with_capacity(attached.len());
+        let mut cache = self.attached.lock().await;
+        let mut out = Attachments::default();
         for c in &attached {
             if crate::access_tokens::needs_tokens(&c.kind) {
                 if let Some(h) = self.access_tokens.header(c.id) {
-                    out.insert(c.id, h);
+                    out.headers.insert(c.id, h);
                 }
                 continue;
             }
-            if let Some(h) = cache.get(&c.id) {
-                out.insert(c.id, h.clone());
-                continue;
-            }
-            match self.vault.get_credential(&c.account, c.id).await {
-                Ok(Some(secrets)) => {
-                    if let Some(h) =
-                        crate::credentials::authorization(&c.kind, &c.settings, &secrets)
-                    {
-                        cache.insert(c.id, h.clone());
-                        out.insert(c.id, h);
+            if let std::collections::hash_map::Entry::Vacant(slot) = cache.entry(c.id) {
+                match self.vault.get_credential(&c.account, c.id).await {
+                    Ok(Some(secrets)) => match Attached::open(c, &secrets) {
+                        Some(a) => {
+                            slot.insert(a);
+                        }
+                        None => tracing::warn!(
+                            credential = c.id,
+                            "credential in Vault cannot be used; its mappings are not served"
+                        ),
+                    },
+                    Ok(None) => tracing::warn!(
+                        credential = c.id,
+                        "credential has no secrets in Vault; its mappings are not served"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(credential = c.id, error = %e, "cannot read credential from Vault")
                     }
                 }
-                Ok(None) => tracing::warn!(
-                    credential = c.id,
-                    "credential has no secrets in Vault; its mappings are not served"
-                ),
-                Err(e) => {
-                    tracing::warn!(credential = c.id, error = %e, "cannot read credential from Vault")
+            }
+            match cache.get(&c.id) {
+                Some(Attached::Header(h)) => {
+                    out.headers.insert(c.id, h.clone());
                 }
+                Some(Attached::Tls(t)) => {
+                    out.tls.insert(c.id, t.clone());
+                }
+                None => {}
             }
         }
         Ok(out)
@@ -277,9 +327,8 @@ impl Sync {
                 })
                 .collect(),
         };
-        let headers = self.credential_headers().await?;
-        let desired = Desired::build(&certificates, &mappings, &materials)
-            .with_authorizations(&mappings, &headers)
+        let attachments = self.attachments().await?;
+        let desired = Desired::build(&certificates, &mappings, &materials, &attachments)
             .with_egress(&egress)
             .with_credentials(credentials);
         self.tx.send_if_modified(|cur| {

@@ -68,7 +68,7 @@ fn parse(body: Value) -> Result<(String, Validated), ApiError> {
     let input: Input = serde_json::from_value(Value::Object(obj))
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
     let validated = input.validate().map_err(|e| {
-        let status = if e.code.starts_with("p12_") {
+        let status = if e.code.starts_with("p12_") || e.code == "keystore_unsupported" {
             StatusCode::UNPROCESSABLE_ENTITY
         } else {
             StatusCode::BAD_REQUEST

@@ -66,7 +66,7 @@ fn mappings_share_a_cluster_only_when_certificate_host_port_and_trust_match() {
         mapping(13, 2, Service::Idp, "https://a.example/z", None),
         mapping(14, 1, Service::Idp, "https://a.example/w", Some("PEM")),
     ];
-    let d = Desired::build(&certs, &maps, &materials(&[1, 2]));
+    let d = Desired::build(&certs, &maps, &materials(&[1, 2]), &Attachments::default());
     assert_eq!(d.mappings.len(), 5);
     let cluster_of = |id: u64| {
         d.mappings
@@ -98,7 +98,7 @@ fn mappings_without_material_or_live_certificate_are_not_served() {
         mapping(11, 2, Service::Idp, "https://b.example/", None),
         mapping(12, 3, Service::Idp, "https://c.example/", None),
     ];
-    let d = Desired::build(&certs, &maps, &materials(&[1, 2]));
+    let d = Desired::build(&certs, &maps, &materials(&[1, 2]), &Attachments::default());
     let ids: Vec<u64> = d.mappings.iter().map(|r| r.entry.id).collect();
     assert_eq!(ids, vec![10]);
 }
@@ -107,7 +107,7 @@ fn mappings_without_material_or_live_certificate_are_not_served() {
 fn versions_change_with_content() {
     let certs = [cert(1)];
     let maps = [mapping(10, 1, Service::Idp, "https://a.example/", None)];
-    let d1 = Desired::build(&certs, &maps, &materials(&[1]));
+    let d1 = Desired::build(&certs, &maps, &materials(&[1]), &Attachments::default());
     let mut rotated = materials(&[1]);
     rotated.insert(
         1,
@@ -119,7 +119,7 @@ fn versions_change_with_content() {
             }),
         ),
     );
-    let d2 = Desired::build(&certs, &maps, &rotated);
+    let d2 = Desired::build(&certs, &maps, &rotated, &Attachments::default());
     let names = vec![secret_name(1)];
     assert_eq!(d1.cds_version, d2.cds_version, "same clusters");
     assert_ne!(
@@ -130,7 +130,7 @@ fn versions_change_with_content() {
     let maps2 = [mapping(10, 1, Service::Idp, "https://b.example/", None)];
     assert_ne!(
         d1.cds_version,
-        Desired::build(&certs, &maps2, &materials(&[1])).cds_version
+        Desired::build(&certs, &maps2, &materials(&[1]), &Attachments::default()).cds_version
     );
 }
 
@@ -185,7 +185,7 @@ fn allowlisted_hosts_get_one_plain_tls_cluster_per_host_and_port() {
 fn the_cds_version_follows_the_allowlist_and_mtls_clusters_keep_their_secret() {
     let certs = [cert(1)];
     let maps = [mapping(10, 1, Service::Idp, "https://x.example/", None)];
-    let base = Desired::build(&certs, &maps, &materials(&[1]));
+    let base = Desired::build(&certs, &maps, &materials(&[1]), &Attachments::default());
     let with = base.clone().with_egress(&egress(&[("a", "x.example")]));
     assert_ne!(base.cds_version, with.cds_version);
     assert_eq!(

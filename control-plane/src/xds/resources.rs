@@ -90,9 +90,9 @@ pub fn cluster(spec: &ClusterSpec, opts: &ResourceOptions) -> Cluster {
     let tls = UpstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_params: Some(TlsParameters {
-                // why: Envoy's upstream default maximum is TLS 1.2.
-                tls_minimum_protocol_version: TlsProtocol::TlSv12 as i32,
-                tls_maximum_protocol_version: TlsProtocol::TlSv13 as i32,
+                // why: Envoy's upstream default maximum is TLS 1.2; name both ends.
+                tls_minimum_protocol_version: tls_protocol(spec.tls.min) as i32,
+                tls_maximum_protocol_version: tls_protocol(spec.tls.max) as i32,
                 ..Default::default()
             }),
             // A plain-TLS (allowlist) cluster has no secret: it presents no certificate.
@@ -177,6 +177,16 @@ pub fn cluster(spec: &ClusterSpec, opts: &ResourceOptions) -> Cluster {
             pack_any(http),
         )]),
         ..Default::default()
+    }
+}
+
+/// Index into [`crate::credentials::PROTOCOLS`] -> Envoy's enum.
+fn tls_protocol(i: u8) -> TlsProtocol {
+    match i {
+        0 => TlsProtocol::TlSv10,
+        1 => TlsProtocol::TlSv11,
+        2 => TlsProtocol::TlSv12,
+        _ => TlsProtocol::TlSv13,
     }
 }
 

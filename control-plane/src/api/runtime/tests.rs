@@ -48,7 +48,7 @@ fn egress(hosts: &[(&str, &str)]) -> Vec<EgressRow> {
 }
 
 fn desired(c: Credentials, hosts: &[(&str, &str)]) -> Desired {
-    Desired::build(&[], &[], &Default::default())
+    Desired::build(&[], &[], &Default::default(), &Default::default())
         .with_egress(&egress(hosts))
         .with_credentials(c)
 }

@@ -72,7 +72,7 @@ fn desired(urls: &[(i64, &str)], material_version: u64) -> Desired {
             (*id, (material_version, Arc::new(m)))
         })
         .collect();
-    Desired::build(&certs, &maps, &materials)
+    Desired::build(&certs, &maps, &materials, &Default::default())
 }
 
 fn request(type_url: &str, nonce: &str, names: &[&str], error: Option<&str>) -> DiscoveryRequest {
