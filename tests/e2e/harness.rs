@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 pub const TOKEN: &str = "e2e-admin-token";
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -32,7 +32,7 @@ fn component(var: &str, default: &str) -> PathBuf {
 /// A loopback port nothing listens on. Ports come from a per-process counter starting at a
 /// random point, so tests running in parallel never pick the same one (asking the OS for
 /// port 0 and closing it again can hand the same port to two tests).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     free_ports(1)
 }
 
@@ -157,6 +157,8 @@ pub struct Options {
     pub filter_config: Option<String>,
     /// PEM written to a file and used as the "system" trust bundle (plain-TLS fallback).
     pub system_trust_pem: Option<String>,
+    /// Extra trust roots for OAuth 2.0 token endpoints (`--token-endpoint-ca-file`).
+    pub token_endpoint_ca_pem: Option<String>,
 }
 
 impl Default for Options {
@@ -166,6 +168,7 @@ impl Default for Options {
             throttle: (10_000, 10_000),
             filter_config: None,
             system_trust_pem: None,
+            token_endpoint_ca_pem: None,
         }
     }
 }
@@ -237,6 +240,17 @@ impl Stack {
                         std::fs::write(&path, pem).expect("trust bundle");
                         vec![
                             "--system-trust-bundle".to_owned(),
+                            path.to_string_lossy().into_owned(),
+                        ]
+                    }
+                    None => vec![],
+                })
+                .args(match &opts.token_endpoint_ca_pem {
+                    Some(pem) => {
+                        let path = dir.join("token-endpoint-ca.pem");
+                        std::fs::write(&path, pem).expect("token endpoint roots");
+                        vec![
+                            "--token-endpoint-ca-file".to_owned(),
                             path.to_string_lossy().into_owned(),
                         ]
                     }

@@ -14,6 +14,7 @@ mod upstream;
 mod credentials;
 mod forward;
 mod management;
+mod oauth;
 mod p12tester;
 mod runtime;
 mod runtime_api;

@@ -81,6 +81,15 @@ impl Ca {
         self.issue(cn, vec![], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A server certificate for the IP address 127.0.0.1 (serverAuth).
+    pub fn server_ip(&self) -> Issued {
+        self.issue(
+            "127.0.0.1",
+            vec!["127.0.0.1".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
     /// A server certificate for `localhost` (serverAuth).
     pub fn server(&self) -> Issued {
         self.issue(
