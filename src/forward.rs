@@ -302,14 +302,17 @@ fn forward(
         (headers::CLUSTER, cluster),
     ];
     // The credential attached to the mapping authenticates to the target; the caller's
-    // override is used only where no credential is attached.
-    match route.as_ref().and_then(|r| r.authorization.as_deref()) {
-        Some(attached) => set.push(("authorization", attached.to_owned())),
-        None => {
-            if let Some(auth) = override_auth {
-                set.push(("authorization", auth.to_owned()));
-            }
-        }
+    // override is used where no credential is attached, or where the account lets it win.
+    let attached = route
+        .as_ref()
+        .and_then(|r| r.authorization.as_deref().map(|a| (a, r.override_allowed)));
+    let upstream_auth = match (attached, override_auth) {
+        (Some((_, true)), Some(o)) | (None, Some(o)) => Some(o),
+        (Some((a, _)), _) => Some(a),
+        (None, None) => None,
+    };
+    if let Some(auth) = upstream_auth {
+        set.push(("authorization", auth.to_owned()));
     }
     Ok(Forward {
         remove,

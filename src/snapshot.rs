@@ -109,6 +109,10 @@ pub struct MappingEntry {
     /// on every forward. A secret: never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<String>,
+    /// The account lets a caller's `LP-authorization-override` replace the attached
+    /// credential (by default the credential wins).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub override_allowed: bool,
 }
 
 /// Where a matched request goes, and what the audit records about it.
@@ -119,6 +123,8 @@ pub struct Route {
     pub certificate_serial: String,
     /// The attached credential's `Authorization` header, if any.
     pub authorization: Option<String>,
+    /// Whether a caller's override replaces that header.
+    pub override_allowed: bool,
     pub cluster: String,
 }
 
@@ -197,6 +203,7 @@ impl Index {
                     certificate_id: m.certificate_id,
                     certificate_serial: m.certificate_serial,
                     authorization: m.authorization,
+                    override_allowed: m.override_allowed,
                     cluster: m.cluster,
                 });
                 len += 1;
@@ -291,6 +298,7 @@ mod tests {
             certificate_id: id * 10,
             certificate_serial: String::new(),
             authorization: None,
+            override_allowed: false,
         }
     }
 

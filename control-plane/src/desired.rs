@@ -75,6 +75,8 @@ pub struct Attachments {
     pub headers: HashMap<i64, String>,
     /// Credential id -> Mutual Authentication identity.
     pub tls: HashMap<i64, Arc<CredentialTls>>,
+    /// Accounts whose callers' `LP-authorization-override` replaces an attached header.
+    pub override_accounts: std::collections::HashSet<String>,
 }
 
 /// A client certificate as served over SDS.
@@ -228,6 +230,8 @@ impl Desired {
                     cluster: name,
                     certificate_id: m.certificate_id as u64,
                     certificate_serial: serial,
+                    override_allowed: authorization.is_some()
+                        && attachments.override_accounts.contains(&m.account),
                     authorization,
                 },
                 secret,

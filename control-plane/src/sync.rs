@@ -174,7 +174,15 @@ impl Sync {
     async fn attachments(&self) -> Result<Attachments, StoreError> {
         let attached = self.store.attached_credentials().await?;
         let mut cache = self.attached.lock().await;
-        let mut out = Attachments::default();
+        let mut out = Attachments {
+            override_accounts: self
+                .store
+                .accounts_allowing_override()
+                .await?
+                .into_iter()
+                .collect(),
+            ..Attachments::default()
+        };
         for c in &attached {
             if crate::access_tokens::needs_tokens(&c.kind) {
                 if let Some(h) = self.access_tokens.header(c.id) {

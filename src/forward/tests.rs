@@ -15,6 +15,11 @@ fn key() -> SigningKey {
 }
 
 fn index() -> Index {
+    index_with(None, false)
+}
+
+/// The test snapshot, its mapping carrying an attached credential's header.
+fn index_with(authorization: Option<&str>, override_allowed: bool) -> Index {
     Index::new(Snapshot {
         version: "1".into(),
         mappings: vec![MappingEntry {
@@ -25,7 +30,8 @@ fn index() -> Index {
             cluster: "mtls_5_api.brand.example_443".into(),
             certificate_id: 5,
             certificate_serial: "0A".into(),
-            authorization: None,
+            authorization: authorization.map(str::to_owned),
+            override_allowed,
         }],
         token_keys: vec![TokenKey {
             kid: "k1".into(),
@@ -556,4 +562,49 @@ fn a_remembered_token_still_expires_and_still_needs_a_live_user() {
     tampered.push('x');
     assert_eq!(refusal(run(&tampered, NOW)), (401, "invalid_token"));
     assert_eq!(refusal(run(&tampered, NOW)), (401, "invalid_token"));
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn an_attached_credential_wins_over_the_callers_override_unless_the_account_allows_it() {
+    let auth = good();
+    let upstream_auth = |idx: &Index, with_override: bool| {
+        let mut hs = vec![
+            (":authority", "gateway:10000"),
+            ("authorization", auth.as_str()),
+            ("lp-forward-url", URL),
+            ("lp-service-name", "IDP"),
+        ];
+        if with_override {
+            hs.push(("lp-authorization-override", "Bearer caller"));
+        }
+        match decide_with("GET", "/mtls/account/52653865", &hs, Some(idx)) {
+            Decision::Forward(f) => f
+                .set
+                .iter()
+                .find(|(k, _)| *k == "authorization")
+                .map(|(_, v)| v.clone()),
+            d => panic!("{d:?}"),
+        }
+    };
+    let strict = index_with(Some("Basic Y3JlZA=="), false);
+    assert_eq!(
+        upstream_auth(&strict, true).as_deref(),
+        Some("Basic Y3JlZA==")
+    );
+    assert_eq!(
+        upstream_auth(&strict, false).as_deref(),
+        Some("Basic Y3JlZA==")
+    );
+    let lenient = index_with(Some("Basic Y3JlZA=="), true);
+    assert_eq!(
+        upstream_auth(&lenient, true).as_deref(),
+        Some("Bearer caller")
+    );
+    assert_eq!(
+        upstream_auth(&lenient, false).as_deref(),
+        Some("Basic Y3JlZA==")
+    );
+    let none = index();
+    assert_eq!(upstream_auth(&none, true).as_deref(), Some("Bearer caller"));
+    assert_eq!(upstream_auth(&none, false), None);
 }

@@ -102,6 +102,63 @@ async fn basic_and_access_token_reach_the_upstream_exactly_as_specified() {
     assert_eq!(v["code"], "credential_in_use");
     assert_eq!(v["mappings"][0]["name"], "b");
 
+    // The account lets callers override: now the caller's header wins (settings are checked).
+    let settings = format!("{}/api/account/{A}/settings", stack.api);
+    let r = stack
+        .client
+        .put(&settings)
+        .bearer_auth(TOKEN)
+        .json(&json!({"allowAuthorizationOverride": "yes"}))
+        .send()
+        .await
+        .expect("settings");
+    assert_eq!(error_code(r).await.0, 400);
+    let r = stack
+        .client
+        .put(&settings)
+        .bearer_auth(TOKEN)
+        .json(&json!({"allowAuthorizationOverride": true}))
+        .send()
+        .await
+        .expect("settings");
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = stack
+            .forward(
+                A,
+                "GET",
+                &urls[0],
+                "IDP",
+                &[("lp-authorization-override", "Bearer caller-choice")],
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let seen: Value = r.json().await.expect("json");
+        if seen["headers"]["authorization"] == json!(["Bearer caller-choice"]) {
+            break;
+        }
+        assert_eq!(seen["headers"]["authorization"], json!([expected[0]]));
+        assert!(Instant::now() < deadline, "the override never won");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Without an override the credential is still sent.
+    let r = stack.forward(A, "GET", &urls[0], "IDP", &[], None).await;
+    let seen: Value = r.json().await.expect("json");
+    assert_eq!(seen["headers"]["authorization"], json!([expected[0]]));
+    let got: Value = stack
+        .client
+        .get(&settings)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("settings")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(got, json!({"allowAuthorizationOverride": true}));
+
     let logs = stack.logs();
     for secret in [
         "open sesame",
@@ -171,7 +228,7 @@ async fn every_type_is_stored_and_bad_ones_are_refused() {
         let r = create(&stack, body.clone()).await;
         assert_eq!(error_code(r).await, (status, code.into()), "{body}");
     }
-    // A stored-only type cannot be attached (yet), and says so.
+    // A stored-only type cannot be attached, and says so.
     let listed: Vec<Value> = stack
         .client
         .get(format!("{}/api/account/{A}/credentials", stack.api))

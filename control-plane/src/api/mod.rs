@@ -13,6 +13,7 @@ mod mappings;
 pub mod openapi;
 pub mod p12test;
 mod runtime;
+mod settings;
 mod users;
 mod views;
 
@@ -129,6 +130,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/account/{account}/egress",
             get(egress::get).put(egress::put),
+        )
+        .route(
+            "/api/account/{account}/settings",
+            get(settings::get).put(settings::put),
         )
         .route(
             "/api/account/{account}/service/baseURI.json",

@@ -8,6 +8,7 @@ mod certificates;
 mod credentials;
 mod egress;
 mod mappings;
+mod settings;
 mod users;
 
 use std::path::Path;
@@ -31,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_users_appkeys.sql"),
     include_str!("../../migrations/0003_egress.sql"),
     include_str!("../../migrations/0004_credentials.sql"),
+    include_str!("../../migrations/0005_account_settings.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
