@@ -155,6 +155,38 @@ pub const OPERATIONS: &[Operation] = &[
         [200, 400, 401, 403, 404, 409, 503]
     ),
     op!(
+        "POST",
+        "{A}/credentials/{id}/authorize",
+        "Start (or restart) the authorization of an OAuth 2.0 authorization-code credential: answers the URL to send the user to",
+        Auth::BearerOrAppKey,
+        Body::None,
+        [200, 400, 401, 403, 404, 409]
+    ),
+    op!(
+        "GET",
+        "/api/oauth2/callback",
+        "OAuth 2.0 redirect URI: the authorization server sends the user back with code (or error) and state",
+        Auth::None,
+        Body::None,
+        [200, 400, 404, 502, 503]
+    ),
+    op!(
+        "GET",
+        "{A}/settings",
+        "The account's settings",
+        Auth::BearerOrAppKey,
+        Body::None,
+        [200, 400, 401, 403]
+    ),
+    op!(
+        "PUT",
+        "{A}/settings",
+        "Change the account's settings (allowAuthorizationOverride)",
+        Auth::BearerOrAppKey,
+        Body::Json("Settings"),
+        [200, 400, 401, 403, 413, 415]
+    ),
+    op!(
         "GET",
         "{A}/appkeys",
         "List AppKeys, without secrets (admins)",
@@ -326,7 +358,8 @@ fn reason(status: u16) -> &'static str {
         412 => "Revision mismatch",
         413 => "Body too large",
         415 => "Unsupported media type",
-        422 => "Unusable P12 file",
+        422 => "Unusable P12 file or key store",
+        502 => "The token endpoint refused the exchange or failed",
         503 => "Secret store unavailable, or (snapshot) no runtime token configured",
         _ => "",
     }
