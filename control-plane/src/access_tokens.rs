@@ -90,6 +90,9 @@ struct Current {
 
 #[derive(Default)]
 struct Entry {
+    /// Which life of the credential this is: a request started before the credential was
+    /// changed (forgotten, then seen again) must not land in the new entry.
+    epoch: u64,
     current: Option<Current>,
     refresh_token: Option<Secret>,
     last_error: Option<String>,
@@ -230,6 +233,7 @@ pub struct AccessTokens {
     pending: Mutex<HashMap<String, Pending>>,
     wake: Notify,
     changed: Notify,
+    epochs: std::sync::atomic::AtomicU64,
 }
 
 /// The OAuth parameters of a credential row.
@@ -256,6 +260,7 @@ impl AccessTokens {
             pending: Mutex::default(),
             wake: Notify::new(),
             changed: Notify::new(),
+            epochs: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -267,6 +272,16 @@ impl AccessTokens {
         // why: a panic while holding the lock cannot leave an entry half-written in a way
         // that matters more than stopping every credential; keep going with what is there.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new entry, with an epoch no earlier entry had.
+    fn fresh(&self) -> Entry {
+        Entry {
+            epoch: self
+                .epochs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..Entry::default()
+        }
     }
 
     fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
@@ -373,7 +388,7 @@ impl AccessTokens {
                 live.contains(id)
             });
             for row in &rows {
-                let e = entries.entry(row.id).or_default();
+                let e = entries.entry(row.id).or_insert_with(|| self.fresh());
                 if e.busy {
                     continue;
                 }
@@ -389,7 +404,7 @@ impl AccessTokens {
                     Ok(wait) if !wait.is_zero() => next = next.min(wait),
                     _ => {
                         e.busy = true;
-                        start.push(row.clone());
+                        start.push((row.clone(), e.epoch));
                     }
                 }
             }
@@ -397,21 +412,21 @@ impl AccessTokens {
         if changed {
             self.changed.notify_one();
         }
-        for row in start {
-            tokio::spawn(self.clone().renew(row));
+        for (row, epoch) in start {
+            tokio::spawn(self.clone().renew(row, epoch));
         }
         next.max(Duration::from_millis(50))
     }
 
     /// Obtains or renews one credential's token and records the outcome.
-    async fn renew(self: Arc<Self>, row: CredentialRow) {
+    async fn renew(self: Arc<Self>, row: CredentialRow, epoch: u64) {
         let outcome = self.renew_once(&row).await;
         let now = SystemTime::now();
         let mut persist = None;
         let mut changed = false;
         {
             let mut entries = self.entries();
-            let Some(e) = entries.get_mut(&row.id) else {
+            let Some(e) = entries.get_mut(&row.id).filter(|e| e.epoch == epoch) else {
                 // Forgotten meanwhile (updated or deleted): the result is for old settings.
                 return;
             };
@@ -597,8 +612,10 @@ impl AccessTokens {
         let code = match outcome {
             Ok(code) => code,
             Err(denied) => {
-                self.entries().entry(row.id).or_default().last_error =
-                    Some(format!("authorization refused: {denied}"));
+                self.entries()
+                    .entry(row.id)
+                    .or_insert_with(|| self.fresh())
+                    .last_error = Some(format!("authorization refused: {denied}"));
                 return Err(CallbackError::Denied(denied));
             }
         };
@@ -612,7 +629,10 @@ impl AccessTokens {
             Err(e) => {
                 let message = e.to_string();
                 tracing::warn!(credential = row.id, error = %message, "authorization code exchange failed");
-                self.entries().entry(row.id).or_default().last_error = Some(message);
+                self.entries()
+                    .entry(row.id)
+                    .or_insert_with(|| self.fresh())
+                    .last_error = Some(message);
                 return Err(match e {
                     RenewError::Grant(g) => CallbackError::Exchange(g),
                     _ => CallbackError::Vault,
@@ -622,7 +642,7 @@ impl AccessTokens {
         tracing::info!(credential = row.id, "credential authorized");
         let kept = {
             let mut entries = self.entries();
-            let e = entries.entry(row.id).or_default();
+            let e = entries.entry(row.id).or_insert_with(|| self.fresh());
             // A new authorization replaces whatever the old grant left.
             e.refresh_token = None;
             e.succeeded(tokens, now);
