@@ -96,6 +96,22 @@ async fn stored_secret_names(state: &AppState, row: &CredentialRow) -> Vec<Strin
     }
 }
 
+/// A credential the principal may manage, or why not (bad account, no privilege, 404).
+async fn managed(
+    state: &AppState,
+    principal: &Principal,
+    account: &str,
+    id: i64,
+) -> Result<CredentialRow, ApiError> {
+    check_account(account)?;
+    principal.require_manage(account)?;
+    state
+        .store
+        .credential(account, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no credential {id} in this account")))
+}
+
 /// `POST /api/account/{account}/credentials`
 pub async fn create(
     State(state): State<AppState>,
@@ -157,13 +173,7 @@ pub async fn get_one(
     Path((account, id)): Path<(String, i64)>,
     principal: Principal,
 ) -> Result<JsonOut<Value>, ApiError> {
-    check_account(&account)?;
-    principal.require_manage(&account)?;
-    let row = state
-        .store
-        .credential(&account, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no credential {id} in this account")))?;
+    let row = managed(&state, &principal, &account, id).await?;
     let secret_names = stored_secret_names(&state, &row).await;
     Ok(JsonOut(view(&state, &row, &secret_names)))
 }
@@ -268,13 +278,7 @@ pub async fn authorize(
     Path((account, id)): Path<(String, i64)>,
     principal: Principal,
 ) -> Result<JsonOut<Value>, ApiError> {
-    check_account(&account)?;
-    principal.require_manage(&account)?;
-    let row = state
-        .store
-        .credential(&account, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no credential {id} in this account")))?;
+    let row = managed(&state, &principal, &account, id).await?;
     let a = state.access_tokens.authorize(&row).ok_or_else(|| {
         ApiError::conflict(
             "credential_not_authorizable",
