@@ -257,10 +257,18 @@ fn forward(
     };
     let (cluster, route) = match index.lookup(account, service, target.as_str()) {
         Some(route) => {
-            audit.decision = "forwarded";
             audit.mapping_id = route.mapping_id.to_string();
             audit.certificate_id = route.certificate_id.to_string();
             audit.certificate_serial = route.certificate_serial.clone();
+            if route.credential_unavailable {
+                return Err(Refusal::new(
+                    503,
+                    "credential_unavailable",
+                    "the credential attached to this mapping cannot be used right now \
+                     (no valid token, or its secrets are unreadable); its status says why",
+                ));
+            }
+            audit.decision = "forwarded";
             (route.cluster.clone(), Some(route.clone()))
         }
         None if stop => return Err(no_mapping()),

@@ -113,6 +113,11 @@ pub struct MappingEntry {
     /// credential (by default the credential wins).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub override_allowed: bool,
+    /// The attached credential cannot be applied now (no valid token, secrets unreadable):
+    /// forwards are refused with a clear error rather than sent without it, or reported as
+    /// unmapped. `cluster` is empty then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub credential_unavailable: bool,
 }
 
 /// Where a matched request goes, and what the audit records about it.
@@ -125,6 +130,8 @@ pub struct Route {
     pub authorization: Option<String>,
     /// Whether a caller's override replaces that header.
     pub override_allowed: bool,
+    /// The attached credential cannot be applied now.
+    pub credential_unavailable: bool,
     pub cluster: String,
 }
 
@@ -204,6 +211,7 @@ impl Index {
                     certificate_serial: m.certificate_serial,
                     authorization: m.authorization,
                     override_allowed: m.override_allowed,
+                    credential_unavailable: m.credential_unavailable,
                     cluster: m.cluster,
                 });
                 len += 1;
@@ -299,6 +307,7 @@ mod tests {
             certificate_serial: String::new(),
             authorization: None,
             override_allowed: false,
+            credential_unavailable: false,
         }
     }
 

@@ -94,6 +94,28 @@ pub struct Routed {
     pub secret: String,
 }
 
+impl Routed {
+    /// A mapping whose credential cannot be applied now: no cluster, no secret, so nothing
+    /// to acknowledge first; the gateway refuses its forwards with `credential_unavailable`.
+    fn credential_unavailable(m: &MappingRow) -> Routed {
+        Routed {
+            entry: MappingEntry {
+                id: m.id as u64,
+                account: m.account.clone(),
+                service: m.service,
+                url: m.url.clone(),
+                cluster: String::new(),
+                certificate_id: m.certificate_id as u64,
+                certificate_serial: String::new(),
+                authorization: None,
+                override_allowed: false,
+                credential_unavailable: true,
+            },
+            secret: String::new(),
+        }
+    }
+}
+
 /// Who may call the gateway: served to every node as is (nothing to acknowledge first).
 /// Each list is sorted, so equal content compares and hashes equal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,7 +194,11 @@ impl Desired {
             let authorization = match m.credential_id {
                 Some(c) if credential_tls.is_none() => match attachments.headers.get(&c) {
                     Some(h) => Some(h.clone()),
-                    None => continue,
+                    None => {
+                        // Served as a refusal that names the cause, not as unmapped.
+                        out.mappings.push(Routed::credential_unavailable(m));
+                        continue;
+                    }
                 },
                 _ => None,
             };
@@ -233,6 +259,7 @@ impl Desired {
                     override_allowed: authorization.is_some()
                         && attachments.override_accounts.contains(&m.account),
                     authorization,
+                    credential_unavailable: false,
                 },
                 secret,
             });

@@ -20,6 +20,14 @@ fn index() -> Index {
 
 /// The test snapshot, its mapping carrying an attached credential's header.
 fn index_with(authorization: Option<&str>, override_allowed: bool) -> Index {
+    index_of(authorization, override_allowed, false)
+}
+
+fn index_of(
+    authorization: Option<&str>,
+    override_allowed: bool,
+    credential_unavailable: bool,
+) -> Index {
     Index::new(Snapshot {
         version: "1".into(),
         mappings: vec![MappingEntry {
@@ -32,6 +40,7 @@ fn index_with(authorization: Option<&str>, override_allowed: bool) -> Index {
             certificate_serial: "0A".into(),
             authorization: authorization.map(str::to_owned),
             override_allowed,
+            credential_unavailable,
         }],
         token_keys: vec![TokenKey {
             kid: "k1".into(),
@@ -607,4 +616,29 @@ fn an_attached_credential_wins_over_the_callers_override_unless_the_account_allo
     let none = index();
     assert_eq!(upstream_auth(&none, true).as_deref(), Some("Bearer caller"));
     assert_eq!(upstream_auth(&none, false), None);
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn a_mapping_whose_credential_is_unavailable_is_refused_with_503_not_sent_bare() {
+    let idx = index_of(None, false, true);
+    let auth = good();
+    let d = decide_with(
+        "GET",
+        "/mtls/account/52653865",
+        &[
+            (":authority", "gateway:10000"),
+            ("authorization", &auth),
+            ("lp-forward-url", URL),
+            ("lp-service-name", "IDP"),
+        ],
+        Some(&idx),
+    );
+    match d {
+        Decision::Refuse(r, audit) => {
+            assert_eq!((r.status, r.code), (503, "credential_unavailable"));
+            assert_eq!(audit.mapping_id, "11");
+            assert_eq!(audit.decision, "refused");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

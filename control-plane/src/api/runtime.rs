@@ -42,7 +42,10 @@ pub fn gated(desired: &Desired, acks: &NodeAcks) -> Snapshot {
     let mappings = desired
         .mappings
         .iter()
-        .filter(|r| acks.clusters.contains(&r.entry.cluster) && acks.secrets.contains(&r.secret))
+        .filter(|r| {
+            r.entry.credential_unavailable
+                || (acks.clusters.contains(&r.entry.cluster) && acks.secrets.contains(&r.secret))
+        })
         .map(|r| r.entry.clone())
         .collect();
     let fallback = desired
