@@ -113,6 +113,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         ),
     ));
     let state = AppState {
+        feed: Default::default(),
         tokens,
         access_tokens,
         appkeys,

@@ -62,6 +62,8 @@ pub struct AppState {
     pub keytool: Option<std::path::PathBuf>,
     /// Largest P12 file accepted, in bytes.
     pub max_upload_bytes: usize,
+    /// The runtime snapshot, encoded once per node and change.
+    pub feed: Arc<runtime::FeedCache>,
 }
 
 /// Longest time a management request may take before it is answered with 503.

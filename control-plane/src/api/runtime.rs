@@ -9,8 +9,11 @@
 //! polls are held (the filter keeps its last good snapshot meanwhile). Credentials (token
 //! keys, AppKeys, users) need nothing acknowledged and are served as they are.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -37,8 +40,101 @@ pub struct Poll {
     wait_seconds: u64,
 }
 
-/// The snapshot one node may use.
-pub fn gated(desired: &Desired, acks: &NodeAcks) -> Snapshot {
+/// A node's snapshot as sent: its version and its JSON body.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub version: String,
+    pub body: Bytes,
+}
+
+/// The snapshot one node may use, serialized once. Its version is the SHA-256 of the
+/// snapshot's whole content (its JSON with the version left empty), spliced into that same
+/// JSON: it changes whenever anything the filter reads does (a mapping or its certificate
+/// serial, a fallback host, a token key, a user, an AppKey's secrets or privileges), and
+/// hashing the wire form rather than chosen fields keeps it right when the contract gains a
+/// field. Truncated, it names the content without revealing the secrets in it.
+pub fn encode(desired: &Desired, acks: &NodeAcks) -> Encoded {
+    let snap = unversioned(desired, acks);
+    // why: plain structs of strings, numbers and enums cannot fail to serialize.
+    let json = serde_json::to_vec(&snap).unwrap_or_default();
+    let version = short_hash(Sha256::new_with_prefix(&json));
+    // `version` is the struct's first field, so the JSON starts with it, empty.
+    const EMPTY: &[u8] = br#"{"version":"""#;
+    let body = match json.strip_prefix(EMPTY) {
+        Some(rest) => {
+            let mut b = Vec::with_capacity(json.len() + version.len());
+            b.extend_from_slice(br#"{"version":""#);
+            b.extend_from_slice(version.as_bytes());
+            b.push(b'"');
+            b.extend_from_slice(rest);
+            b
+        }
+        None => serde_json::to_vec(&Snapshot {
+            version: version.clone(),
+            ..snap
+        })
+        .unwrap_or_default(),
+    };
+    Encoded {
+        version,
+        body: Bytes::from(body),
+    }
+}
+
+/// The last snapshot encoded for each node, with what it was made from: polls woken by a
+/// change that does not concern their node (another node's acknowledgement) answer from
+/// here instead of filtering and serializing the whole state again.
+#[derive(Default)]
+pub struct FeedCache {
+    nodes: Mutex<HashMap<String, Cached>>,
+}
+
+struct Cached {
+    // Held, not just compared by address: an address is only unique while its value lives.
+    desired: Arc<Desired>,
+    clusters: Arc<HashSet<String>>,
+    secrets: Arc<HashSet<String>>,
+    encoded: Encoded,
+}
+
+/// Nodes remembered at most (one entry per Envoy; beyond, the cache starts over).
+const MAX_CACHED_NODES: usize = 4096;
+
+impl FeedCache {
+    /// The node's snapshot for this desired state and these acknowledgements.
+    pub fn get(&self, node: &str, desired: &Arc<Desired>, acks: &NodeAcks) -> Encoded {
+        let hit = |c: &Cached| {
+            Arc::ptr_eq(&c.desired, desired)
+                && Arc::ptr_eq(&c.clusters, &acks.clusters)
+                && Arc::ptr_eq(&c.secrets, &acks.secrets)
+        };
+        if let Some(c) = self.lock().get(node).filter(|c| hit(c)) {
+            return c.encoded.clone();
+        }
+        let encoded = encode(desired, acks);
+        let mut nodes = self.lock();
+        if nodes.len() >= MAX_CACHED_NODES && !nodes.contains_key(node) {
+            nodes.clear();
+        }
+        nodes.insert(
+            node.to_owned(),
+            Cached {
+                desired: desired.clone(),
+                clusters: acks.clusters.clone(),
+                secrets: acks.secrets.clone(),
+                encoded: encoded.clone(),
+            },
+        );
+        encoded
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The snapshot one node may use, its version left empty.
+fn unversioned(desired: &Desired, acks: &NodeAcks) -> Snapshot {
     let mappings = desired
         .mappings
         .iter()
@@ -55,33 +151,14 @@ pub fn gated(desired: &Desired, acks: &NodeAcks) -> Snapshot {
         .cloned()
         .collect();
     let c = &desired.credentials;
-    let mut snap = Snapshot {
+    Snapshot {
         version: String::new(),
         mappings,
         token_keys: c.token_keys.clone(),
         app_keys: c.app_keys.clone(),
         users: c.users.clone(),
         fallback,
-    };
-    snap.version = version(&snap);
-    snap
-}
-
-/// SHA-256 of the snapshot's whole content (its JSON form, version left empty), so the
-/// version changes whenever anything the filter reads does: a mapping or its certificate
-/// serial, a fallback host, a token key, a user, an AppKey's secrets or privileges. Hashing
-/// the wire form rather than chosen fields keeps it right when the contract gains a field.
-/// The version is a truncated hash: it names the content without revealing the secrets in it.
-pub fn version(snapshot: &Snapshot) -> String {
-    let mut h = Sha256::new();
-    let unversioned = Snapshot {
-        version: String::new(),
-        ..snapshot.clone()
-    };
-    // why: serializing structs of strings, numbers and enums (no maps, no custom
-    // serializers) cannot fail; were it to, the empty input still yields a version.
-    h.update(serde_json::to_vec(&unversioned).unwrap_or_default());
-    short_hash(h)
+    }
 }
 
 /// Checks `Authorization: Bearer <runtime token>`.
@@ -133,14 +210,11 @@ pub async fn snapshot(
         desired.borrow_and_update();
         acks.borrow_and_update();
         if let Some(node) = state.acks.ready(&q.node) {
-            let snap = gated(&desired.borrow().clone(), &node);
-            if snap.version != q.version {
-                return match serde_json::to_vec(&snap) {
-                    Ok(body) => {
-                        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-                    }
-                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-                };
+            let current = desired.borrow().clone();
+            let encoded = state.feed.get(&q.node, &current, &node);
+            if encoded.version != q.version {
+                return ([(header::CONTENT_TYPE, "application/json")], encoded.body)
+                    .into_response();
             }
         }
         tokio::select! {

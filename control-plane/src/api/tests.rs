@@ -76,6 +76,7 @@ async fn env(runtime_token: Option<&str>) -> Env {
     acks.connected(NODE);
     acks.acked(NODE, crate::xds::CLUSTER_TYPE, &[]);
     let state = AppState {
+        feed: Default::default(),
         store,
         vault,
         sync,

@@ -63,8 +63,38 @@ fn acked_all(d: &Desired) -> NodeAcks {
     }
 }
 
+/// The snapshot as the filter receives it.
+fn gated(d: &Desired, acks: &NodeAcks) -> Snapshot {
+    let encoded = encode(d, acks);
+    let snap: Snapshot = serde_json::from_slice(&encoded.body).unwrap();
+    assert_eq!(snap.version, encoded.version);
+    snap
+}
+
 fn version_of(d: &Desired) -> String {
     gated(d, &acked_all(d)).version
+}
+
+#[test]
+fn the_version_is_the_hash_of_the_unversioned_json_and_the_body_is_made_once() {
+    let d = desired(credentials(), &[("a", "plain.example:443")]);
+    let acks = acked_all(&d);
+    let encoded = encode(&d, &acks);
+    let mut snap: Snapshot = serde_json::from_slice(&encoded.body).unwrap();
+    assert!(!snap.version.is_empty());
+    let version = std::mem::take(&mut snap.version);
+    let expected = short_hash(Sha256::new_with_prefix(serde_json::to_vec(&snap).unwrap()));
+    assert_eq!(version, expected);
+
+    // The cache answers the same bytes for the same inputs, and new ones when they change.
+    let cache = FeedCache::default();
+    let d = Arc::new(d);
+    let first = cache.get("n", &d, &acks);
+    let again = cache.get("n", &d, &acks);
+    assert_eq!(first.body.as_ptr(), again.body.as_ptr(), "encoded twice");
+    let changed = Arc::new(desired(Credentials::default(), &[]));
+    let other = cache.get("n", &changed, &acked_all(&changed));
+    assert_ne!(other.version, first.version);
 }
 
 #[test]
