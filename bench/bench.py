@@ -35,7 +35,9 @@ RUN = os.path.join(STATE, "run")
 VENV = os.path.join(ROOT, ".venv")
 ENVOY = os.path.join(VENV, "bin", "envoy")
 BAO = os.path.join(VENV, "bin", "bao")
-MTLSGATE = os.path.join(ROOT, "target", "debug", "mtlsgate")
+# A benchmark measures what an operator runs: the control plane built for release
+# (scripts/bench builds it).
+MTLSGATE = os.environ.get("MTLSGATE_BENCH_BIN") or os.path.join(ROOT, "target", "release", "mtlsgate")
 WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "mtlsgate_filter.wasm")
 
 ACCOUNT = "123"
