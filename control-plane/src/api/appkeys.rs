@@ -77,10 +77,7 @@ pub async fn create(
             .vault
             .put_appkey(&account, row.id, &consumer_secret, &token_secret)
             .await?;
-        if let Err(e) = tx.commit().await {
-            let _ = state.vault.delete_appkey(&account, row.id).await;
-            return Err(crate::store::StoreError::from(e).into());
-        }
+        Store::commit_or_undo(tx, || state.vault.delete_appkey(&account, row.id)).await?;
         row
     };
     state.appkeys.insert(AppKey {

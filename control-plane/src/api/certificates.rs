@@ -151,14 +151,9 @@ async fn save_new(
         return Err(duplicate_name(new.name, existing));
     }
     let id = Store::insert_certificate(&mut tx, new).await?;
-    // Vault first, commit second: if Vault fails, the transaction rolls back and no row
-    // remains; if the commit fails, the Vault entry is removed again.
     let version = state.vault.put(account, id, &material).await?;
     Store::set_vault_version(&mut tx, id, version).await?;
-    if let Err(e) = tx.commit().await {
-        let _ = state.vault.delete(account, id).await;
-        return Err(crate::store::StoreError::from(e).into());
-    }
+    Store::commit_or_undo(tx, || state.vault.delete(account, id)).await?;
     state.sync.remember(id, version, material).await;
     let row = state
         .store

@@ -136,10 +136,7 @@ pub async fn create(
             .vault
             .put_credential(&account, id, &secrets_map(&v))
             .await?;
-        if let Err(e) = tx.commit().await {
-            let _ = state.vault.delete_credential(&account, id).await;
-            return Err(crate::store::StoreError::from(e).into());
-        }
+        Store::commit_or_undo(tx, || state.vault.delete_credential(&account, id)).await?;
         state
             .store
             .credential(&account, id)

@@ -194,8 +194,4 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
-
-    pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool().begin().await?)
-    }
 }

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::Mutex;
 
 pub use appkeys::AppKeyRow;
@@ -109,5 +109,27 @@ impl Store {
     /// land together with it).
     pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.write.lock().await
+    }
+
+    pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool().begin().await?)
+    }
+
+    /// Commits a new row whose secrets were just written to Vault ("Vault first, commit
+    /// second": if Vault failed, the transaction was dropped and no row remains). If the
+    /// commit fails, `undo` removes the Vault entry again, so no secret outlives its row.
+    pub async fn commit_or_undo<U, F>(
+        tx: Transaction<'_, Sqlite>,
+        undo: U,
+    ) -> Result<(), StoreError>
+    where
+        U: FnOnce() -> F,
+        F: std::future::Future,
+    {
+        if let Err(e) = tx.commit().await {
+            undo().await;
+            return Err(e.into());
+        }
+        Ok(())
     }
 }
