@@ -380,14 +380,19 @@ fn open_all(
     Ok(out)
 }
 
+/// Saves a JSON array of certificates (new ones, or updates when `updating`) and answers
+/// as the API documents: 201 (create) or 200 (update) with what was saved and what Vault
+/// refused; 503 when Vault refused them all.
 async fn save_json(
     state: AppState,
     account: String,
+    principal: Principal,
     items: Vec<CertificateJson>,
     updating: bool,
-    max_bytes: usize,
-) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
-    let opened = open_all(&items, updating, max_bytes)?;
+) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
+    check_account(&account)?;
+    principal.require_manage(&account)?;
+    let opened = open_all(&items, updating, state.max_upload_bytes)?;
     let _w = state.store.write_lock().await;
     let mut rows = Vec::new();
     let mut failed = Vec::new();
@@ -409,7 +414,12 @@ async fn save_json(
             Err(e) => return Err(e),
         }
     }
-    Ok((rows, failed))
+    let status = match (rows.is_empty(), updating) {
+        (true, _) => StatusCode::SERVICE_UNAVAILABLE,
+        (false, false) => StatusCode::CREATED,
+        (false, true) => StatusCode::OK,
+    };
+    Ok((status, JsonOut(saved(&rows, failed))))
 }
 
 /// `POST /mtls/account/{account}/certificates`: JSON array, `p12` as bytes.
@@ -419,16 +429,7 @@ pub async fn create_json(
     principal: Principal,
     Json(items): Json<Vec<CertificateJson>>,
 ) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
-    check_account(&account)?;
-    principal.require_manage(&account)?;
-    let max = state.max_upload_bytes;
-    let (rows, failed) = save_json(state, account, items, false, max).await?;
-    let status = if rows.is_empty() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, JsonOut(saved(&rows, failed))))
+    save_json(state, account, principal, items, false).await
 }
 
 /// `PUT /mtls/account/{account}/certificates`: JSON array, each with its `id`.
@@ -438,16 +439,7 @@ pub async fn update_json(
     principal: Principal,
     Json(items): Json<Vec<CertificateJson>>,
 ) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
-    check_account(&account)?;
-    principal.require_manage(&account)?;
-    let max = state.max_upload_bytes;
-    let (rows, failed) = save_json(state, account, items, true, max).await?;
-    let status = if rows.is_empty() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, JsonOut(saved(&rows, failed))))
+    save_json(state, account, principal, items, true).await
 }
 
 /// `GET /mtls/account/{account}/certificates`
