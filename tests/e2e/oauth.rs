@@ -114,6 +114,29 @@ fn browser(ca: &Ca) -> reqwest::Client {
         .unwrap()
 }
 
+/// A stack whose control plane trusts `ca` for token endpoints.
+async fn stack_trusting(ca: &Ca) -> Stack {
+    Stack::start_with(Options {
+        token_endpoint_ca_pem: Some(ca.cert_pem.clone()),
+        ..Options::default()
+    })
+    .await
+}
+
+/// An mTLS upstream, and an uploaded certificate it trusts (for the mappings).
+async fn target_with_cert(stack: &Stack, name: &str) -> (Target, i64) {
+    let target = Target::start().await;
+    let cert = stack
+        .upload_ok(
+            A,
+            &format!("{name}-cert"),
+            target.client_ca.client(name).p12(&target.client_ca, "pw"),
+            "pw",
+        )
+        .await;
+    (target, cert)
+}
+
 /// Whether the authorization server itself considers a token valid.
 async fn active(browser: &reqwest::Client, server: &AuthServer, token: &str) -> bool {
     let mut url = reqwest::Url::parse(&server.url("/test/valid")).unwrap();
@@ -211,21 +234,9 @@ async fn client_credentials_tokens_are_refreshed_without_a_failed_forward_and_a_
     };
     let ttl = 4;
     let mut server = AuthServer::start(&ca, &cert, port, &clients("cc-secret-1"), ttl);
-    let stack = Stack::start_with(Options {
-        token_endpoint_ca_pem: Some(ca.cert_pem.clone()),
-        ..Options::default()
-    })
-    .await;
+    let stack = stack_trusting(&ca).await;
     let browser = browser(&ca);
-    let target = Target::start().await;
-    let cert_id = stack
-        .upload_ok(
-            A,
-            "cc-cert",
-            target.client_ca.client("cc").p12(&target.client_ca, "pw"),
-            "pw",
-        )
-        .await;
+    let (target, cert_id) = target_with_cert(&stack, "cc").await;
 
     let r = api(&stack, reqwest::Method::POST, "/credentials", Some(json!({
         "name": "cc", "type": "oauth2ClientCredentials", "clientId": "cc-client", "clientSecret": "cc-secret-1",
@@ -388,11 +399,7 @@ fn query_param(url: &str, name: &str) -> Option<String> {
 async fn authorization_code_with_and_without_pkce_through_the_callback() {
     let ca = Ca::new("authorization server CA");
     let cert = ca.server_ip();
-    let stack = Stack::start_with(Options {
-        token_endpoint_ca_pem: Some(ca.cert_pem.clone()),
-        ..Options::default()
-    })
-    .await;
+    let stack = stack_trusting(&ca).await;
     let redirect_uri = format!("{}/api/oauth2/callback", stack.api);
     let ttl = 4;
     let server = AuthServer::start(
@@ -404,15 +411,7 @@ async fn authorization_code_with_and_without_pkce_through_the_callback() {
         ttl,
     );
     let browser = browser(&ca);
-    let target = Target::start().await;
-    let cert_id = stack
-        .upload_ok(
-            A,
-            "ac-cert",
-            target.client_ca.client("ac").p12(&target.client_ca, "pw"),
-            "pw",
-        )
-        .await;
+    let (target, cert_id) = target_with_cert(&stack, "ac").await;
 
     for pkce in [true, false] {
         let name = format!("ac-{pkce}");
