@@ -34,7 +34,7 @@ async fn happy_flow_get_and_post_reach_the_upstream_with_the_mapped_certificate(
         )
         .await;
 
-    let r = wait_forward_ok(&stack, &url, "IDP").await;
+    let r = stack.forward_when_mapped(ACCOUNT, &url, "IDP").await;
     let seen: Value = r.json().await.expect("json");
     assert_eq!(seen["method"], "GET");
     assert_eq!(seen["path"], "/oauth/token?grant=1");
@@ -82,29 +82,6 @@ async fn happy_flow_get_and_post_reach_the_upstream_with_the_mapped_certificate(
     }
 }
 
-/// Forwards until the answer is 200 (at most 10 s), asserting that every answer before it is
-/// the `no_mtls_mapping` refusal: never a 5xx from a cluster that is not there yet.
-async fn wait_forward_ok(stack: &Stack, url: &str, service: &str) -> reqwest::Response {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = stack.forward(ACCOUNT, "GET", url, service, &[], None).await;
-        if r.status() == 200 {
-            return r;
-        }
-        let (status, code) = error_code(r).await;
-        assert_eq!(
-            (status, code.as_str()),
-            (400, "no_mtls_mapping"),
-            "only 'not mapped yet' may precede success"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the mapping did not reach the gateway within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_exact_triplet_is_forwarded() {
     let stack = Stack::start().await;
@@ -117,7 +94,7 @@ async fn only_the_exact_triplet_is_forwarded() {
     stack
         .map_ok(ACCOUNT, cert, "2", &url, "hook", &target.server_ca.cert_pem)
         .await;
-    wait_forward_ok(&stack, &url, "WEBHOOKS").await;
+    stack.forward_when_mapped(ACCOUNT, &url, "WEBHOOKS").await;
 
     let other_query = target.upstream.url("/hook?a=2");
     let no_query = target.upstream.url("/hook");
@@ -153,7 +130,7 @@ async fn a_new_mapping_is_served_as_soon_as_it_is_created() {
     stack
         .map_ok(ACCOUNT, cert, "1", &url, "late", &target.server_ca.cert_pem)
         .await;
-    let r = wait_forward_ok(&stack, &url, "IDP").await;
+    let r = stack.forward_when_mapped(ACCOUNT, &url, "IDP").await;
     let seen: Value = r.json().await.expect("json");
     assert_eq!(seen["clientCertSha256"], client.fingerprint());
 }
@@ -178,7 +155,7 @@ async fn rotating_the_certificate_switches_new_requests_without_a_failure() {
             &target.server_ca.cert_pem,
         )
         .await;
-    let r = wait_forward_ok(&stack, &url, "IDP").await;
+    let r = stack.forward_when_mapped(ACCOUNT, &url, "IDP").await;
     assert_eq!(
         r.json::<Value>().await.expect("json")["clientCertSha256"],
         old.fingerprint()
@@ -242,7 +219,7 @@ async fn gateway_headers_never_reach_the_upstream() {
     stack
         .map_ok(ACCOUNT, cert, "1", &url, "h", &target.server_ca.cert_pem)
         .await;
-    wait_forward_ok(&stack, &url, "IDP").await;
+    stack.forward_when_mapped(ACCOUNT, &url, "IDP").await;
 
     let caller_token = format!("Bearer {}", stack.token_for(ACCOUNT).await);
     let r = stack

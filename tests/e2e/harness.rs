@@ -545,6 +545,35 @@ impl Stack {
         req.send().await.expect("forward")
     }
 
+    /// Forwards `GET url` until the answer is 200 (at most 10 s), asserting that every answer
+    /// before it is the `no_mtls_mapping` refusal: never a 5xx from a cluster or secret that
+    /// is not there yet.
+    pub async fn forward_when_mapped(
+        &self,
+        account: &str,
+        url: &str,
+        service: &str,
+    ) -> reqwest::Response {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.forward(account, "GET", url, service, &[], None).await;
+            if r.status() == 200 {
+                return r;
+            }
+            let (status, code) = error_code(r).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (400, "no_mtls_mapping"),
+                "only 'not mapped yet' may precede success"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the mapping did not reach the gateway within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Adds a user with the `mtlsgate user add` command, the password on standard input.
     pub fn add_user(&self, account: &str, username: &str, password: &str, admin: bool) {
         use std::io::Write;

@@ -198,17 +198,14 @@ async fn map(stack: &Stack, cert: i64, target: &Target, name: &str, credential: 
     url
 }
 
-/// Forwards until the first 200 (the mapping reaches the gateway); answers what the upstream saw.
+/// The first forward once the mapping reached the gateway: what the upstream saw.
 async fn first_forward(stack: &Stack, url: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = stack.forward(A, "GET", url, "IDP", &[], None).await;
-        if r.status() == 200 {
-            return r.json().await.unwrap();
-        }
-        assert!(Instant::now() < deadline, "never forwarded: {}", r.status());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack
+        .forward_when_mapped(A, url, "IDP")
+        .await
+        .json()
+        .await
+        .unwrap()
 }
 
 fn bearer(seen: &Value) -> String {

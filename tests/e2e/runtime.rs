@@ -359,16 +359,7 @@ async fn the_audit_log_has_one_line_per_decision_and_no_secret() {
     let stack = Stack::start().await;
     let (_target, url, _) = mapped(&stack, "/audited?secret-query=s3").await;
     let bearer = stack.token_for(A).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stack
-        .forward(A, "GET", &url, "IDP", &[], None)
-        .await
-        .status()
-        != 200
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack.forward_when_mapped(A, &url, "IDP").await;
     let r = stack
         .forward(A, "GET", &format!("{url}&other"), "IDP", &[], None)
         .await;
@@ -452,16 +443,7 @@ async fn an_invalid_filter_configuration_refuses_everything() {
 async fn the_last_good_snapshot_keeps_serving_while_the_control_plane_is_down() {
     let mut stack = Stack::start().await;
     let (_target, url, _) = mapped(&stack, "/resilient").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stack
-        .forward(A, "GET", &url, "IDP", &[], None)
-        .await
-        .status()
-        != 200
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack.forward_when_mapped(A, &url, "IDP").await;
     stack.stop_control_plane();
     for _ in 0..10 {
         assert_eq!(
@@ -511,19 +493,12 @@ async fn plain_tls_fallback_only_to_allowed_hosts() {
         .await
         .expect("egress");
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let seen: Value = loop {
-        let r = stack.forward(A, "GET", &url, "IDP", &[], None).await;
-        if r.status() == 200 {
-            break r.json().await.expect("json");
-        }
-        assert_eq!(error_code(r).await.1, "no_mtls_mapping");
-        assert!(
-            Instant::now() < deadline,
-            "the allowlist never reached the gateway"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let seen: Value = stack
+        .forward_when_mapped(A, &url, "IDP")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(
         seen["clientCertSha256"], "",
         "plain TLS presents no client certificate"
