@@ -666,8 +666,59 @@ async fn mutual_authentication_with_a_jks_key_store_and_a_private_ca_trust_certi
     .await;
     assert_eq!(r.status(), 201);
     let wrong = r.json::<Value>().await.unwrap();
+    // The trust certificate as a Java trust store (keytool -importcert), with its password.
+    std::fs::write(dir.join("server-ca.der"), &target.server_ca.cert_der).unwrap();
+    crate::tools::run(
+        &dir,
+        "keytool",
+        &[
+            "-importcert",
+            "-noprompt",
+            "-alias",
+            "server-ca",
+            "-file",
+            "server-ca.der",
+            "-keystore",
+            "trust.jks",
+            "-storetype",
+            "JKS",
+            "-storepass",
+            "trustpass",
+        ],
+    );
+    let trust_store = crate::tools::read(&dir, "trust.jks");
+    let r = api(
+        &stack,
+        reqwest::Method::POST,
+        "/credentials",
+        Some(json!({
+        "name": "ma-trust-store", "type": "mutualAuthentication", "keyCertificate": b64(&store),
+        "keyCertificatePassword": "storepass", "trustCertificate": b64(&trust_store),
+        "trustCertificatePassword": "trustpass", "protocols": ["TLSv1.3"]})),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let via_store = r.json::<Value>().await.unwrap();
+    // No protocols named: TLS 1.2, the documented default.
+    let r = api(
+        &stack,
+        reqwest::Method::POST,
+        "/credentials",
+        Some(json!({
+        "name": "ma-default", "type": "mutualAuthentication", "keyCertificate": b64(&store),
+        "keyCertificatePassword": "storepass", "trustCertificate": target.server_ca.cert_pem})),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let default_tls = r.json::<Value>().await.unwrap();
+    assert_eq!(default_tls["protocols"], json!(["TLSv1.2"]));
 
-    for (name, cred) in [("ma", &ma), ("wrong", &wrong)] {
+    for (name, cred) in [
+        ("ma", &ma),
+        ("wrong", &wrong),
+        ("store", &via_store),
+        ("tls12", &default_tls),
+    ] {
         // No caCertificates on the mapping: trust comes from the credential alone.
         let url = target.upstream.url(&format!("/{name}"));
         let r = stack
@@ -678,6 +729,13 @@ async fn mutual_authentication_with_a_jks_key_store_and_a_private_ca_trust_certi
     }
     let seen = first_forward(&stack, &target.upstream.url("/ma")).await;
     assert_eq!(seen["clientCertSha256"], client.fingerprint(), "{seen}");
+    // ["TLSv1.2", "TLSv1.3"]: the upstream (rustls) picks the highest.
+    assert_eq!(seen["tlsVersion"], "TLSv1.3");
+    let seen = first_forward(&stack, &target.upstream.url("/store")).await;
+    assert_eq!(seen["clientCertSha256"], client.fingerprint(), "{seen}");
+    assert_eq!(seen["tlsVersion"], "TLSv1.3");
+    let seen = first_forward(&stack, &target.upstream.url("/tls12")).await;
+    assert_eq!(seen["tlsVersion"], "TLSv1.2");
 
     // Mismatched trust: the upstream's certificate is refused, nothing is forwarded.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -742,7 +800,8 @@ async fn mutual_authentication_with_a_jks_key_store_and_a_private_ca_trust_certi
         .json()
         .await
         .unwrap();
-    assert_eq!(listed.len(), 2);
-    assert!(!stack.logs().contains("storepass"));
+    assert_eq!(listed.len(), 4);
+    let logs = stack.logs();
+    assert!(!logs.contains("storepass") && !logs.contains("trustpass"));
     let _ = std::fs::remove_dir_all(&dir);
 }

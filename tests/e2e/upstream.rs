@@ -88,9 +88,14 @@ impl Upstream {
                         .and_then(|c| c.first())
                         .map(|c| hex::encode(Sha256::digest(c.as_ref())))
                         .unwrap_or_default();
+                    let version = match tls.get_ref().1.protocol_version() {
+                        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                        _ => "other",
+                    };
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let fingerprint = fingerprint.clone();
-                        async move { Ok::<_, Infallible>(echo(req, &fingerprint).await) }
+                        async move { Ok::<_, Infallible>(echo(req, &fingerprint, version).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), svc)
@@ -108,7 +113,13 @@ impl Upstream {
 }
 
 /// What the upstream saw, as it answers it.
-pub async fn echo(req: Request<Incoming>, fingerprint: &str) -> Response<Full<Bytes>> {
+/// Answers what the upstream saw: method, path, headers, body, the client certificate's
+/// fingerprint and the TLS version of the connection.
+pub async fn echo(
+    req: Request<Incoming>,
+    fingerprint: &str,
+    tls_version: &str,
+) -> Response<Full<Bytes>> {
     let method = req.method().to_string();
     let path = req
         .uri()
@@ -134,6 +145,7 @@ pub async fn echo(req: Request<Incoming>, fingerprint: &str) -> Response<Full<By
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
         "clientCertSha256": fingerprint,
+        "tlsVersion": tls_version,
     });
     Response::builder()
         .header("content-type", "application/json")
