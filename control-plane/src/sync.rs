@@ -12,7 +12,7 @@
 //! If Vault is unreachable, the last known material keeps being served: an outage of the
 //! secret store must not take certificates away from a running gateway.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,6 +108,24 @@ impl Attached {
     }
 }
 
+/// What the last full rebuild was made from.
+#[derive(Debug, Clone, Default)]
+struct Built {
+    /// The store's generation it read; `None` before the first.
+    generation: Option<i64>,
+    /// The certificates (id, account) it saw: what the periodic watch checks in Vault.
+    certificates: Vec<(i64, String)>,
+    /// Everything could be read (nothing to retry).
+    complete: bool,
+}
+
+/// What [`Sync::refresh_materials`] did.
+struct Refreshed {
+    changed: bool,
+    /// A Vault call failed: something may be missing.
+    failed: bool,
+}
+
 pub struct Sync {
     store: Store,
     vault: Arc<Vault>,
@@ -120,6 +138,7 @@ pub struct Sync {
     access_tokens: Arc<AccessTokens>,
     kick: Notify,
     tx: watch::Sender<Arc<Desired>>,
+    built: Mutex<Built>,
 }
 
 impl Sync {
@@ -139,6 +158,7 @@ impl Sync {
             access_tokens,
             kick: Notify::new(),
             tx,
+            built: Mutex::default(),
         })
     }
 
@@ -171,9 +191,11 @@ impl Sync {
     /// What the credentials attached to enabled mappings bring, reading Vault for those not
     /// cached yet. A credential Vault cannot give, that cannot be opened, or whose token is
     /// not (or no longer) valid, keeps its mappings out of service.
-    async fn attachments(&self) -> Result<Attachments, StoreError> {
+    /// Also answers whether every credential could be read (false: try again next watch).
+    async fn attachments(&self) -> Result<(Attachments, bool), StoreError> {
         let attached = self.store.attached_credentials().await?;
         let mut cache = self.attached.lock().await;
+        let mut all_read = true;
         let mut out = Attachments {
             override_accounts: self
                 .store
@@ -206,6 +228,7 @@ impl Sync {
                         "credential has no secrets in Vault; its mappings are not served"
                     ),
                     Err(e) => {
+                        all_read = false;
                         tracing::warn!(credential = c.id, error = %e, "cannot read credential from Vault")
                     }
                 }
@@ -220,7 +243,7 @@ impl Sync {
                 None => {}
             }
         }
-        Ok(out)
+        Ok((out, all_read))
     }
 
     /// Asks for a rebuild (after a metadata-only change such as a new mapping, an AppKey,
@@ -248,82 +271,119 @@ impl Sync {
         self.materials.lock().await.contains_key(&certificate_id)
     }
 
-    /// Rebuilds once. With `check_vault`, asks Vault for the current version of every
-    /// certificate; otherwise only certificates not yet cached are read.
-    pub async fn rebuild(&self, check_vault: bool) -> Result<(), StoreError> {
-        let certificates = self.store.all_certificates().await?;
-        let mappings = self.store.enabled_mappings().await?;
-        let egress = self.store.all_egress_hosts().await?;
-        let users = self.store.all_user_ids().await?;
+    /// Brings the material cache up to date for `certificates` (id, account): reads those not
+    /// cached yet, and with `check_vault` asks Vault for every one's current version (a
+    /// rotation or deletion made directly in Vault). With `live`, also drops the material of
+    /// certificates no longer in the store. Answers whether the cache changed.
+    async fn refresh_materials(
+        &self,
+        certificates: &[(i64, String)],
+        check_vault: bool,
+        live: Option<&HashSet<i64>>,
+    ) -> Refreshed {
         let mut materials = self.materials.lock().await.clone();
         let started: HashMap<i64, u64> = materials.iter().map(|(id, (v, _))| (*id, *v)).collect();
         let mut changed = false;
-        for c in &certificates {
-            let cached = materials.get(&c.id).map(|(v, _)| *v);
+        let mut failed = false;
+        for (id, account) in certificates {
+            let cached = materials.get(id).map(|(v, _)| *v);
             if cached.is_some() && !check_vault {
                 continue;
             }
-            let current = match self.vault.version(&c.account, c.id).await {
+            let current = match self.vault.version(account, *id).await {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(error = %e, "Vault watch failed; keeping the last known certificates");
+                    failed = true;
                     break;
                 }
             };
             match current {
-                Some(v) if Some(v) != cached => match self.vault.get(&c.account, c.id, v).await {
+                Some(v) if Some(v) != cached => match self.vault.get(account, *id, v).await {
                     Ok(Some(m)) => {
                         if cached.is_some() {
                             tracing::info!(
-                                certificate = c.id,
+                                certificate = id,
                                 version = v,
                                 "certificate rotated in Vault"
                             );
                         }
-                        materials.insert(c.id, (v, Arc::new(m)));
+                        materials.insert(*id, (v, Arc::new(m)));
                         changed = true;
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::warn!(certificate = c.id, error = %e, "cannot read certificate from Vault")
+                        failed = true;
+                        tracing::warn!(certificate = id, error = %e, "cannot read certificate from Vault")
                     }
                 },
                 None if cached.is_some() => {
                     tracing::warn!(
-                        certificate = c.id,
+                        certificate = id,
                         "certificate is gone from Vault; no longer served"
                     );
-                    materials.remove(&c.id);
+                    materials.remove(id);
                     changed = true;
                 }
                 _ => {}
             }
         }
-        // Drop material of certificates deleted from the store.
-        let live: std::collections::HashSet<i64> = certificates.iter().map(|c| c.id).collect();
-        let before = materials.len();
-        materials.retain(|id, _| live.contains(id));
-        changed |= materials.len() != before;
-        {
+        if let Some(live) = live {
+            // Drop material of certificates deleted from the store.
+            let before = materials.len();
+            materials.retain(|id, _| live.contains(id));
+            changed |= materials.len() != before;
+        }
+        if changed {
             // Merge into the shared cache, which the API may have added to meanwhile: a
             // certificate created during this rebuild is not in `live` yet and must stay.
             let mut cache = self.materials.lock().await;
-            if changed {
-                for (id, (v, m)) in materials.iter() {
-                    if cache.get(id).is_none_or(|(cv, _)| cv < v) {
-                        cache.insert(*id, (*v, m.clone()));
-                    }
-                }
-                // Drop what this rebuild dropped (gone from Vault or from the store), unless
-                // the API remembered a version of it meanwhile.
-                for (id, v) in &started {
-                    if !materials.contains_key(id) && cache.get(id).map(|(cv, _)| cv) == Some(v) {
-                        cache.remove(id);
-                    }
+            for (id, (v, m)) in materials.iter() {
+                if cache.get(id).is_none_or(|(cv, _)| cv < v) {
+                    cache.insert(*id, (*v, m.clone()));
                 }
             }
-            materials = cache.clone();
+            // Drop what this rebuild dropped (gone from Vault or from the store), unless
+            // the API remembered a version of it meanwhile.
+            for (id, v) in &started {
+                if !materials.contains_key(id) && cache.get(id).map(|(cv, _)| cv) == Some(v) {
+                    cache.remove(id);
+                }
+            }
         }
+        Refreshed { changed, failed }
+    }
+
+    /// Rebuilds once. With `check_vault` (the periodic watch), first asks Vault for the
+    /// current version of every certificate, and rebuilds only if one changed, the store
+    /// changed (its generation moved, whoever changed it) or something failed to load last
+    /// time; otherwise only certificates not yet cached are read from Vault.
+    pub async fn rebuild(&self, check_vault: bool) -> Result<(), StoreError> {
+        // Read first: a change committed after this read is seen by the next rebuild.
+        let generation = self.store.generation().await?;
+        if check_vault {
+            let known = self.built.lock().await.certificates.clone();
+            let vault = self.refresh_materials(&known, true, None).await;
+            let built = self.built.lock().await;
+            if !vault.changed
+                && !vault.failed
+                && built.complete
+                && built.generation == Some(generation)
+            {
+                return Ok(());
+            }
+        }
+        let certificates = self.store.all_certificates().await?;
+        let mappings = self.store.enabled_mappings().await?;
+        let egress = self.store.all_egress_hosts().await?;
+        let users = self.store.all_user_ids().await?;
+        let ids: Vec<(i64, String)> = certificates
+            .iter()
+            .map(|c| (c.id, c.account.clone()))
+            .collect();
+        let live: HashSet<i64> = ids.iter().map(|(id, _)| *id).collect();
+        let refreshed = self.refresh_materials(&ids, false, Some(&live)).await;
+        let materials = self.materials.lock().await.clone();
         let credentials = Credentials {
             token_keys: self.credentials.token_keys.clone(),
             app_keys: self.credentials.app_keys(),
@@ -335,7 +395,7 @@ impl Sync {
                 })
                 .collect(),
         };
-        let attachments = self.attachments().await?;
+        let (attachments, attached_all) = self.attachments().await?;
         let desired = Desired::build(&certificates, &mappings, &materials, &attachments)
             .with_egress(&egress)
             .with_credentials(credentials);
@@ -347,6 +407,11 @@ impl Sync {
                 true
             }
         });
+        *self.built.lock().await = Built {
+            generation: Some(generation),
+            certificates: ids,
+            complete: !refreshed.failed && attached_all,
+        };
         Ok(())
     }
 

@@ -125,6 +125,8 @@ pub struct Stack {
     /// Bearer tokens of an admin per account, made on first use by `forward`.
     tokens: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
     pub gateway: String,
+    /// OpenBao's address and root token (to change certificates behind mtlsgate's back).
+    pub vault: (String, String),
     mtlsgate_bin: PathBuf,
     pub api: String,
     /// Envoy's admin address.
@@ -159,6 +161,8 @@ pub struct Options {
     pub system_trust_pem: Option<String>,
     /// Extra trust roots for OAuth 2.0 token endpoints (`--token-endpoint-ca-file`).
     pub token_endpoint_ca_pem: Option<String>,
+    /// `--vault-watch-seconds` (how often certificates changed directly in Vault are seen).
+    pub vault_watch_seconds: u64,
 }
 
 impl Default for Options {
@@ -169,6 +173,7 @@ impl Default for Options {
             filter_config: None,
             system_trust_pem: None,
             token_endpoint_ca_pem: None,
+            vault_watch_seconds: 10,
         }
     }
 }
@@ -229,6 +234,10 @@ impl Stack {
                 .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
                 .args(["--database", &dir.join("mtlsgate.db").to_string_lossy()])
                 .args(["--vault-addr", &format!("http://127.0.0.1:{bao_port}")])
+                .args([
+                    "--vault-watch-seconds",
+                    &opts.vault_watch_seconds.to_string(),
+                ])
                 .args([
                     "--upstream-max-connection-seconds",
                     &opts.max_connection_seconds.to_string(),
@@ -335,6 +344,7 @@ impl Stack {
             mtlsgate_bin,
 
             gateway: format!("http://127.0.0.1:{gateway_port}"),
+            vault: (format!("http://127.0.0.1:{bao_port}"), bao_token),
             api,
             admin,
             client,

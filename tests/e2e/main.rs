@@ -19,3 +19,4 @@ mod p12tester;
 mod runtime;
 mod runtime_api;
 mod uploads;
+mod vault_watch;

@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_egress.sql"),
     include_str!("../../migrations/0004_credentials.sql"),
     include_str!("../../migrations/0005_account_settings.sql"),
+    include_str!("../../migrations/0006_generation.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +110,16 @@ impl Store {
     /// land together with it).
     pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.write.lock().await
+    }
+
+    /// A number that changes whenever any table the gateway is built from does, whoever
+    /// changed it (kept by triggers).
+    pub async fn generation(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM generation WHERE id = 1")
+                .fetch_one(self.pool())
+                .await?,
+        )
     }
 
     pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
