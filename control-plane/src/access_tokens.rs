@@ -389,13 +389,14 @@ impl AccessTokens {
             });
             for row in &rows {
                 let e = entries.entry(row.id).or_insert_with(|| self.fresh());
-                if e.busy {
-                    continue;
-                }
+                // Even while a renewal hangs: an expired token is never pushed again.
                 if e.current.as_ref().is_some_and(|c| c.expires_at <= now) {
                     tracing::warn!(credential = row.id, "access token expired without renewal");
                     e.current = None;
                     changed = true;
+                }
+                if e.busy {
+                    continue;
                 }
                 let Some(due) = e.due(&row.kind) else {
                     continue;
