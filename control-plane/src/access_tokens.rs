@@ -396,6 +396,13 @@ impl AccessTokens {
                     changed = true;
                 }
                 if e.busy {
+                    if let Some(wait) = e
+                        .current
+                        .as_ref()
+                        .and_then(|c| c.expires_at.duration_since(now).ok())
+                    {
+                        next = next.min(wait);
+                    }
                     continue;
                 }
                 let Some(due) = e.due(&row.kind) else {
