@@ -271,17 +271,19 @@ impl Sync {
         self.materials.lock().await.contains_key(&certificate_id)
     }
 
-    /// Brings the material cache up to date for `certificates` (id, account): reads those not
-    /// cached yet, and with `check_vault` asks Vault for every one's current version (a
-    /// rotation or deletion made directly in Vault). With `live`, also drops the material of
-    /// certificates no longer in the store. Answers whether the cache changed.
+    /// Brings the material cache up to date for `certificates` (id, account), starting from
+    /// `materials` (a copy of the cache): reads those not cached yet, and with `check_vault`
+    /// asks Vault for every one's current version (a rotation or deletion made directly in
+    /// Vault). With `live`, also drops the material of certificates no longer in the store;
+    /// then `materials` must have been copied *before* `live` was read, or a certificate
+    /// the API created in between would look deleted. Answers whether the cache changed.
     async fn refresh_materials(
         &self,
+        mut materials: Materials,
         certificates: &[(i64, String)],
         check_vault: bool,
         live: Option<&HashSet<i64>>,
     ) -> Refreshed {
-        let mut materials = self.materials.lock().await.clone();
         let started: HashMap<i64, u64> = materials.iter().map(|(id, (v, _))| (*id, *v)).collect();
         let mut changed = false;
         let mut failed = false;
@@ -363,7 +365,8 @@ impl Sync {
         let generation = self.store.generation().await?;
         if check_vault {
             let known = self.built.lock().await.certificates.clone();
-            let vault = self.refresh_materials(&known, true, None).await;
+            let cached = self.materials.lock().await.clone();
+            let vault = self.refresh_materials(cached, &known, true, None).await;
             let built = self.built.lock().await;
             if !vault.changed
                 && !vault.failed
@@ -373,6 +376,10 @@ impl Sync {
                 return Ok(());
             }
         }
+        // why: copied before the certificates are listed: whatever it holds was remembered
+        // after its row was committed, so a certificate missing from the list below really
+        // is gone (see refresh_materials).
+        let cached = self.materials.lock().await.clone();
         let certificates = self.store.all_certificates().await?;
         let mappings = self.store.enabled_mappings().await?;
         let egress = self.store.all_egress_hosts().await?;
@@ -382,7 +389,9 @@ impl Sync {
             .map(|c| (c.id, c.account.clone()))
             .collect();
         let live: HashSet<i64> = ids.iter().map(|(id, _)| *id).collect();
-        let refreshed = self.refresh_materials(&ids, false, Some(&live)).await;
+        let refreshed = self
+            .refresh_materials(cached, &ids, false, Some(&live))
+            .await;
         let materials = self.materials.lock().await.clone();
         let credentials = Credentials {
             token_keys: self.credentials.token_keys.clone(),
