@@ -6,6 +6,14 @@
 //! conflict). Everything here is therefore a pure function of the stored bytes, the time and
 //! the limits.
 //!
+//! A shared-data round trip per request is the throttle's whole cost, so a worker may take a
+//! few tokens ahead, a *lease* ([`Limits::take_leasing`], [`Leases`]): at most 1/32 of what is
+//! left, valid [`LEASE_MS`]. The tokens leased are *reserved* beside the bucket until then, and
+//! the bucket refills only up to the burst minus the reservation, so the tokens in the bucket
+//! plus the tokens in valid leases never exceed the burst, and the refill rate is unchanged:
+//! no client ever gets more than [`take`] would give it. A lease that runs out unused only
+//! loses its tokens (a client may be refused up to 1/32 of its burst early, never late).
+//!
 //! Arithmetic is in integer milli-tokens and milliseconds: a rate of `r` tokens per second is
 //! exactly `r` milli-tokens per millisecond. No floats, so the native tests and the wasm
 //! filter compute the very same answers.
@@ -160,6 +168,12 @@ impl Bucket {
 /// A clock that went back grants nothing: the time since the last refill counts as zero.
 pub fn take(bucket: Option<Bucket>, now_ms: u64, rate_per_sec: u32, burst: u32) -> Decision {
     let (rate, capacity) = clamp(rate_per_sec, burst);
+    take_up_to(bucket, now_ms, rate, capacity)
+}
+
+/// [`take`] with the rate in milli-tokens per millisecond and the bucket's ceiling in
+/// milli-tokens.
+fn take_up_to(bucket: Option<Bucket>, now_ms: u64, rate: u64, capacity: u64) -> Decision {
     let (tokens, last_ms) = match bucket {
         Some(b) => (b.tokens_milli.min(capacity), b.last_ms),
         None => (capacity, now_ms),
@@ -193,6 +207,149 @@ pub fn take(bucket: Option<Bucket>, now_ms: u64, rate_per_sec: u32, burst: u32) 
             last_ms,
         },
         retry_after_secs: u32::try_from(wait_ms.div_ceil(1_000).max(1)).unwrap_or(u32::MAX),
+    }
+}
+
+/// How long a lease is valid, milliseconds.
+pub const LEASE_MS: u64 = 100;
+/// A lease takes at most this fraction of the tokens left (1/32), so leases shrink to nothing
+/// as a bucket runs low and the last tokens are taken one request at a time.
+pub const LEASE_FRACTION: u64 = 32;
+
+/// Tokens taken ahead by leases that may still be valid, stored beside a bucket: the bucket
+/// refills only up to the burst minus these until `until_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reserved {
+    pub tokens: u64,
+    pub until_ms: u64,
+}
+
+impl Reserved {
+    /// The length of [`Reserved::to_bytes`].
+    pub const LEN: usize = 16;
+
+    /// Whole tokens still reserved at `now_ms`.
+    pub fn at(&self, now_ms: u64) -> u64 {
+        if now_ms < self.until_ms {
+            self.tokens
+        } else {
+            0
+        }
+    }
+
+    /// Little-endian tokens then time.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..8].copy_from_slice(&self.tokens.to_le_bytes());
+        out[8..].copy_from_slice(&self.until_ms.to_le_bytes());
+        out
+    }
+
+    /// What `to_bytes` wrote; `None` for another length.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let tokens = bytes.get(..8)?.try_into().ok().map(u64::from_le_bytes)?;
+        let until_ms = bytes.get(8..16)?.try_into().ok().map(u64::from_le_bytes)?;
+        (bytes.len() == Self::LEN).then_some(Reserved { tokens, until_ms })
+    }
+}
+
+/// [`Limits::take_leasing`]'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeasingDecision {
+    /// This request's answer and the bucket to store.
+    pub decision: Decision,
+    /// The reservation to store beside the bucket.
+    pub reserved: Reserved,
+    /// Whole tokens leased to the worker beyond this request's, valid until
+    /// `now_ms + LEASE_MS` (0: none).
+    pub lease: u64,
+}
+
+impl Limits {
+    /// Takes a token like [`Limits::take`], with the bucket's ceiling lowered by what valid
+    /// leases hold, and when allowed also leases up to 1/[`LEASE_FRACTION`] of the tokens
+    /// left to the calling worker.
+    pub fn take_leasing(
+        &self,
+        bucket: Option<Bucket>,
+        reserved: Reserved,
+        now_ms: u64,
+    ) -> LeasingDecision {
+        let (rate, capacity) = clamp(self.rate_per_sec, self.burst);
+        let held = reserved.at(now_ms);
+        let mut decision = take_up_to(
+            bucket,
+            now_ms,
+            rate,
+            capacity.saturating_sub(held.saturating_mul(MILLI)),
+        );
+        let mut reserved = Reserved {
+            tokens: held,
+            until_ms: if held > 0 { reserved.until_ms } else { 0 },
+        };
+        let lease = if decision.allowed {
+            decision.bucket.tokens() / LEASE_FRACTION
+        } else {
+            0
+        };
+        if lease > 0 {
+            decision.bucket.tokens_milli -= lease * MILLI;
+            reserved = Reserved {
+                tokens: held + lease,
+                until_ms: reserved.until_ms.max(now_ms + LEASE_MS),
+            };
+        }
+        LeasingDecision {
+            decision,
+            reserved,
+            lease,
+        }
+    }
+
+    /// Whether an IP's stored state can be forgotten without changing any later decision: a
+    /// full bucket and no valid reservation.
+    pub fn is_forgettable(&self, bucket: &Bucket, reserved: &Reserved, now_ms: u64) -> bool {
+        reserved.at(now_ms) == 0 && self.is_idle(bucket, now_ms)
+    }
+}
+
+/// One worker's leases: tokens it took ahead for an IP, spent without a shared-data round trip.
+#[derive(Debug, Default)]
+pub struct Leases {
+    by_ip: std::collections::HashMap<String, (u64, u64)>,
+}
+
+/// IPs with a lease kept per worker; beyond, expired leases are dropped, then all of them
+/// (dropping a lease only loses its tokens).
+const LEASES_PER_WORKER: usize = 4096;
+
+impl Leases {
+    /// Spends one token of `ip`'s lease, if it holds a valid one.
+    pub fn spend(&mut self, ip: &str, now_ms: u64) -> bool {
+        match self.by_ip.get_mut(ip) {
+            Some((tokens, until_ms)) if *tokens > 0 && now_ms < *until_ms => {
+                *tokens -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a lease of `tokens` for `ip`, valid until `now_ms + LEASE_MS`.
+    pub fn grant(&mut self, ip: &str, tokens: u64, now_ms: u64) {
+        if tokens == 0 {
+            self.by_ip.remove(ip);
+            return;
+        }
+        if self.by_ip.len() >= LEASES_PER_WORKER && !self.by_ip.contains_key(ip) {
+            self.by_ip
+                .retain(|_, (left, until_ms)| *left > 0 && now_ms < *until_ms);
+            if self.by_ip.len() >= LEASES_PER_WORKER {
+                self.by_ip.clear();
+            }
+        }
+        self.by_ip
+            .insert(ip.to_owned(), (tokens, now_ms + LEASE_MS));
     }
 }
 

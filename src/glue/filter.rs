@@ -204,15 +204,14 @@ impl Filter {
     }
 }
 
-/// Writes the audit fields where the access log reads them (`%FILTER_STATE(wasm.mtlsgate_…)%`).
+/// Writes the audit record where the access log reads it
+/// (`%FILTER_STATE(wasm.mtlsgate_audit:PLAIN)%`): one property, one host call.
 fn record(audit: &Audit) {
-    for (name, value) in audit.fields() {
-        if !value.is_empty() {
-            let _ =
-                hostcalls::set_property(vec![&format!("mtlsgate_{name}")], Some(value.as_bytes()));
-        }
-    }
+    let _ = hostcalls::set_property(vec![AUDIT_PROPERTY], Some(audit.to_json().as_bytes()));
 }
+
+/// The filter-state property holding the audit record (`wasm.` + this, for the access log).
+const AUDIT_PROPERTY: &str = "mtlsgate_audit";
 
 fn now() -> Duration {
     hostcalls::get_current_time()

@@ -4,12 +4,14 @@
 //! fixed number of shards, each one key holding a small list that is pruned on every write:
 //! memory stays bounded whatever the traffic. Updates use compare-and-swap and retry.
 
+use std::cell::RefCell;
+
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
 use crate::auth::NonceGuard;
 use crate::oauth1::Verified;
-use crate::throttle::{Bucket, Decision, Limits, BUCKET_LEN};
+use crate::throttle::{Bucket, Decision, Leases, Limits, Reserved, BUCKET_LEN};
 
 const THROTTLE_SHARDS: u64 = 1024;
 /// Client IPs remembered per shard; an idle bucket (full again) is dropped first.
@@ -41,58 +43,89 @@ fn cas_update<T>(key: &str, mut update: impl FnMut(Option<&[u8]>) -> (Vec<u8>, T
     None
 }
 
-/// Takes a token from `ip`'s bucket. When shared data misbehaves the request is allowed:
-/// the throttle protects capacity, and refusing everything would be worse.
+thread_local! {
+    // why: a VM runs on one worker thread, so this is the worker's own state.
+    static LEASES: RefCell<Leases> = RefCell::default();
+}
+
+/// Takes a token for `ip`: from this worker's lease when it holds one (no shared-data round
+/// trip), else from the IP's shared bucket, leasing a few more (see [`crate::throttle`]). When
+/// shared data misbehaves the request is allowed: the throttle protects capacity, and refusing
+/// everything would be worse.
 pub fn throttle(ip: &str, limits: &Limits, now_ms: u64) -> Decision {
-    let key = format!("mtlsgate.t.{}", fnv(ip.as_bytes()) % THROTTLE_SHARDS);
-    cas_update(&key, |value| {
+    if LEASES.with(|l| l.borrow_mut().spend(ip, now_ms)) {
+        return Decision {
+            allowed: true,
+            bucket: limits.take(None, now_ms).bucket,
+            retry_after_secs: 0,
+        };
+    }
+    let key = format!("mtlsgate.t2.{}", fnv(ip.as_bytes()) % THROTTLE_SHARDS);
+    let taken = cas_update(&key, |value| {
         let mut entries = decode_buckets(value.unwrap_or_default());
-        let current = entries.iter().position(|(k, _)| k == ip);
-        let previous = current.map(|i| entries[i].1);
-        let decision = limits.take(previous, now_ms);
+        let current = entries.iter().position(|(k, _, _)| k == ip);
+        let (previous, reserved) = match current {
+            Some(i) => (Some(entries[i].1), entries[i].2),
+            None => (None, Reserved::default()),
+        };
+        let taken = limits.take_leasing(previous, reserved, now_ms);
         match current {
-            Some(i) => entries[i].1 = decision.bucket,
-            None => entries.push((ip.to_owned(), decision.bucket)),
+            Some(i) => {
+                entries[i].1 = taken.decision.bucket;
+                entries[i].2 = taken.reserved;
+            }
+            None => entries.push((ip.to_owned(), taken.decision.bucket, taken.reserved)),
         }
-        entries.retain(|(k, b)| k == ip || !limits.is_idle(b, now_ms));
+        entries.retain(|(k, b, r)| k == ip || !limits.is_forgettable(b, r, now_ms));
         while entries.len() > THROTTLE_PER_SHARD {
             // Still full of busy IPs: forget the first other one (its next request starts a
             // fresh, full bucket).
-            match entries.iter().position(|(k, _)| k != ip) {
+            match entries.iter().position(|(k, _, _)| k != ip) {
                 Some(i) => {
                     entries.remove(i);
                 }
                 None => break,
             }
         }
-        (encode_buckets(&entries), decision)
-    })
-    .unwrap_or_else(|| limits.take(None, now_ms))
+        (encode_buckets(&entries), taken)
+    });
+    match taken {
+        Some(taken) => {
+            LEASES.with(|l| l.borrow_mut().grant(ip, taken.lease, now_ms));
+            taken.decision
+        }
+        None => limits.take(None, now_ms),
+    }
 }
 
-fn encode_buckets(entries: &[(String, Bucket)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * (BUCKET_LEN + 48));
-    for (ip, b) in entries {
+/// Shard layout: per IP, its length (one byte), the IP, the bucket, the reservation.
+fn encode_buckets(entries: &[(String, Bucket, Reserved)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * (BUCKET_LEN + Reserved::LEN + 48));
+    for (ip, b, r) in entries {
         let ip = ip.as_bytes();
         out.push(ip.len().min(255) as u8);
         out.extend_from_slice(&ip[..ip.len().min(255)]);
         out.extend_from_slice(&b.to_bytes());
+        out.extend_from_slice(&r.to_bytes());
     }
     out
 }
 
-fn decode_buckets(mut bytes: &[u8]) -> Vec<(String, Bucket)> {
+fn decode_buckets(mut bytes: &[u8]) -> Vec<(String, Bucket, Reserved)> {
+    const ENTRY: usize = BUCKET_LEN + Reserved::LEN;
     let mut out = Vec::new();
     while let Some((&len, rest)) = bytes.split_first() {
         let len = usize::from(len);
-        if rest.len() < len + BUCKET_LEN {
+        if rest.len() < len + ENTRY {
             break;
         }
         let ip = String::from_utf8_lossy(&rest[..len]).into_owned();
-        if let Some(b) = Bucket::from_bytes(&rest[len..len + BUCKET_LEN]) {
-            out.push((ip, b));
+        let bucket = Bucket::from_bytes(&rest[len..len + BUCKET_LEN]);
+        let reserved = Reserved::from_bytes(&rest[len + BUCKET_LEN..len + ENTRY]);
+        if let (Some(b), Some(r)) = (bucket, reserved) {
+            out.push((ip, b, r));
         }
-        bytes = &rest[len + BUCKET_LEN..];
+        bytes = &rest[len + ENTRY..];
     }
     out
 }

@@ -259,3 +259,137 @@ fn limits_are_validated() {
     assert_eq!((d.rate_per_sec(), d.burst()), (150, 150));
     assert_eq!(Limits::new(150, 150), Ok(d));
 }
+
+/// `workers` workers sharing one stored bucket and reservation, each with its own leases,
+/// as the glue runs them; `requests` are (time, worker). Returns how many were allowed.
+fn leasing(requests: &[(u64, usize)], workers: usize, limits: Limits) -> u32 {
+    let mut stored: (Option<Bucket>, Reserved) = (None, Reserved::default());
+    let mut leases: Vec<Leases> = (0..workers).map(|_| Leases::default()).collect();
+    let mut allowed = 0;
+    for &(now, w) in requests {
+        if leases[w].spend("ip", now) {
+            allowed += 1;
+            continue;
+        }
+        let d = limits.take_leasing(stored.0, stored.1, now);
+        stored = (Some(d.decision.bucket), d.reserved);
+        leases[w].grant("ip", d.lease, now);
+        allowed += u32::from(d.decision.allowed);
+    }
+    allowed
+}
+
+fn exact(requests: &[(u64, usize)], limits: Limits) -> u32 {
+    let mut b = None;
+    let mut allowed = 0;
+    for &(now, _) in requests {
+        let d = limits.take(b, now);
+        b = Some(d.bucket);
+        allowed += u32::from(d.allowed);
+    }
+    allowed
+}
+
+/// A small deterministic generator (no dependency for tests).
+fn lcg(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *seed >> 33
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn leases_never_let_through_more_than_the_bucket() {
+    let mut seed = 7;
+    for (rate, burst) in [
+        (150, 150),
+        (5, 5),
+        (1000, 3000),
+        (10, 1),
+        (100_000, 100_000),
+    ] {
+        let limits = Limits::new(rate, burst).unwrap();
+        for workers in [1, 2, 4] {
+            for pattern in 0..6 {
+                // Bursts, idle gaps and steady load, spread over the workers.
+                let mut now = T0;
+                let mut requests = Vec::new();
+                for _ in 0..3_000 {
+                    now += match pattern {
+                        0 => 0,
+                        1 => lcg(&mut seed) % 3,
+                        2 => lcg(&mut seed) % 20,
+                        3 if lcg(&mut seed).is_multiple_of(100) => 1_000,
+                        _ => lcg(&mut seed) % 2,
+                    };
+                    requests.push((now, (lcg(&mut seed) as usize) % workers));
+                }
+                let leased = leasing(&requests, workers, limits);
+                let exact = exact(&requests, limits);
+                // Greedy is the most a token bucket admits: leasing may only admit fewer, and
+                // not many fewer.
+                assert!(
+                    leased <= exact,
+                    "rate {rate} burst {burst} workers {workers} pattern {pattern}: {leased} > {exact}"
+                );
+                assert!(
+                    u64::from(exact - leased) <= u64::from(exact) / 10 + 2,
+                    "rate {rate} burst {burst} workers {workers} pattern {pattern}: {leased} << {exact}"
+                );
+            }
+        }
+    }
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn small_buckets_lease_nothing_and_a_lease_expires() {
+    // Below 32 tokens left nothing is leased: every request takes the shared round trip.
+    let limits = Limits::new(5, 5).unwrap();
+    let d = limits.take_leasing(None, Reserved::default(), T0);
+    assert!(d.decision.allowed);
+    assert_eq!((d.lease, d.reserved), (0, Reserved::default()));
+    // From a full bucket of 150: 149 left, 4 leased and reserved for LEASE_MS.
+    let limits = Limits::default();
+    let d = limits.take_leasing(None, Reserved::default(), T0);
+    assert_eq!(d.lease, 4);
+    assert_eq!(d.decision.bucket.tokens(), 145);
+    assert_eq!(
+        d.reserved,
+        Reserved {
+            tokens: 4,
+            until_ms: T0 + LEASE_MS
+        }
+    );
+    // While reserved the bucket refills to 146 at most, not 150.
+    let later = limits.take_leasing(Some(d.decision.bucket), d.reserved, T0 + LEASE_MS - 1);
+    assert_eq!(later.decision.bucket.tokens() + later.lease, 145);
+    // Once the lease has expired, the whole burst again.
+    let after = limits.take_leasing(Some(d.decision.bucket), d.reserved, T0 + 10_000);
+    assert_eq!(after.decision.bucket.tokens() + after.lease, 149);
+    assert!(limits.is_forgettable(&d.decision.bucket, &d.reserved, T0 + 10_000));
+    assert!(!limits.is_forgettable(&d.decision.bucket, &d.reserved, T0 + 50));
+
+    let mut leases = Leases::default();
+    leases.grant("a", 2, T0);
+    assert!(leases.spend("a", T0));
+    assert!(!leases.spend("b", T0));
+    assert!(!leases.spend("a", T0 + LEASE_MS), "expired");
+    leases.grant("a", 2, T0);
+    assert!(leases.spend("a", T0 + 1) && leases.spend("a", T0 + 2));
+    assert!(!leases.spend("a", T0 + 3), "spent");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn reservations_round_trip() {
+    let r = Reserved {
+        tokens: 0x0102,
+        until_ms: 0x1112,
+    };
+    assert_eq!(Reserved::from_bytes(&r.to_bytes()), Some(r));
+    assert_eq!(
+        r.to_bytes(),
+        [2, 1, 0, 0, 0, 0, 0, 0, 0x12, 0x11, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(Reserved::from_bytes(&[0; 15]), None);
+    assert_eq!(Reserved::from_bytes(&[0; 17]), None);
+}

@@ -663,12 +663,28 @@ impl Stack {
         self.scratch.0.join("access.log")
     }
 
-    /// The access log's lines, parsed.
+    /// The access log's lines, parsed, with the filter's audit record (the `audit` field, a
+    /// JSON object in a string) merged into each line, as `jq '(.audit // "{}" | fromjson) +
+    /// del(.audit)'` does.
     pub fn audit_lines(&self) -> Vec<Value> {
         std::fs::read_to_string(self.audit_path())
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).expect("access log lines are JSON"))
+            .map(|l| {
+                let mut line: Value = serde_json::from_str(l).expect("access log lines are JSON");
+                let audit = line
+                    .as_object_mut()
+                    .expect("access log lines are JSON objects")
+                    .remove("audit");
+                if let Some(Value::String(audit)) = audit {
+                    let audit: Value =
+                        serde_json::from_str(&audit).expect("the audit field holds JSON");
+                    for (k, v) in audit.as_object().expect("the audit field is an object") {
+                        line[k.as_str()] = v.clone();
+                    }
+                }
+                line
+            })
             .collect()
     }
 
