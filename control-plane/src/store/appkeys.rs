@@ -39,23 +39,25 @@ fn from_row(r: &SqliteRow) -> Result<AppKeyRow, sqlx::Error> {
 impl Store {
     /// The account's AppKeys that are not revoked.
     pub async fn appkeys(&self, account: &str) -> Result<Vec<AppKeyRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+        self.fetch_rows(
+            sqlx::query(&format!(
             "SELECT {COLUMNS} FROM appkeys WHERE account = ? AND revoked_at IS NULL ORDER BY id"
         ))
-        .bind(account)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+            .bind(account),
+            from_row,
+        )
+        .await
     }
 
     /// Every live AppKey of every account (for the gateway's snapshot).
     pub async fn all_appkeys(&self) -> Result<Vec<AppKeyRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM appkeys WHERE revoked_at IS NULL ORDER BY id"
-        ))
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        self.fetch_rows(
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM appkeys WHERE revoked_at IS NULL ORDER BY id"
+            )),
+            from_row,
+        )
+        .await
     }
 
     /// The live AppKey with this consumer key and access token.

@@ -75,23 +75,25 @@ impl Store {
 
     /// The account's live certificates, oldest first.
     pub async fn certificates(&self, account: &str) -> Result<Vec<CertificateRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM certificates WHERE account = ? AND deleted = 0 ORDER BY id"
-        ))
-        .bind(account)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        self.fetch_rows(
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM certificates WHERE account = ? AND deleted = 0 ORDER BY id"
+            ))
+            .bind(account),
+            from_row,
+        )
+        .await
     }
 
     /// Every live certificate of every account.
     pub async fn all_certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM certificates WHERE deleted = 0 ORDER BY id"
-        ))
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        self.fetch_rows(
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM certificates WHERE deleted = 0 ORDER BY id"
+            )),
+            from_row,
+        )
+        .await
     }
 
     /// The id of a live certificate of the account with this name.

@@ -35,13 +35,14 @@ fn from_row(r: &SqliteRow) -> Result<CredentialRow, sqlx::Error> {
 
 impl Store {
     pub async fn credentials(&self, account: &str) -> Result<Vec<CredentialRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM credentials WHERE account = ? AND deleted = 0 ORDER BY id"
-        ))
-        .bind(account)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        self.fetch_rows(
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM credentials WHERE account = ? AND deleted = 0 ORDER BY id"
+            ))
+            .bind(account),
+            from_row,
+        )
+        .await
     }
 
     pub async fn credential(
@@ -61,25 +62,19 @@ impl Store {
 
     /// Every live credential used by an enabled mapping (for the gateway).
     pub async fn attached_credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+        self.fetch_rows(sqlx::query(&format!(
             "SELECT {COLUMNS} FROM credentials WHERE deleted = 0 AND id IN \
              (SELECT credential_id FROM mappings WHERE deleted = 0 AND enabled = 1 AND credential_id IS NOT NULL)"
-        ))
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        )), from_row).await
     }
 
     /// Every live credential whose kind needs access tokens (OAuth 2.0, Transfer to
     /// Messaging), in every account: what [`crate::access_tokens`] keeps current.
     pub async fn token_credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+        self.fetch_rows(sqlx::query(&format!(
             "SELECT {COLUMNS} FROM credentials WHERE deleted = 0 AND kind IN \
              ('oauth2ClientCredentials', 'oauth2AuthorizationCode', 'transferToMessaging') ORDER BY id"
-        ))
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        )), from_row).await
     }
 
     /// The id of another live credential of the account with this name, or of the account's

@@ -67,23 +67,25 @@ fn from_row(r: &SqliteRow) -> Result<MappingRow, sqlx::Error> {
 impl Store {
     /// The account's live mappings, oldest first.
     pub async fn mappings(&self, account: &str) -> Result<Vec<MappingRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM mappings WHERE account = ? AND deleted = 0 ORDER BY id"
-        ))
-        .bind(account)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        self.fetch_rows(
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM mappings WHERE account = ? AND deleted = 0 ORDER BY id"
+            ))
+            .bind(account),
+            from_row,
+        )
+        .await
     }
 
     /// Every enabled, live mapping of every account: what the gateway serves.
     pub async fn enabled_mappings(&self) -> Result<Vec<MappingRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM mappings WHERE enabled = 1 AND deleted = 0 ORDER BY id"
-        ))
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        self.fetch_rows(
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM mappings WHERE enabled = 1 AND deleted = 0 ORDER BY id"
+            )),
+            from_row,
+        )
+        .await
     }
 
     /// Live, enabled mappings that use a certificate.

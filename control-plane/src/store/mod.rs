@@ -15,7 +15,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::Mutex;
 
@@ -120,6 +122,17 @@ impl Store {
                 .fetch_one(self.pool())
                 .await?,
         )
+    }
+
+    /// Runs a `SELECT` and maps every row with the row module's `from_row` (the plumbing each
+    /// `store/*` module would otherwise repeat).
+    pub(crate) async fn fetch_rows<'q, T>(
+        &self,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        from_row: fn(&SqliteRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = query.fetch_all(self.pool()).await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
     pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {

@@ -72,13 +72,14 @@ impl Store {
     }
 
     pub async fn users(&self, account: &str) -> Result<Vec<UserRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM users WHERE account = ? AND deleted = 0 ORDER BY id"
-        ))
-        .bind(account)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        self.fetch_rows(
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM users WHERE account = ? AND deleted = 0 ORDER BY id"
+            ))
+            .bind(account),
+            from_row,
+        )
+        .await
     }
 
     /// Every live user of every account, as (account, id), for the gateway's snapshot.
