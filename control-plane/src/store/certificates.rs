@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{now, Store, StoreError};
+use super::{now, SoftDeleted, Store, StoreError};
 use crate::certinfo::CertInfo;
 
 /// A certificate's metadata as stored.
@@ -186,14 +186,6 @@ impl Store {
         account: &str,
         id: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE certificates SET deleted = 1, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0",
-        )
-        .bind(now())
-        .bind(account)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        Store::mark_deleted(&mut **tx, SoftDeleted::Certificates, account, id).await
     }
 }

@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{now, Store, StoreError};
+use super::{now, SoftDeleted, Store, StoreError};
 
 /// A credential as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,13 +161,7 @@ impl Store {
         account: &str,
         id: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE credentials SET deleted = 1, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0")
-            .bind(now())
-            .bind(account)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        Store::mark_deleted(&mut **tx, SoftDeleted::Credentials, account, id).await
     }
 
     /// Ids and names of live mappings that use a credential.

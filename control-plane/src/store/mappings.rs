@@ -4,7 +4,7 @@ use mtlsgate_filter::service::Service;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{now, Store, StoreError};
+use super::{now, SoftDeleted, Store, StoreError};
 
 /// A mapping as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,13 +232,7 @@ impl Store {
         account: &str,
         id: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE mappings SET deleted = 1, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0")
-            .bind(now())
-            .bind(account)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        Store::mark_deleted(&mut **tx, SoftDeleted::Mappings, account, id).await
     }
 
     /// The account's revision, read inside a write transaction.

@@ -38,6 +38,26 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_generation.sql"),
 ];
 
+/// The tables whose rows are deleted by marking them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SoftDeleted {
+    Certificates,
+    Mappings,
+    Credentials,
+    Users,
+}
+
+impl SoftDeleted {
+    fn name(self) -> &'static str {
+        match self {
+            SoftDeleted::Certificates => "certificates",
+            SoftDeleted::Mappings => "mappings",
+            SoftDeleted::Credentials => "credentials",
+            SoftDeleted::Users => "users",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -133,6 +153,26 @@ impl Store {
     ) -> Result<Vec<T>, StoreError> {
         let rows = query.fetch_all(self.pool()).await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Marks a live row of the account deleted (rows are kept, their ids never reused);
+    /// false when there was no such live row.
+    pub(crate) async fn mark_deleted<'e>(
+        executor: impl sqlx::Executor<'e, Database = Sqlite>,
+        table: SoftDeleted,
+        account: &str,
+        id: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(&format!(
+            "UPDATE {} SET deleted = 1, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0",
+            table.name()
+        ))
+        .bind(now())
+        .bind(account)
+        .bind(id)
+        .execute(executor)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {

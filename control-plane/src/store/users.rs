@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{now, Store, StoreError};
+use super::{now, SoftDeleted, Store, StoreError};
 
 /// A user as stored. The hash is argon2id in PHC string form.
 #[derive(Clone, PartialEq, Eq)]
@@ -134,13 +134,7 @@ impl Store {
     /// Marks a user deleted; false when there was no such user.
     pub async fn delete_user(&self, account: &str, id: i64) -> Result<bool, StoreError> {
         let _w = self.write_lock().await;
-        let done = sqlx::query("UPDATE users SET deleted = 1, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0")
-            .bind(now())
-            .bind(account)
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() == 1)
+        Store::mark_deleted(self.pool(), SoftDeleted::Users, account, id).await
     }
 
     /// Number of live admins of the account (the last one cannot be deleted).
