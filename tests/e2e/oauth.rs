@@ -559,6 +559,26 @@ async fn authorization_code_with_and_without_pkce_through_the_callback() {
     let c = credential(&stack, id).await;
     assert_eq!(c["status"], "error");
     assert!(c["lastError"].as_str().unwrap().contains("access_denied"));
+    // Another account's credential is not there, for reading or authorizing.
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            format!("/api/account/4242/credentials/{id}"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/account/4242/credentials/{id}/authorize"),
+        ),
+    ] {
+        let r = stack
+            .client
+            .request(method, format!("{}{path}", stack.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r).await, (404, "not_found".into()), "{path}");
+    }
     // A type that is not authorized by a user says so.
     let r = api(
         &stack,
