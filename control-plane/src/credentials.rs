@@ -116,7 +116,25 @@ fn required(field: &str, value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn https_url(field: &str, value: &str) -> Result<(), Invalid> {
+/// An OAuth endpoint: HTTPS, or plain HTTP on a loopback address only (an authorization
+/// server on the control plane's own host; RFC 8252 §8.3 allows the same for redirects).
+/// Anywhere else a client secret or a code must not travel in clear.
+fn endpoint_url(field: &str, value: &str) -> Result<(), Invalid> {
+    if let Some(rest) = value.strip_prefix("http://") {
+        let loopback = url::Url::parse(value).ok().and_then(|u| match u.host() {
+            Some(url::Host::Ipv4(ip)) => Some(ip.is_loopback()),
+            Some(url::Host::Ipv6(ip)) => Some(ip.is_loopback()),
+            Some(url::Host::Domain(d)) => Some(d.eq_ignore_ascii_case("localhost")),
+            None => None,
+        });
+        return match loopback {
+            Some(true) if !rest.contains('@') && value.len() <= 4096 => Ok(()),
+            _ => Err(invalid(
+                "invalid_credential",
+                format!("{field} must be https (plain http only to a loopback address)"),
+            )),
+        };
+    }
     Target::parse(value)
         .map(|_| ())
         .map_err(|e| invalid("invalid_credential", format!("{field}: {e}")))
@@ -201,7 +219,7 @@ impl Input {
             } => {
                 required("clientId", &client_id)?;
                 required("clientSecret", client_secret.expose())?;
-                https_url("tokenUrl", &token_url)?;
+                endpoint_url("tokenUrl", &token_url)?;
                 optional_scope(&scope)?;
                 settings.insert("clientId".into(), json!(client_id));
                 settings.insert("scope".into(), json!(scope));
@@ -224,8 +242,8 @@ impl Input {
             } => {
                 required("clientId", &client_id)?;
                 required("clientSecret", client_secret.expose())?;
-                https_url("authUrl", &auth_url)?;
-                https_url("tokenUrl", &token_url)?;
+                endpoint_url("authUrl", &auth_url)?;
+                endpoint_url("tokenUrl", &token_url)?;
                 optional_scope(&scope)?;
                 settings.insert(
                     "clientAuthentication".into(),
@@ -328,7 +346,7 @@ impl Input {
                 required("clientId", &client_id)?;
                 required("clientSecret", client_secret.expose())?;
                 if let Some(u) = &token_url {
-                    https_url("tokenUrl", u)?;
+                    endpoint_url("tokenUrl", u)?;
                 }
                 settings.insert("clientId".into(), json!(client_id));
                 settings.insert("tokenUrl".into(), json!(token_url));
@@ -501,6 +519,8 @@ mod tests {
             json!({"type": "oauth2ClientCredentials", "clientId": "c", "clientSecret": "s", "tokenUrl": "https://idp.example/token"}),
             json!({"type": "oauth2AuthorizationCode", "clientId": "c", "clientSecret": "s", "authUrl": "https://idp.example/auth", "tokenUrl": "https://idp.example/token", "pkce": true}),
             json!({"type": "transferToMessaging", "clientId": "c", "clientSecret": "s"}),
+            json!({"type": "oauth2ClientCredentials", "clientId": "c", "clientSecret": "s", "tokenUrl": "http://127.0.0.1:8081/token"}),
+            json!({"type": "oauth2ClientCredentials", "clientId": "c", "clientSecret": "s", "tokenUrl": "http://[::1]/token"}),
             json!({"type": "thirdPartyNlu", "provider": "dialogflow", "credentials": {"k": "v"}}),
             json!({"type": "consumerPreAuthentication"}),
         ];
@@ -510,6 +530,14 @@ mod tests {
         let bad = [
             (
                 json!({"type": "oauth2ClientCredentials", "clientId": "c", "clientSecret": "s", "tokenUrl": "http://idp/token"}),
+                "invalid_credential",
+            ),
+            (
+                json!({"type": "oauth2ClientCredentials", "clientId": "c", "clientSecret": "s", "tokenUrl": "http://10.0.0.1/token"}),
+                "invalid_credential",
+            ),
+            (
+                json!({"type": "oauth2ClientCredentials", "clientId": "c", "clientSecret": "s", "tokenUrl": "http://user@127.0.0.1/token"}),
                 "invalid_credential",
             ),
             (
