@@ -61,6 +61,9 @@ pub trait NonceGuard {
 /// The signed parts of the request, as Envoy hands them over.
 #[derive(Debug, Clone, Copy)]
 pub struct Signed<'a> {
+    /// The scheme the client used to reach the gateway, part of the OAuth1 base string:
+    /// `http`, or `https` behind a TLS-terminating load balancer.
+    pub scheme: &'a str,
     pub method: &'a str,
     pub authority: &'a str,
     pub path: &'a str,
@@ -141,7 +144,7 @@ fn appkey_caller(
     let auth = Authorization::parse(value).map_err(invalid)?;
     let req = oauth1::Request {
         method: signed.method,
-        scheme: "http",
+        scheme: signed.scheme,
         authority: signed.authority,
         path: signed.path,
         form_body: None,

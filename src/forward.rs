@@ -38,6 +38,9 @@ pub struct Context<'a> {
     pub max_skew_secs: u64,
     /// Log target queries instead of redacting them.
     pub keep_query: bool,
+    /// The scheme clients reach the gateway with, which OAuth1 signatures cover: `http`
+    /// (Envoy's listener), or `https` behind a TLS-terminating load balancer.
+    pub public_scheme: &'static str,
     pub nonces: &'a mut dyn NonceGuard,
 }
 
@@ -161,6 +164,7 @@ fn authenticated(
     })?;
     let authorization = single_header(req.headers, "authorization")?;
     let signed = Signed {
+        scheme: ctx.public_scheme,
         method: req.method,
         authority: req.authority,
         path: req.path,

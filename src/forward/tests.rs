@@ -121,6 +121,7 @@ fn decide_with(
         now: NOW,
         max_skew_secs: 300,
         keep_query: false,
+        public_scheme: "http",
         nonces: &mut nonces,
     };
     decide(
@@ -547,6 +548,7 @@ fn a_remembered_token_still_expires_and_still_needs_a_live_user() {
             now,
             max_skew_secs: 300,
             keep_query: false,
+            public_scheme: "http",
             nonces: &mut nonces,
         };
         decide(
@@ -640,5 +642,71 @@ fn a_mapping_whose_credential_is_unavailable_is_refused_with_503_not_sent_bare()
             assert_eq!(audit.decision, "refused");
         }
         other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// An AppKey-signed `Authorization` for a POST to `/mtls/mapping`, signed as the client
+/// reached the gateway with `scheme`.
+fn appkey_header(scheme: &str) -> String {
+    let unsigned = format!(
+        "OAuth oauth_consumer_key=\"ck\", oauth_token=\"at\", oauth_signature_method=\"HMAC-SHA1\", \
+         oauth_timestamp=\"{NOW}\", oauth_nonce=\"n-{scheme}\", oauth_version=\"1.0\""
+    );
+    let auth =
+        crate::oauth1::Authorization::parse(&format!("{unsigned}, oauth_signature=\"x\"")).unwrap();
+    let req = crate::oauth1::Request {
+        method: "POST",
+        scheme,
+        authority: "gateway:10000",
+        path: "/mtls/mapping",
+        form_body: None,
+    };
+    let base = crate::oauth1::base_string(&req, &auth).unwrap();
+    let sig = crate::oauth1::signature(&base, &crate::oauth1::Secrets::new("cs", "ts"))
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    format!("{unsigned}, oauth_signature=\"{sig}\"")
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn oauth1_signatures_cover_the_scheme_clients_use() {
+    let idx = index();
+    let run = |signed_as: &str, public_scheme: &'static str| {
+        let auth = appkey_header(signed_as);
+        let headers = h(&[(":authority", "gateway:10000"), ("authorization", &auth)]);
+        let mut nonces = AllNew;
+        let mut ctx = Context {
+            index: Some(&idx),
+            now: NOW,
+            max_skew_secs: 300,
+            keep_query: false,
+            public_scheme,
+            nonces: &mut nonces,
+        };
+        decide(
+            &Request {
+                method: "POST",
+                path: "/mtls/mapping",
+                authority: "gateway:10000",
+                headers: &headers,
+                client_ip: "1",
+            },
+            &mut ctx,
+        )
+    };
+    // Behind a TLS-terminating load balancer clients sign https://…: accepted once the
+    // gateway is told so, refused (bad signature) while it assumes http, and the reverse.
+    assert!(
+        matches!(run("https", "https"), Decision::CheckMapping { .. }),
+        "{:?}",
+        run("https", "https")
+    );
+    assert!(matches!(run("http", "http"), Decision::CheckMapping { .. }));
+    for (signed_as, public) in [("https", "http"), ("http", "https")] {
+        match run(signed_as, public) {
+            Decision::Refuse(r, _) => assert_eq!((r.status, r.code), (401, "invalid_signature")),
+            d => panic!("{signed_as} signature accepted as {public}: {d:?}"),
+        }
     }
 }

@@ -35,6 +35,10 @@ pub(crate) struct FilterConfig {
     /// OAuth1 timestamp window, seconds.
     #[serde(default = "default_skew")]
     max_skew_seconds: u64,
+    /// The scheme clients reach the gateway with (OAuth1 signatures cover it): `http`, or
+    /// `https` when a TLS-terminating load balancer sits in front of Envoy.
+    #[serde(default)]
+    public_scheme: Option<String>,
 }
 
 fn default_skew() -> u64 {
@@ -70,6 +74,7 @@ pub(crate) struct Settings {
     xff_trusted_hops: u32,
     log_query: bool,
     max_skew_secs: u64,
+    public_scheme: &'static str,
 }
 
 impl Settings {
@@ -82,12 +87,18 @@ impl Settings {
         if !(1..=3600).contains(&cfg.max_skew_seconds) {
             return Err("maxSkewSeconds must be from 1 to 3600".into());
         }
+        let public_scheme = match cfg.public_scheme.as_deref() {
+            None | Some("http") => "http",
+            Some("https") => "https",
+            Some(_) => return Err("publicScheme must be http or https".into()),
+        };
         Ok(Settings {
             valid: true,
             limits,
             xff_trusted_hops: cfg.xff_trusted_hops,
             log_query: cfg.log_query,
             max_skew_secs: cfg.max_skew_seconds,
+            public_scheme,
         })
     }
 
@@ -98,6 +109,7 @@ impl Settings {
             xff_trusted_hops: 0,
             log_query: false,
             max_skew_secs: default_skew(),
+            public_scheme: "http",
         }
     }
 }
@@ -302,6 +314,7 @@ impl HttpContext for Filter {
             index: index.as_deref(),
             now: now.as_secs(),
             max_skew_secs: self.settings.max_skew_secs,
+            public_scheme: self.settings.public_scheme,
             keep_query: self.settings.log_query,
             nonces: &mut nonces,
         };

@@ -521,3 +521,52 @@ async fn plain_tls_fallback_only_to_allowed_hosts() {
         .audit_lines_when(|l| l.iter().any(|x| x["decision"] == "forwarded_plain_tls"))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_tls_load_balancer_appkey_signatures_cover_https() {
+    let stack = Stack::start_with(Options {
+        filter_config: Some(
+            r#"{"role":"filter","throttle":{"ratePerSecond":10000,"burst":10000},"publicScheme":"https"}"#
+                .into(),
+        ),
+        ..Options::default()
+    })
+    .await;
+    let key = create_appkey(&stack, A).await;
+    let target = forward_url(&stack, A);
+    // What the client called: the load balancer's https URL (same host and port here).
+    let called = target.replacen("http://", "https://", 1);
+    let send = |signed_for: String| {
+        let stack = &stack;
+        let target = target.clone();
+        let key = key.clone();
+        async move {
+            stack
+                .client
+                .get(&target)
+                .header("authorization", oauth_header("GET", &signed_for, &[], &key))
+                .header("LP-forward-url", "https://localhost:1/unmapped")
+                .header("LP-service-name", "IDP")
+                .send()
+                .await
+                .expect("forward")
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (status, code) = loop {
+        let (status, code) = error_code(send(called.clone()).await).await;
+        // Until the snapshot (with the new AppKey) has loaded.
+        if status != 503 && code != "unknown_appkey" {
+            break (status, code);
+        }
+        assert!(Instant::now() < deadline, "{status} {code}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Authenticated: refused only because nothing is mapped there.
+    assert_eq!((status, code.as_str()), (400, "no_mtls_mapping"));
+    // The same request signed for plain http does not match what the gateway checks.
+    assert_eq!(
+        error_code(send(target.clone()).await).await,
+        (401, "invalid_signature".into())
+    );
+}
