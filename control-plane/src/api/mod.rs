@@ -22,7 +22,7 @@ pub use views::rfc3339;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -83,6 +83,10 @@ pub fn router(state: AppState) -> Router {
                 .post(certificates::create_json)
                 .put(certificates::update_json),
         )
+        .layer(middleware::from_fn_with_state(
+            upload.saturating_mul(5).saturating_add(64 * 1024),
+            refuse_oversized,
+        ))
         .layer(DefaultBodyLimit::max(
             upload.saturating_mul(5).saturating_add(64 * 1024),
         ));
@@ -95,6 +99,10 @@ pub fn router(state: AppState) -> Router {
             "/mtls/account/{account}/p12-test/multipart",
             post(p12test::test),
         )
+        .layer(middleware::from_fn_with_state(
+            upload.saturating_add(64 * 1024),
+            refuse_oversized,
+        ))
         .layer(DefaultBodyLimit::max(upload.saturating_add(64 * 1024)));
     let management = Router::new()
         .route("/api/account/{account}/login", post(users::login))
@@ -159,6 +167,10 @@ pub fn router(state: AppState) -> Router {
                 .put(mappings::update)
                 .delete(mappings::delete),
         )
+        .layer(middleware::from_fn_with_state(
+            JSON_BODY_LIMIT,
+            refuse_oversized,
+        ))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .merge(certificates_json)
         .merge(by_file)
@@ -182,6 +194,33 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Longest body read only to be discarded, and for how long at most.
+const DRAIN_MAX: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Refuses a body whose declared length is over `limit` with 413, after reading and
+/// discarding it (up to [`DRAIN_MAX`], within [`DRAIN_TIME`]): a client still uploading
+/// then reads the answer instead of finding its connection reset under it.
+async fn refuse_oversized(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(declared) = declared.filter(|n| *n > limit as u64) else {
+        return next.run(req).await;
+    };
+    if declared <= DRAIN_MAX {
+        use futures::StreamExt;
+        let mut body = req.into_body().into_data_stream();
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(_)) = body.next().await {}
+        })
+        .await;
+    }
+    extract::too_large().into_response()
 }
 
 /// Answers 503 when a request takes longer than [`REQUEST_TIMEOUT`] (a stuck Vault, say),
