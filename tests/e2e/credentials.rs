@@ -101,6 +101,15 @@ async fn basic_and_access_token_reach_the_upstream_exactly_as_specified() {
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["code"], "credential_in_use");
     assert_eq!(v["mappings"][0]["name"], "b");
+    // From another account the credential is not there: no 409, no mapping names.
+    let r = stack
+        .client
+        .delete(format!("{}/api/account/7008/credentials/{id}", stack.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(error_code(r).await, (404, "not_found".into()));
 
     // The account lets callers override: now the caller's header wins (settings are checked).
     let settings = format!("{}/api/account/{A}/settings", stack.api);

@@ -235,8 +235,9 @@ pub async fn delete(
     Path((account, id)): Path<(String, i64)>,
     principal: Principal,
 ) -> Result<JsonOut<Value>, ApiError> {
-    check_account(&account)?;
-    principal.require_manage(&account)?;
+    // why: before looking at which mappings use it, or a 409 would list another account's
+    // mapping names.
+    managed(&state, &principal, &account, id).await?;
     let _w = state.store.write_lock().await;
     let mut tx = state.store.begin().await?;
     let users = Store::mappings_using_credential(&mut tx, id).await?;
