@@ -140,6 +140,26 @@ fn endpoint_url(field: &str, value: &str) -> Result<(), Invalid> {
         .map_err(|e| invalid("invalid_credential", format!("{field}: {e}")))
 }
 
+/// The confidential client every token-getting kind has: `clientId` and
+/// `clientAuthentication` go to the settings, `clientSecret` to the secrets.
+fn client(
+    settings: &mut Map<String, Value>,
+    secrets: &mut Vec<(&'static str, Secret)>,
+    client_id: String,
+    client_secret: Secret,
+    authentication: Option<String>,
+) -> Result<(), Invalid> {
+    required("clientId", &client_id)?;
+    required("clientSecret", client_secret.expose())?;
+    settings.insert("clientId".into(), json!(client_id));
+    settings.insert(
+        "clientAuthentication".into(),
+        json!(client_auth(authentication)?),
+    );
+    secrets.push(("clientSecret", client_secret));
+    Ok(())
+}
+
 /// `clientAuthentication`: how the client authenticates at the token endpoint.
 fn client_auth(value: Option<String>) -> Result<String, Invalid> {
     let value = value.unwrap_or_else(|| "clientSecretBasic".into());
@@ -217,18 +237,17 @@ impl Input {
                 token_url,
                 client_authentication,
             } => {
-                required("clientId", &client_id)?;
-                required("clientSecret", client_secret.expose())?;
                 endpoint_url("tokenUrl", &token_url)?;
                 optional_scope(&scope)?;
-                settings.insert("clientId".into(), json!(client_id));
+                client(
+                    &mut settings,
+                    &mut secrets,
+                    client_id,
+                    client_secret,
+                    client_authentication,
+                )?;
                 settings.insert("scope".into(), json!(scope));
                 settings.insert("tokenUrl".into(), json!(token_url));
-                settings.insert(
-                    "clientAuthentication".into(),
-                    json!(client_auth(client_authentication)?),
-                );
-                secrets.push(("clientSecret", client_secret));
                 "oauth2ClientCredentials"
             }
             Input::Oauth2AuthorizationCode {
@@ -240,21 +259,20 @@ impl Input {
                 pkce,
                 client_authentication,
             } => {
-                required("clientId", &client_id)?;
-                required("clientSecret", client_secret.expose())?;
                 endpoint_url("authUrl", &auth_url)?;
                 endpoint_url("tokenUrl", &token_url)?;
                 optional_scope(&scope)?;
-                settings.insert(
-                    "clientAuthentication".into(),
-                    json!(client_auth(client_authentication)?),
-                );
-                settings.insert("clientId".into(), json!(client_id));
+                client(
+                    &mut settings,
+                    &mut secrets,
+                    client_id,
+                    client_secret,
+                    client_authentication,
+                )?;
                 settings.insert("scope".into(), json!(scope));
                 settings.insert("authUrl".into(), json!(auth_url));
                 settings.insert("tokenUrl".into(), json!(token_url));
                 settings.insert("pkce".into(), json!(pkce));
-                secrets.push(("clientSecret", client_secret));
                 "oauth2AuthorizationCode"
             }
             Input::BasicAuthentication { username, password } => {
@@ -343,18 +361,17 @@ impl Input {
                 token_url,
                 client_authentication,
             } => {
-                required("clientId", &client_id)?;
-                required("clientSecret", client_secret.expose())?;
                 if let Some(u) = &token_url {
                     endpoint_url("tokenUrl", u)?;
                 }
-                settings.insert("clientId".into(), json!(client_id));
+                client(
+                    &mut settings,
+                    &mut secrets,
+                    client_id,
+                    client_secret,
+                    client_authentication,
+                )?;
                 settings.insert("tokenUrl".into(), json!(token_url));
-                settings.insert(
-                    "clientAuthentication".into(),
-                    json!(client_auth(client_authentication)?),
-                );
-                secrets.push(("clientSecret", client_secret));
                 "transferToMessaging"
             }
             Input::ThirdPartyNlu {
