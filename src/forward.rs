@@ -264,13 +264,8 @@ fn forward(
             audit.mapping_id = route.mapping_id.to_string();
             audit.certificate_id = route.certificate_id.to_string();
             audit.certificate_serial = route.certificate_serial.clone();
-            if route.credential_unavailable {
-                return Err(Refusal::new(
-                    503,
-                    "credential_unavailable",
-                    "the credential attached to this mapping cannot be used right now \
-                     (no valid token, or its secrets are unreadable); its status says why",
-                ));
+            if let Some(why) = route.unavailable {
+                return Err(Refusal::new(503, why.code(), why.message()));
             }
             audit.decision = "forwarded";
             (route.cluster.clone(), Some(route.clone()))

@@ -113,11 +113,47 @@ pub struct MappingEntry {
     /// credential (by default the credential wins).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub override_allowed: bool,
-    /// The attached credential cannot be applied now (no valid token, secrets unreadable):
-    /// forwards are refused with a clear error rather than sent without it, or reported as
-    /// unmapped. `cluster` is empty then.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub credential_unavailable: bool,
+    /// Why the mapping cannot be served now, if it cannot: forwards are refused with that
+    /// reason's code rather than sent without what they need, or reported as unmapped.
+    /// `cluster` is empty then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<Unavailable>,
+}
+
+/// Why a mapping that exists cannot be served right now. "Mapped but refused" must never
+/// look like "not mapped": each reason has its own refusal code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Unavailable {
+    /// The attached credential cannot be applied (no valid token, secrets unreadable).
+    Credential,
+    /// The certificate's key and chain are not loaded from the secret store (missing there,
+    /// unreadable, or not opened yet).
+    Certificate,
+}
+
+impl Unavailable {
+    /// The refusal code forwards through such a mapping get (with status 503).
+    pub fn code(self) -> &'static str {
+        match self {
+            Unavailable::Credential => "credential_unavailable",
+            Unavailable::Certificate => "certificate_unavailable",
+        }
+    }
+
+    /// The refusal message: what is wrong and where to look.
+    pub fn message(self) -> &'static str {
+        match self {
+            Unavailable::Credential => {
+                "the credential attached to this mapping cannot be used right now \
+                 (no valid token, or its secrets are unreadable); its status says why"
+            }
+            Unavailable::Certificate => {
+                "the certificate of this mapping is not available right now (its key and \
+                 chain cannot be read from the secret store); its status says why"
+            }
+        }
+    }
 }
 
 /// Where a matched request goes, and what the audit records about it.
@@ -130,8 +166,8 @@ pub struct Route {
     pub authorization: Option<String>,
     /// Whether a caller's override replaces that header.
     pub override_allowed: bool,
-    /// The attached credential cannot be applied now.
-    pub credential_unavailable: bool,
+    /// Why the mapping cannot be served now, if it cannot.
+    pub unavailable: Option<Unavailable>,
     pub cluster: String,
 }
 
@@ -211,7 +247,7 @@ impl Index {
                     certificate_serial: m.certificate_serial,
                     authorization: m.authorization,
                     override_allowed: m.override_allowed,
-                    credential_unavailable: m.credential_unavailable,
+                    unavailable: m.unavailable,
                     cluster: m.cluster,
                 });
                 len += 1;
@@ -307,7 +343,7 @@ mod tests {
             certificate_serial: String::new(),
             authorization: None,
             override_allowed: false,
-            credential_unavailable: false,
+            unavailable: None,
         }
     }
 

@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use mtlsgate_filter::snapshot::{AppKeyEntry, FallbackEntry, MappingEntry, TokenKey, UserRef};
+use mtlsgate_filter::snapshot::{
+    AppKeyEntry, FallbackEntry, MappingEntry, TokenKey, Unavailable, UserRef,
+};
 use mtlsgate_filter::target::Target;
 use sha2::{Digest, Sha256};
 
@@ -95,9 +97,10 @@ pub struct Routed {
 }
 
 impl Routed {
-    /// A mapping whose credential cannot be applied now: no cluster, no secret, so nothing
-    /// to acknowledge first; the gateway refuses its forwards with `credential_unavailable`.
-    fn credential_unavailable(m: &MappingRow) -> Routed {
+    /// A mapping that exists but cannot be served now: no cluster, no secret, so nothing to
+    /// acknowledge first; the gateway refuses its forwards with `why`'s code, never as
+    /// unmapped and never without what it needs.
+    fn unavailable(m: &MappingRow, why: Unavailable) -> Routed {
         Routed {
             entry: MappingEntry {
                 id: m.id as u64,
@@ -109,7 +112,7 @@ impl Routed {
                 certificate_serial: String::new(),
                 authorization: None,
                 override_allowed: false,
-                credential_unavailable: true,
+                unavailable: Some(why),
             },
             secret: String::new(),
         }
@@ -163,9 +166,10 @@ pub fn credential_secret_name(credential_id: i64) -> String {
 
 impl Desired {
     /// Builds the desired state. Mappings whose certificate is deleted or has no material in
-    /// Vault, or whose credential brings nothing usable, are left out: the gateway cannot
-    /// serve them, and refuses them as unmapped. A Mutual Authentication credential replaces
-    /// the mapping's certificate, trust and TLS versions.
+    /// the secret store, or whose credential brings nothing usable, get no cluster: the
+    /// gateway refuses them with `certificate_unavailable` or `credential_unavailable`,
+    /// never as unmapped. A Mutual Authentication credential replaces the mapping's
+    /// certificate, trust and TLS versions.
     pub fn build(
         certificates: &[CertificateRow],
         mappings: &[MappingRow],
@@ -196,7 +200,7 @@ impl Desired {
                     Some(h) => Some(h.clone()),
                     None => {
                         // Served as a refusal that names the cause, not as unmapped.
-                        out.mappings.push(Routed::credential_unavailable(m));
+                        out.mappings.push(Routed::unavailable(m, Unavailable::Credential));
                         continue;
                     }
                 },
@@ -219,6 +223,13 @@ impl Desired {
                         live.get(&m.certificate_id),
                         materials.get(&m.certificate_id),
                     ) else {
+                        tracing::warn!(
+                            mapping = m.id,
+                            certificate = m.certificate_id,
+                            "the mapping's certificate material is not loaded; its forwards \
+                             are refused with certificate_unavailable"
+                        );
+                        out.mappings.push(Routed::unavailable(m, Unavailable::Certificate));
                         continue;
                     };
                     (
@@ -259,7 +270,7 @@ impl Desired {
                     override_allowed: authorization.is_some()
                         && attachments.override_accounts.contains(&m.account),
                     authorization,
-                    credential_unavailable: false,
+                    unavailable: None,
                 },
                 secret,
             });

@@ -3,7 +3,9 @@ use ed25519_dalek::SigningKey;
 
 use super::*;
 use crate::oauth1::Verified;
-use crate::snapshot::{AppKeyEntry, FallbackEntry, MappingEntry, Snapshot, TokenKey, UserRef};
+use crate::snapshot::{
+    AppKeyEntry, FallbackEntry, MappingEntry, Snapshot, TokenKey, Unavailable, UserRef,
+};
 use crate::token::{self, Claims};
 
 const URL: &str = "https://api.brand.example/oauth/token?x=1";
@@ -20,13 +22,13 @@ fn index() -> Index {
 
 /// The test snapshot, its mapping carrying an attached credential's header.
 fn index_with(authorization: Option<&str>, override_allowed: bool) -> Index {
-    index_of(authorization, override_allowed, false)
+    index_of(authorization, override_allowed, None)
 }
 
 fn index_of(
     authorization: Option<&str>,
     override_allowed: bool,
-    credential_unavailable: bool,
+    unavailable: Option<Unavailable>,
 ) -> Index {
     Index::new(Snapshot {
         version: "1".into(),
@@ -40,7 +42,7 @@ fn index_of(
             certificate_serial: "0A".into(),
             authorization: authorization.map(str::to_owned),
             override_allowed,
-            credential_unavailable,
+            unavailable,
         }],
         token_keys: vec![TokenKey {
             kid: "k1".into(),
@@ -621,27 +623,32 @@ fn an_attached_credential_wins_over_the_callers_override_unless_the_account_allo
 }
 
 #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
-fn a_mapping_whose_credential_is_unavailable_is_refused_with_503_not_sent_bare() {
-    let idx = index_of(None, false, true);
-    let auth = good();
-    let d = decide_with(
-        "GET",
-        "/mtls/account/52653865",
-        &[
-            (":authority", "gateway:10000"),
-            ("authorization", &auth),
-            ("lp-forward-url", URL),
-            ("lp-service-name", "IDP"),
-        ],
-        Some(&idx),
-    );
-    match d {
-        Decision::Refuse(r, audit) => {
-            assert_eq!((r.status, r.code), (503, "credential_unavailable"));
-            assert_eq!(audit.mapping_id, "11");
-            assert_eq!(audit.decision, "refused");
+fn a_mapping_that_cannot_be_served_is_refused_with_its_own_code_not_sent_bare() {
+    for (why, code) in [
+        (Unavailable::Credential, "credential_unavailable"),
+        (Unavailable::Certificate, "certificate_unavailable"),
+    ] {
+        let idx = index_of(None, false, Some(why));
+        let auth = good();
+        let d = decide_with(
+            "GET",
+            "/mtls/account/52653865",
+            &[
+                (":authority", "gateway:10000"),
+                ("authorization", &auth),
+                ("lp-forward-url", URL),
+                ("lp-service-name", "IDP"),
+            ],
+            Some(&idx),
+        );
+        match d {
+            Decision::Refuse(r, audit) => {
+                assert_eq!((r.status, r.code), (503, code));
+                assert_eq!(audit.mapping_id, "11");
+                assert_eq!(audit.decision, "refused");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
         }
-        other => panic!("expected a refusal, got {other:?}"),
     }
 }
 

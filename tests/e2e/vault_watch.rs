@@ -91,7 +91,8 @@ async fn rotation_and_deletion_made_directly_in_vault_reach_the_gateway() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // And deletes it there: the mapping is no longer served; the certificate says so.
+    // And deletes it there: the mapping is no longer served, and is refused as mapped but
+    // unavailable (not as unmapped); the certificate says so.
     let r = stack
         .client
         .delete(kv(&stack, "metadata", id))
@@ -104,7 +105,10 @@ async fn rotation_and_deletion_made_directly_in_vault_reach_the_gateway() {
     loop {
         let r = stack.forward(A, "GET", &url, "IDP", &[], None).await;
         if r.status() != 200 {
-            assert_eq!(error_code(r).await, (400, "no_mtls_mapping".into()));
+            assert_eq!(
+                error_code(r).await,
+                (503, "certificate_unavailable".into())
+            );
             break;
         }
         assert!(

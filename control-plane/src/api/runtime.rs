@@ -139,7 +139,7 @@ fn unversioned(desired: &Desired, acks: &NodeAcks) -> Snapshot {
         .mappings
         .iter()
         .filter(|r| {
-            r.entry.credential_unavailable
+            r.entry.unavailable.is_some()
                 || (acks.clusters.contains(&r.entry.cluster) && acks.secrets.contains(&r.secret))
         })
         .map(|r| r.entry.clone())

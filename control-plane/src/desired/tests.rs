@@ -91,16 +91,31 @@ fn mappings_share_a_cluster_only_when_certificate_host_port_and_trust_match() {
 }
 
 #[test]
-fn mappings_without_material_or_live_certificate_are_not_served() {
-    let certs = [cert(1)];
+fn mappings_without_material_or_live_certificate_are_refused_as_certificate_unavailable() {
+    let certs = [cert(1), cert(3)];
     let maps = [
         mapping(10, 1, Service::Idp, "https://a.example/", None),
+        // Material loaded, but the certificate row is gone.
         mapping(11, 2, Service::Idp, "https://b.example/", None),
+        // A live certificate whose material is not loaded.
         mapping(12, 3, Service::Idp, "https://c.example/", None),
     ];
     let d = Desired::build(&certs, &maps, &materials(&[1, 2]), &Attachments::default());
-    let ids: Vec<u64> = d.mappings.iter().map(|r| r.entry.id).collect();
-    assert_eq!(ids, vec![10]);
+    let state: Vec<(u64, Option<Unavailable>, bool)> = d
+        .mappings
+        .iter()
+        .map(|r| (r.entry.id, r.entry.unavailable, r.entry.cluster.is_empty()))
+        .collect();
+    assert_eq!(
+        state,
+        vec![
+            (10, None, false),
+            (11, Some(Unavailable::Certificate), true),
+            (12, Some(Unavailable::Certificate), true),
+        ]
+    );
+    // Nothing to deliver for the refused ones: one cluster, one secret.
+    assert_eq!((d.clusters.len(), d.secrets.len()), (1, 1));
 }
 
 #[test]
