@@ -76,7 +76,6 @@ pub struct Forward {
 
 const FORWARD_PREFIX: &str = "/mtls/account/";
 const CHECK_MAPPING_PATH: &str = "/mtls/mapping";
-const ACCOUNT_MAX_LEN: usize = 64;
 
 /// Headers that describe one hop and must not travel past the gateway (RFC 9110 §7.6.1),
 /// plus the proxy headers that would tell the target about the internal network.
@@ -206,7 +205,7 @@ fn forward(
     ctx: &mut Context<'_>,
     audit: &mut Audit,
 ) -> Result<Forward, Refusal> {
-    if !valid_account(account) {
+    if !crate::account::is_valid(account) {
         return Err(Refusal::new(
             400,
             "invalid_account",
@@ -333,14 +332,6 @@ fn forward(
 
 fn is_own_header(name: &str) -> bool {
     name.starts_with("x-mtlsgate-")
-}
-
-fn valid_account(account: &str) -> bool {
-    !account.is_empty()
-        && account.len() <= ACCOUNT_MAX_LEN
-        && account
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The value of a header that must appear at most once. Two differing copies are ambiguous,

@@ -5,6 +5,7 @@
 //! the two halves) and the tests run without Envoy. Only [`glue`] talks to the proxy-wasm host,
 //! and it only translates: build a request view, ask [`forward::decide`], apply the answer.
 
+pub mod account;
 pub mod audit;
 pub mod auth;
 pub mod check_mapping;
