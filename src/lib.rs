@@ -9,6 +9,7 @@ pub mod account;
 pub mod audit;
 pub mod auth;
 pub mod check_mapping;
+pub mod config;
 pub mod forward;
 
 pub mod oauth1;

@@ -7,112 +7,16 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
-use serde::Deserialize;
 
 use super::shared::{self, SharedNonces};
 use super::{log, SNAPSHOT_KEY, VERSION_KEY};
 use crate::audit::Audit;
 use crate::check_mapping;
+use crate::config::Settings;
 use crate::forward::{self, Context as DecideContext, Decision, Request};
 use crate::headers;
 use crate::refusal::Refusal;
 use crate::snapshot::Index;
-use crate::throttle::Limits;
-
-/// The filter's plugin configuration.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct FilterConfig {
-    #[serde(default)]
-    throttle: ThrottleConfig,
-    /// How many proxies in front of Envoy append to `X-Forwarded-For`; 0 (the default) means
-    /// the client IP is the downstream peer and the header is ignored.
-    #[serde(default)]
-    xff_trusted_hops: u32,
-    /// Log target query strings in the audit log (they are redacted by default).
-    #[serde(default)]
-    log_query: bool,
-    /// OAuth1 timestamp window, seconds.
-    #[serde(default = "default_skew")]
-    max_skew_seconds: u64,
-    /// The scheme clients reach the gateway with (OAuth1 signatures cover it): `http`, or
-    /// `https` when a TLS-terminating load balancer sits in front of Envoy.
-    #[serde(default)]
-    public_scheme: Option<String>,
-}
-
-fn default_skew() -> u64 {
-    crate::oauth1::DEFAULT_MAX_SKEW_SECS
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ThrottleConfig {
-    #[serde(default = "default_rate")]
-    rate_per_second: u32,
-    #[serde(default = "default_rate")]
-    burst: u32,
-}
-
-fn default_rate() -> u32 {
-    crate::throttle::DEFAULT_RATE_PER_SEC
-}
-
-impl Default for ThrottleConfig {
-    fn default() -> Self {
-        ThrottleConfig {
-            rate_per_second: default_rate(),
-            burst: default_rate(),
-        }
-    }
-}
-
-/// The compiled configuration; `valid: false` refuses everything.
-pub(crate) struct Settings {
-    valid: bool,
-    limits: Limits,
-    xff_trusted_hops: u32,
-    log_query: bool,
-    max_skew_secs: u64,
-    public_scheme: &'static str,
-}
-
-impl Settings {
-    pub(crate) fn new(cfg: FilterConfig) -> Result<Settings, String> {
-        let limits = Limits::new(cfg.throttle.rate_per_second, cfg.throttle.burst)
-            .map_err(|e| e.to_string())?;
-        if cfg.xff_trusted_hops > 16 {
-            return Err("xffTrustedHops must be at most 16".into());
-        }
-        if !(1..=3600).contains(&cfg.max_skew_seconds) {
-            return Err("maxSkewSeconds must be from 1 to 3600".into());
-        }
-        let public_scheme = match cfg.public_scheme.as_deref() {
-            None | Some("http") => "http",
-            Some("https") => "https",
-            Some(_) => return Err("publicScheme must be http or https".into()),
-        };
-        Ok(Settings {
-            valid: true,
-            limits,
-            xff_trusted_hops: cfg.xff_trusted_hops,
-            log_query: cfg.log_query,
-            max_skew_secs: cfg.max_skew_seconds,
-            public_scheme,
-        })
-    }
-
-    pub(crate) fn invalid() -> Settings {
-        Settings {
-            valid: false,
-            limits: Limits::default(),
-            xff_trusted_hops: 0,
-            log_query: false,
-            max_skew_secs: default_skew(),
-            public_scheme: "http",
-        }
-    }
-}
 
 /// This worker's compiled copy of the snapshot, shared by its HTTP contexts.
 #[derive(Default)]
@@ -308,13 +212,13 @@ impl HttpContext for Filter {
         }
         let index = self.cache.borrow_mut().refresh();
         let mut nonces = SharedNonces {
-            window_secs: self.settings.max_skew_secs * 2,
+            window_secs: self.settings.nonce_window_secs(),
         };
         let mut ctx = DecideContext {
             index: index.as_deref(),
             now: now.as_secs(),
             max_skew_secs: self.settings.max_skew_secs,
-            public_scheme: self.settings.public_scheme,
+            public_scheme: self.settings.public_scheme.as_str(),
             keep_query: self.settings.log_query,
             nonces: &mut nonces,
         };
