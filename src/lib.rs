@@ -9,6 +9,7 @@ pub mod account;
 pub mod audit;
 pub mod auth;
 pub mod check_mapping;
+pub mod client_ip;
 pub mod config;
 pub mod forward;
 

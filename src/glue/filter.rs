@@ -12,6 +12,7 @@ use super::shared::{self, SharedNonces};
 use super::{log, SNAPSHOT_KEY, VERSION_KEY};
 use crate::audit::Audit;
 use crate::check_mapping;
+use crate::client_ip::client_ip;
 use crate::config::Settings;
 use crate::forward::{self, Context as DecideContext, Decision, Request};
 use crate::headers;
@@ -136,40 +137,14 @@ fn now() -> Duration {
         .unwrap_or_default()
 }
 
-/// The client's IP: the downstream peer, or, behind `hops` trusted proxies, the address they
-/// recorded in `X-Forwarded-For`.
-fn client_ip(all: &[(String, String)], hops: u32) -> String {
-    if hops > 0 {
-        let xff: Vec<&str> = all
-            .iter()
-            .filter(|(k, _)| k == "x-forwarded-for")
-            .flat_map(|(_, v)| v.split(','))
-            .map(str::trim)
-            .collect();
-        if let Some(ip) = xff
-            .len()
-            .checked_sub(hops as usize)
-            .and_then(|i| xff.get(i))
-        {
-            return (*ip).to_owned();
-        }
-    }
-    let peer = hostcalls::get_property(vec!["source", "address"])
+/// The downstream peer's address as Envoy reports it (`ip:port`, `[v6]:port`); empty when
+/// the host cannot say.
+fn peer_address() -> String {
+    hostcalls::get_property(vec!["source", "address"])
         .ok()
         .flatten()
         .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    strip_port(&peer).to_owned()
-}
-
-fn strip_port(addr: &str) -> &str {
-    if let Some(v6) = addr.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6);
-    }
-    match addr.rsplit_once(':') {
-        Some((host, _)) if !host.contains(':') => host,
-        _ => addr,
-    }
+        .unwrap_or_default()
 }
 
 impl Context for Filter {}
@@ -196,7 +171,8 @@ impl HttpContext for Filter {
                 None,
             );
         }
-        let ip = client_ip(&all, self.settings.xff_trusted_hops);
+        let peer = peer_address();
+        let ip = client_ip(&peer, &all, self.settings.xff_trusted_hops).to_owned();
         let now = now();
         let throttled = shared::throttle(&ip, &self.settings.limits, now.as_millis() as u64);
         if !throttled.allowed {
