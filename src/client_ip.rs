@@ -11,7 +11,11 @@
 ///
 /// When `X-Forwarded-For` holds fewer entries than `trusted_hops` (a request that did not
 /// pass through all of them) the peer is used: never an entry the client could have written.
-pub fn client_ip<'a>(peer: &'a str, headers: &'a [(String, String)], trusted_hops: u32) -> &'a str {
+pub(crate) fn client_ip<'a>(
+    peer: &'a str,
+    headers: &'a [(String, String)],
+    trusted_hops: u32,
+) -> &'a str {
     if trusted_hops > 0 {
         // why: several `X-Forwarded-For` headers are one list, in order (RFC 9110 §5.3), and
         // Envoy hands them over as separate entries.

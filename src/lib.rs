@@ -2,14 +2,15 @@
 //!
 //! The core (every module but `glue`) is plain Rust with no host dependency: it compiles
 //! natively, so the control plane shares its types (the [`snapshot`] is the contract between
-//! the two halves) and the tests run without Envoy. Only [`glue`] talks to the proxy-wasm host,
-//! and it only translates: build a request view, ask [`forward::decide`], apply the answer.
+//! the two halves) and the tests run without Envoy. Only `glue` talks to the proxy-wasm host,
+//! and it only translates: read the request and the host's state, ask
+//! [`forward::on_request_headers`], apply the answer.
 
 pub mod account;
 pub mod audit;
 pub mod auth;
 pub mod check_mapping;
-pub mod client_ip;
+pub(crate) mod client_ip;
 pub mod config;
 pub mod forward;
 

@@ -114,6 +114,34 @@ pub struct Decision {
     pub retry_after_secs: u32,
 }
 
+impl Decision {
+    /// This answer as a [`Throttle`] gives it: the bucket to store is the throttle's business.
+    pub fn into_result(self) -> Result<(), Throttled> {
+        if self.allowed {
+            Ok(())
+        } else {
+            Err(Throttled {
+                retry_after_secs: self.retry_after_secs,
+            })
+        }
+    }
+}
+
+/// Where the buckets live, as [`crate::forward::on_request_headers`] sees them: in Envoy, in
+/// proxy-wasm shared data across workers (the glue's `SharedThrottle`); in tests, a fake.
+pub trait Throttle {
+    /// Takes one token for `ip` at `now_ms` (Unix milliseconds) under `limits`; `Err` when
+    /// the IP has none left.
+    fn take(&mut self, ip: &str, limits: &Limits, now_ms: u64) -> Result<(), Throttled>;
+}
+
+/// A request refused because its IP sent too many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    /// Whole seconds until a request would be allowed, rounded up.
+    pub retry_after_secs: u32,
+}
+
 impl Bucket {
     /// Whole tokens left, as of the last [`take`].
     pub fn tokens(&self) -> u64 {

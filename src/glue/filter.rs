@@ -2,22 +2,21 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType, Status};
 
-use super::shared::{self, SharedNonces};
+use super::shared::{SharedNonces, SharedThrottle};
 use super::{log, SNAPSHOT_KEY, VERSION_KEY};
 use crate::audit::Audit;
 use crate::check_mapping;
-use crate::client_ip::client_ip;
 use crate::config::Settings;
-use crate::forward::{self, Context as DecideContext, Decision, Request};
+use crate::forward::{self, Decision, Env, Incoming};
 use crate::headers;
 use crate::refusal::Refusal;
-use crate::snapshot::Index;
+use crate::snapshot::{Index, SnapshotSource};
 
 /// This worker's compiled copy of the snapshot, shared by its HTTP contexts.
 #[derive(Default)]
@@ -28,7 +27,7 @@ pub(crate) struct SnapshotCache {
 impl SnapshotCache {
     /// Brings the compiled index up to the version in shared data. Cheap when nothing
     /// changed: one read of the small version key.
-    fn refresh(&mut self) -> Option<Rc<Index>> {
+    fn refresh(&mut self) {
         let version = hostcalls::get_shared_data(VERSION_KEY)
             .ok()
             .and_then(|(v, _)| v);
@@ -43,7 +42,13 @@ impl SnapshotCache {
                 }
             }
         }
-        self.index.clone()
+    }
+}
+
+impl SnapshotSource for SnapshotCache {
+    fn current(&mut self) -> Option<&Index> {
+        self.refresh();
+        self.index.as_deref()
     }
 }
 
@@ -130,10 +135,12 @@ fn record(audit: &Audit) {
 /// The filter-state property holding the audit record (`wasm.` + this, for the access log).
 const AUDIT_PROPERTY: &str = "mtlsgate_audit";
 
-fn now() -> Duration {
+/// The host's clock, Unix milliseconds.
+fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or_default()
 }
 
@@ -161,88 +168,43 @@ impl HttpContext for Filter {
                 .unwrap_or_default()
         };
         self.request_id = find(headers::REQUEST_ID).to_owned();
-        if !self.settings.valid {
-            return self.refuse(
-                &Refusal::new(
-                    503,
-                    "filter_misconfigured",
-                    "the gateway's filter configuration is invalid",
-                ),
-                None,
-            );
-        }
         let peer = peer_address();
-        let ip = client_ip(&peer, &all, self.settings.xff_trusted_hops).to_owned();
-        let now = now();
-        let throttled = shared::throttle(&ip, &self.settings.limits, now.as_millis() as u64);
-        if !throttled.allowed {
-            let audit = Audit {
-                decision: "throttled",
-                code: "throttled",
-                client_ip: ip,
-                ..Audit::default()
+        let decision = {
+            let mut snapshots = self.cache.borrow_mut();
+            let mut nonces = SharedNonces {
+                window_secs: self.settings.nonce_window_secs(),
             };
-            let r = Refusal::new(429, "throttled", "too many requests from this address")
-                .with_header("retry-after", throttled.retry_after_secs.max(1).to_string());
-            return self.refuse(&r, Some(&audit));
-        }
-        let index = self.cache.borrow_mut().refresh();
-        let mut nonces = SharedNonces {
-            window_secs: self.settings.nonce_window_secs(),
+            let req = Incoming {
+                method: find(":method"),
+                path: find(":path"),
+                authority: find(":authority"),
+                headers: &all,
+                peer: &peer,
+            };
+            let mut env = Env {
+                settings: &self.settings,
+                now_ms: now_ms(),
+                throttle: &mut SharedThrottle,
+                snapshots: &mut *snapshots,
+                nonces: &mut nonces,
+            };
+            forward::on_request_headers(&req, &mut env)
+            // why: the cache's borrow ends here; applying a decision may read it again.
         };
-        let mut ctx = DecideContext {
-            index: index.as_deref(),
-            now: now.as_secs(),
-            max_skew_secs: self.settings.max_skew_secs,
-            public_scheme: self.settings.public_scheme.as_str(),
-            keep_query: self.settings.log_query,
-            nonces: &mut nonces,
-        };
-        let req = Request {
-            method: find(":method"),
-            path: find(":path"),
-            authority: find(":authority"),
-            headers: &all,
-            client_ip: &ip,
-        };
-        match forward::decide(&req, &mut ctx) {
-            Decision::PassThrough { remove } => {
-                if remove.is_empty() {
-                    return Action::Continue;
+        match decision {
+            Decision::PassThrough { remove } if remove.is_empty() => Action::Continue,
+            Decision::PassThrough { remove } => match rewrite(&remove, &[]) {
+                Ok(()) => Action::Continue,
+                Err(_) => self.refuse(&internal("cannot rewrite request"), None),
+            },
+            Decision::Forward(f) => match rewrite(&f.remove, &f.set) {
+                Ok(()) => {
+                    record(&f.audit);
+                    Action::Continue
                 }
-                let applied = remove
-                    .iter()
-                    .try_for_each(|name| {
-                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
-                    })
-                    .and_then(|_| clear_route_cache());
-                match applied {
-                    Ok(()) => Action::Continue,
-                    Err(_) => self.refuse(&internal("cannot rewrite request"), None),
-                }
-            }
-            Decision::Forward(f) => {
-                let applied = f
-                    .remove
-                    .iter()
-                    .try_for_each(|name| {
-                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
-                    })
-                    .and_then(|_| {
-                        f.set.iter().try_for_each(|(name, value)| {
-                            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                        })
-                    })
-                    .and_then(|_| clear_route_cache());
-                match applied {
-                    Ok(()) => {
-                        record(&f.audit);
-                        Action::Continue
-                    }
-                    // Never let a half-rewritten request reach the router.
-                    Err(_) => self.refuse(&internal("cannot rewrite request"), Some(&f.audit)),
-                }
-            }
+                // Never let a half-rewritten request reach the router.
+                Err(_) => self.refuse(&internal("cannot rewrite request"), Some(&f.audit)),
+            },
             Decision::CheckMapping {
                 account,
                 version,
@@ -264,6 +226,7 @@ impl HttpContext for Filter {
                 Action::Continue
             }
             Decision::Refuse(r, audit) => self.refuse(&r, Some(&audit)),
+            Decision::RefuseUnaudited(r) => self.refuse(&r, None),
         }
     }
 
@@ -286,7 +249,19 @@ fn internal(message: &str) -> Refusal {
     Refusal::new(500, "internal", message)
 }
 
+/// Rewrites the request headers: removes `remove`, then sets `set`, then has Envoy pick the
+/// route again. Stops at the first host error.
+fn rewrite(remove: &[String], set: &[(&str, String)]) -> Result<(), Status> {
+    for name in remove {
+        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)?;
+    }
+    for (name, value) in set {
+        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))?;
+    }
+    clear_route_cache()
+}
+
 /// Since Envoy 1.33 a header changed by wasm no longer re-selects the route by itself.
-fn clear_route_cache() -> Result<(), proxy_wasm::types::Status> {
+fn clear_route_cache() -> Result<(), Status> {
     hostcalls::call_foreign_function("clear_route_cache", None).map(|_| ())
 }
