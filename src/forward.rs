@@ -223,9 +223,8 @@ pub(crate) fn decide(req: &Request<'_>, ctx: &mut Context<'_>) -> Decision {
     }
 }
 
-fn refuse(r: Refusal, mut audit: Audit) -> Decision {
-    audit.decision = "refused";
-    audit.code = r.code;
+fn refuse(r: Refusal, audit: Audit) -> Decision {
+    let audit = audit.refused(r.code);
     Decision::Refuse(r, Box::new(audit))
 }
 

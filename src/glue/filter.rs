@@ -11,7 +11,7 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType, Status};
 use super::shared::{SharedNonces, SharedThrottle};
 use super::{log, SNAPSHOT_KEY, VERSION_KEY};
 use crate::audit::Audit;
-use crate::check_mapping;
+use crate::check_mapping::{self, Reply};
 use crate::config::Settings;
 use crate::forward::{self, Decision, Env, Incoming};
 use crate::headers;
@@ -97,15 +97,16 @@ impl Filter {
             return Action::Continue;
         };
         let index = self.cache.borrow().index.clone();
-        let result = index
-            .ok_or_else(|| Refusal::new(503, "snapshot_unavailable", "no configuration loaded"))
-            .and_then(|index| {
-                let triplets = check_mapping::parse(body)?;
-                check_mapping::answer(&index, &triplets, pending.version, &pending.account)
-            });
-        match result {
-            Ok(json) => {
-                record(&pending.audit);
+        let reply = check_mapping::reply(
+            index.as_deref(),
+            body,
+            pending.version,
+            &pending.account,
+            pending.audit,
+        );
+        match reply {
+            Reply::Answer { json, audit } => {
+                record(&audit);
                 let sent = hostcalls::send_http_response(
                     200,
                     vec![("content-type", "application/json")],
@@ -116,12 +117,7 @@ impl Filter {
                 }
                 Action::Pause
             }
-            Err(r) => {
-                let mut audit = pending.audit;
-                audit.decision = "refused";
-                audit.code = r.code;
-                self.refuse(&r, Some(&audit))
-            }
+            Reply::Refuse(r, audit) => self.refuse(&r, Some(&audit)),
         }
     }
 }
