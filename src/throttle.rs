@@ -68,10 +68,12 @@ impl Limits {
         })
     }
 
+    #[cfg(test)]
     pub fn rate_per_sec(&self) -> u32 {
         self.rate_per_sec
     }
 
+    #[cfg(test)]
     pub fn burst(&self) -> u32 {
         self.burst
     }
@@ -149,7 +151,7 @@ impl Bucket {
     }
 
     /// The stored form: a version byte, then the milli-tokens and the time in little-endian.
-    pub fn to_bytes(&self) -> [u8; BUCKET_LEN] {
+    pub fn to_bytes(self) -> [u8; BUCKET_LEN] {
         let mut out = [0u8; BUCKET_LEN];
         out[0] = BUCKET_VERSION;
         out[1..9].copy_from_slice(&self.tokens_milli.to_le_bytes());
@@ -266,7 +268,7 @@ impl Reserved {
     }
 
     /// Little-endian tokens then time.
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+    pub fn to_bytes(self) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
         out[..8].copy_from_slice(&self.tokens.to_le_bytes());
         out[8..].copy_from_slice(&self.until_ms.to_le_bytes());
