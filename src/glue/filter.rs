@@ -165,6 +165,8 @@ impl HttpContext for Filter {
         };
         self.request_id = find(headers::REQUEST_ID).to_owned();
         let peer = peer_address();
+        // why: the cache stays borrowed only inside this block; answering a check mapping
+        // (below) reads it again.
         let decision = {
             let mut snapshots = self.cache.borrow_mut();
             let mut nonces = SharedNonces {
@@ -185,7 +187,6 @@ impl HttpContext for Filter {
                 nonces: &mut nonces,
             };
             forward::on_request_headers(&req, &mut env)
-            // why: the cache's borrow ends here; applying a decision may read it again.
         };
         match decision {
             Decision::PassThrough { remove } if remove.is_empty() => Action::Continue,
