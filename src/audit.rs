@@ -25,6 +25,13 @@ pub struct Audit {
 }
 
 impl Audit {
+    /// This record, for a request refused with `code`.
+    pub(crate) fn refused(mut self, code: &'static str) -> Audit {
+        self.decision = "refused";
+        self.code = code;
+        self
+    }
+
     /// The fields by their access-log name (camelCase).
     pub fn fields(&self) -> [(&'static str, &str); 11] {
         [

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Audit;
 use crate::refusal::Refusal;
 use crate::service::Service;
 use crate::snapshot::Index;
@@ -126,3 +127,40 @@ pub fn answer(
     };
     json.map_err(|_| Refusal::new(500, "internal", "cannot encode the answer"))
 }
+
+/// What to send back for a check-mapping request whose body is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// 200 with this JSON body.
+    Answer { json: Vec<u8>, audit: Box<Audit> },
+    /// Answer locally with this refusal.
+    Refuse(Refusal, Box<Audit>),
+}
+
+/// The answer to an authenticated check-mapping request (`account` is the caller's, `audit`
+/// what [`crate::forward::on_request_headers`] recorded) once its whole `body` is in, against
+/// the snapshot current by then (`None`: none has loaded).
+pub fn reply(
+    index: Option<&Index>,
+    body: &[u8],
+    version: Version,
+    account: &str,
+    audit: Audit,
+) -> Reply {
+    let answered = index
+        .ok_or_else(|| Refusal::new(503, "snapshot_unavailable", "no configuration loaded"))
+        .and_then(|index| answer(index, &parse(body)?, version, account));
+    match answered {
+        Ok(json) => Reply::Answer {
+            json,
+            audit: Box::new(audit),
+        },
+        Err(r) => {
+            let audit = audit.refused(r.code);
+            Reply::Refuse(r, Box::new(audit))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -2,21 +2,52 @@
 //! either refuse it, pass it on untouched (not a path the filter serves), or rewrite it to
 //! its target and name the cluster that carries the mapped client certificate.
 //!
-//! Pure: the glue hands in the method, path and headers, and applies what comes back.
+//! Pure: the glue hands in the method, path, headers and peer address, lends the host's state
+//! through small traits ([`Throttle`], [`SnapshotSource`], [`NonceGuard`]), and applies what
+//! comes back ([`on_request_headers`]).
 
 use crate::audit::{redact_path, Audit};
 use crate::auth::{self, Caller, NonceGuard, Signed};
 use crate::check_mapping;
+use crate::client_ip::client_ip;
+use crate::config::Settings;
 use crate::headers;
 use crate::privilege;
 use crate::refusal::Refusal;
 use crate::service::Service;
-use crate::snapshot::{Index, Route};
+use crate::snapshot::{Index, Route, SnapshotSource};
 use crate::target::Target;
+use crate::throttle::Throttle;
 
-/// What the glue reads off a request.
+/// A request's headers as the host hands them over, before the filter has decided anything.
 #[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
+pub struct Incoming<'a> {
+    pub method: &'a str,
+    /// `:path`, query included.
+    pub path: &'a str,
+    /// `:authority`.
+    pub authority: &'a str,
+    /// All request headers, lower-case names, repeated names as separate entries.
+    pub headers: &'a [(String, String)],
+    /// The downstream peer, Envoy's `source.address` (`1.2.3.4:5678`, `[::1]:5678`); empty
+    /// when the host could not say.
+    pub peer: &'a str,
+}
+
+/// What the glue lends [`on_request_headers`] besides the request: the compiled settings, the
+/// clock, and the state that lives in the host.
+pub struct Env<'a> {
+    pub settings: &'a Settings,
+    /// Unix milliseconds.
+    pub now_ms: u64,
+    pub throttle: &'a mut dyn Throttle,
+    pub snapshots: &'a mut dyn SnapshotSource,
+    pub nonces: &'a mut dyn NonceGuard,
+}
+
+/// A request as [`decide`] reads it: [`Incoming`] with its client IP worked out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request<'a> {
     pub method: &'a str,
     /// `:path`, query included.
     pub path: &'a str,
@@ -28,8 +59,8 @@ pub struct Request<'a> {
     pub client_ip: &'a str,
 }
 
-/// What the decision may consult besides the request.
-pub struct Context<'a> {
+/// What [`decide`] may consult besides the request.
+pub(crate) struct Context<'a> {
     /// `None` until a first snapshot has loaded.
     pub index: Option<&'a Index>,
     /// Unix seconds.
@@ -60,6 +91,9 @@ pub enum Decision {
     },
     /// Answer locally.
     Refuse(Refusal, Box<Audit>),
+    /// Answer locally and record no audit: the filter could not judge the request at all
+    /// (its configuration is invalid), so there is no decision to record.
+    RefuseUnaudited(Refusal),
 }
 
 /// The rewrite of a forwarded request. The glue removes `remove` first, then sets `set`.
@@ -76,7 +110,6 @@ pub struct Forward {
 
 const FORWARD_PREFIX: &str = "/mtls/account/";
 const CHECK_MAPPING_PATH: &str = "/mtls/mapping";
-const ACCOUNT_MAX_LEN: usize = 64;
 
 /// Headers that describe one hop and must not travel past the gateway (RFC 9110 §7.6.1),
 /// plus the proxy headers that would tell the target about the internal network.
@@ -97,8 +130,54 @@ const HOP_BY_HOP: &[&str] = &[
     "x-forwarded-host",
 ];
 
-/// Decides what happens to `req`.
-pub fn decide(req: &Request<'_>, ctx: &mut Context<'_>) -> Decision {
+/// The filter's whole answer to a request's headers, in this order:
+/// 1. an invalid configuration refuses everything, 503 `filter_misconfigured`;
+/// 2. the client's IP is the peer's, or the one trusted proxies put in `X-Forwarded-For`;
+/// 3. an IP over its rate is refused, 429 `throttled` with `Retry-After`;
+/// 4. then, against the current snapshot, what the request asks for: forward, check mappings,
+///    pass through, or refuse.
+pub fn on_request_headers(req: &Incoming<'_>, env: &mut Env<'_>) -> Decision {
+    let settings = env.settings;
+    if !settings.valid {
+        return Decision::RefuseUnaudited(Refusal::new(
+            503,
+            "filter_misconfigured",
+            "the gateway's filter configuration is invalid",
+        ));
+    }
+    let ip = client_ip(req.peer, req.headers, settings.xff_trusted_hops);
+    if let Err(throttled) = env.throttle.take(ip, &settings.limits, env.now_ms) {
+        let audit = Audit {
+            decision: "throttled",
+            code: "throttled",
+            client_ip: ip.to_owned(),
+            ..Audit::default()
+        };
+        // why: `Retry-After: 0` would invite an immediate retry that is refused again.
+        let r = Refusal::new(429, "throttled", "too many requests from this address")
+            .with_header("retry-after", throttled.retry_after_secs.max(1).to_string());
+        return Decision::Refuse(r, Box::new(audit));
+    }
+    let mut ctx = Context {
+        index: env.snapshots.current(),
+        now: env.now_ms / 1000,
+        max_skew_secs: settings.max_skew_secs,
+        keep_query: settings.log_query,
+        public_scheme: settings.public_scheme.as_str(),
+        nonces: &mut *env.nonces,
+    };
+    let req = Request {
+        method: req.method,
+        path: req.path,
+        authority: req.authority,
+        headers: req.headers,
+        client_ip: ip,
+    };
+    decide(&req, &mut ctx)
+}
+
+/// Decides what happens to `req`, once it is known to be from a client under its rate.
+pub(crate) fn decide(req: &Request<'_>, ctx: &mut Context<'_>) -> Decision {
     let own_headers: Vec<String> = req
         .headers
         .iter()
@@ -144,9 +223,8 @@ pub fn decide(req: &Request<'_>, ctx: &mut Context<'_>) -> Decision {
     }
 }
 
-fn refuse(r: Refusal, mut audit: Audit) -> Decision {
-    audit.decision = "refused";
-    audit.code = r.code;
+fn refuse(r: Refusal, audit: Audit) -> Decision {
+    let audit = audit.refused(r.code);
     Decision::Refuse(r, Box::new(audit))
 }
 
@@ -206,7 +284,7 @@ fn forward(
     ctx: &mut Context<'_>,
     audit: &mut Audit,
 ) -> Result<Forward, Refusal> {
-    if !valid_account(account) {
+    if !crate::account::is_valid(account) {
         return Err(Refusal::new(
             400,
             "invalid_account",
@@ -333,14 +411,6 @@ fn forward(
 
 fn is_own_header(name: &str) -> bool {
     name.starts_with("x-mtlsgate-")
-}
-
-fn valid_account(account: &str) -> bool {
-    !account.is_empty()
-        && account.len() <= ACCOUNT_MAX_LEN
-        && account
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The value of a header that must appear at most once. Two differing copies are ambiguous,

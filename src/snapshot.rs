@@ -201,6 +201,17 @@ pub struct FallbackRoute {
     pub cluster: String,
 }
 
+/// Where the decision gets the current snapshot: in Envoy, the worker's compiled copy,
+/// brought up to the version in shared data (the glue's `SnapshotCache`); in tests, a fake.
+///
+/// why: a trait rather than an `&Index` handed in, so the snapshot is looked at only once a
+/// request got past the throttle, as before the decision moved out of the glue: a throttled
+/// flood costs no shared-data read.
+pub trait SnapshotSource {
+    /// The current index; `None` until a first snapshot has loaded.
+    fn current(&mut self) -> Option<&Index>;
+}
+
 impl Index {
     /// Compiles a snapshot. A triplet that appears twice keeps its first mapping; the
     /// control plane's store makes triplets unique, so this only guards against a bug there.

@@ -68,10 +68,12 @@ impl Limits {
         })
     }
 
+    #[cfg(test)]
     pub fn rate_per_sec(&self) -> u32 {
         self.rate_per_sec
     }
 
+    #[cfg(test)]
     pub fn burst(&self) -> u32 {
         self.burst
     }
@@ -114,6 +116,34 @@ pub struct Decision {
     pub retry_after_secs: u32,
 }
 
+impl Decision {
+    /// This answer as a [`Throttle`] gives it: the bucket to store is the throttle's business.
+    pub fn into_result(self) -> Result<(), Throttled> {
+        if self.allowed {
+            Ok(())
+        } else {
+            Err(Throttled {
+                retry_after_secs: self.retry_after_secs,
+            })
+        }
+    }
+}
+
+/// Where the buckets live, as [`crate::forward::on_request_headers`] sees them: in Envoy, in
+/// proxy-wasm shared data across workers (the glue's `SharedThrottle`); in tests, a fake.
+pub trait Throttle {
+    /// Takes one token for `ip` at `now_ms` (Unix milliseconds) under `limits`; `Err` when
+    /// the IP has none left.
+    fn take(&mut self, ip: &str, limits: &Limits, now_ms: u64) -> Result<(), Throttled>;
+}
+
+/// A request refused because its IP sent too many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    /// Whole seconds until a request would be allowed, rounded up.
+    pub retry_after_secs: u32,
+}
+
 impl Bucket {
     /// Whole tokens left, as of the last [`take`].
     pub fn tokens(&self) -> u64 {
@@ -121,7 +151,7 @@ impl Bucket {
     }
 
     /// The stored form: a version byte, then the milli-tokens and the time in little-endian.
-    pub fn to_bytes(&self) -> [u8; BUCKET_LEN] {
+    pub fn to_bytes(self) -> [u8; BUCKET_LEN] {
         let mut out = [0u8; BUCKET_LEN];
         out[0] = BUCKET_VERSION;
         out[1..9].copy_from_slice(&self.tokens_milli.to_le_bytes());
@@ -238,7 +268,7 @@ impl Reserved {
     }
 
     /// Little-endian tokens then time.
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+    pub fn to_bytes(self) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
         out[..8].copy_from_slice(&self.tokens.to_le_bytes());
         out[8..].copy_from_slice(&self.until_ms.to_le_bytes());

@@ -2,10 +2,12 @@ use base64::Engine;
 use ed25519_dalek::SigningKey;
 
 use super::*;
+use crate::config::{FilterConfig, Settings};
 use crate::oauth1::Verified;
 use crate::snapshot::{
     AppKeyEntry, FallbackEntry, MappingEntry, Snapshot, TokenKey, Unavailable, UserRef,
 };
+use crate::throttle::{Limits, Throttled};
 use crate::token::{self, Claims};
 
 const URL: &str = "https://api.brand.example/oauth/token?x=1";
@@ -716,4 +718,348 @@ fn oauth1_signatures_cover_the_scheme_clients_use() {
             d => panic!("{signed_as} signature accepted as {public}: {d:?}"),
         }
     }
+}
+
+// ---- on_request_headers: the branches before `decide`, with fake host state ----
+
+/// A throttle that answers as told and remembers what it was asked.
+struct FakeThrottle {
+    answer: Result<(), Throttled>,
+    asked: Vec<(String, Limits, u64)>,
+}
+
+impl FakeThrottle {
+    fn allowing() -> Self {
+        FakeThrottle {
+            answer: Ok(()),
+            asked: Vec::new(),
+        }
+    }
+
+    fn refusing(retry_after_secs: u32) -> Self {
+        FakeThrottle {
+            answer: Err(Throttled { retry_after_secs }),
+            asked: Vec::new(),
+        }
+    }
+}
+
+impl Throttle for FakeThrottle {
+    fn take(&mut self, ip: &str, limits: &Limits, now_ms: u64) -> Result<(), Throttled> {
+        self.asked.push((ip.to_owned(), *limits, now_ms));
+        self.answer
+    }
+}
+
+/// A snapshot source that counts how often it was looked at.
+struct FakeSnapshots {
+    index: Option<Index>,
+    looked: usize,
+}
+
+impl SnapshotSource for FakeSnapshots {
+    fn current(&mut self) -> Option<&Index> {
+        self.looked += 1;
+        self.index.as_ref()
+    }
+}
+
+/// A nonce guard that has seen every nonce.
+struct AllSeen;
+impl NonceGuard for AllSeen {
+    fn first_use(&mut self, _: &Verified, _: u64) -> bool {
+        false
+    }
+}
+
+fn settings(json: &str) -> Settings {
+    Settings::try_from(serde_json::from_str::<FilterConfig>(json).unwrap()).unwrap()
+}
+
+const PEER: &str = "192.0.2.7:51000";
+
+/// One request's headers through `on_request_headers`.
+struct Run {
+    settings: Settings,
+    throttle: FakeThrottle,
+    snapshots: FakeSnapshots,
+    now_ms: u64,
+    peer: &'static str,
+}
+
+impl Run {
+    fn new(settings_json: &str) -> Self {
+        Run {
+            settings: settings(settings_json),
+            throttle: FakeThrottle::allowing(),
+            snapshots: FakeSnapshots {
+                index: Some(index()),
+                looked: 0,
+            },
+            now_ms: NOW * 1000,
+            peer: PEER,
+        }
+    }
+
+    fn headers(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
+        self.with_nonces(method, path, headers, &mut AllNew)
+    }
+
+    fn with_nonces(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        nonces: &mut dyn NonceGuard,
+    ) -> Decision {
+        let headers = h(headers);
+        on_request_headers(
+            &Incoming {
+                method,
+                path,
+                authority: "gateway:10000",
+                headers: &headers,
+                peer: self.peer,
+            },
+            &mut Env {
+                settings: &self.settings,
+                now_ms: self.now_ms,
+                throttle: &mut self.throttle,
+                snapshots: &mut self.snapshots,
+                nonces,
+            },
+        )
+    }
+
+    /// A mapped forward with a good Bearer token, plus `extra` headers.
+    fn forward(&mut self, extra: &[(&str, &str)]) -> Decision {
+        let auth = good();
+        let mut hs = vec![
+            (":authority", "gateway:10000"),
+            ("authorization", auth.as_str()),
+            ("lp-forward-url", URL),
+            ("lp-service-name", "IDP"),
+        ];
+        hs.extend_from_slice(extra);
+        self.headers("GET", "/mtls/account/52653865", &hs)
+    }
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn a_misconfigured_filter_refuses_everything_unaudited_and_consults_nothing() {
+    for path in [
+        "/mtls/account/52653865",
+        "/mtls/mapping",
+        "/mtls/account/52653865/certificates",
+        "/anything",
+    ] {
+        let mut run = Run::new("{}");
+        run.settings = Settings::invalid();
+        match run.forward(&[]) {
+            Decision::RefuseUnaudited(r) => {
+                assert_eq!(
+                    r,
+                    Refusal::new(
+                        503,
+                        "filter_misconfigured",
+                        "the gateway's filter configuration is invalid"
+                    )
+                );
+                assert_eq!(
+                    String::from_utf8(r.body("rid")).unwrap(),
+                    r#"{"code":"filter_misconfigured","message":"the gateway's filter configuration is invalid","requestId":"rid"}"#
+                );
+            }
+            d => panic!("{path}: {d:?}"),
+        }
+        let d = run.headers("GET", path, &[]);
+        assert!(matches!(d, Decision::RefuseUnaudited(_)), "{path}: {d:?}");
+        assert!(run.throttle.asked.is_empty(), "{path}: throttled");
+        assert_eq!(run.snapshots.looked, 0, "{path}: snapshot looked at");
+    }
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn a_throttled_ip_gets_429_with_retry_after_and_its_audit_record() {
+    let mut run = Run::new("{}");
+    run.throttle = FakeThrottle::refusing(7);
+    let Decision::Refuse(r, audit) = run.forward(&[]) else {
+        panic!("expected a refusal")
+    };
+    assert_eq!(
+        r,
+        Refusal::new(429, "throttled", "too many requests from this address")
+            .with_header("retry-after", "7")
+    );
+    assert_eq!(
+        *audit,
+        Audit {
+            decision: "throttled",
+            code: "throttled",
+            client_ip: "192.0.2.7".into(),
+            ..Audit::default()
+        }
+    );
+    assert_eq!(
+        audit.to_json(),
+        r#"{"decision":"throttled","code":"throttled","clientIp":"192.0.2.7"}"#
+    );
+    // Refused before the snapshot is looked at: a throttled flood costs no snapshot read.
+    assert_eq!(run.snapshots.looked, 0);
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn retry_after_is_at_least_one_second() {
+    for (secs, header) in [(0, "1"), (1, "1"), (2, "2"), (u32::MAX, "4294967295")] {
+        let mut run = Run::new("{}");
+        run.throttle = FakeThrottle::refusing(secs);
+        match run.headers("GET", "/anything", &[]) {
+            Decision::Refuse(r, _) => {
+                assert_eq!(r.headers, vec![("retry-after", header.to_owned())]);
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn every_request_is_throttled_by_its_client_ip_under_the_configured_limits() {
+    let mut run = Run::new(r#"{"throttle":{"ratePerSecond":5,"burst":9},"xffTrustedHops":1}"#);
+    run.now_ms = NOW * 1000 + 123;
+    let d = run.forward(&[("x-forwarded-for", "6.6.6.6, 203.0.113.5")]);
+    let Decision::Forward(f) = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(f.audit.client_ip, "203.0.113.5");
+    // Paths the filter does not serve are throttled too.
+    let d = run.headers("GET", "/mtls/account/52653865/certificates", &[]);
+    assert!(matches!(d, Decision::PassThrough { .. }), "{d:?}");
+    let limits = Limits::new(5, 9).unwrap();
+    assert_eq!(
+        run.throttle.asked,
+        vec![
+            ("203.0.113.5".to_owned(), limits, NOW * 1000 + 123),
+            ("192.0.2.7".to_owned(), limits, NOW * 1000 + 123),
+        ]
+    );
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn the_client_ip_follows_the_trusted_hops() {
+    let xff = [("x-forwarded-for", "6.6.6.6, 203.0.113.5")];
+    for (json, peer, ip) in [
+        ("{}", PEER, "192.0.2.7"),
+        (
+            r#"{"xffTrustedHops":0}"#,
+            "[2001:db8::7]:51000",
+            "2001:db8::7",
+        ),
+        (r#"{"xffTrustedHops":1}"#, PEER, "203.0.113.5"),
+        (r#"{"xffTrustedHops":2}"#, PEER, "6.6.6.6"),
+        (r#"{"xffTrustedHops":3}"#, PEER, "192.0.2.7"),
+    ] {
+        let mut run = Run::new(json);
+        run.peer = peer;
+        run.throttle = FakeThrottle::refusing(1);
+        match run.forward(&xff) {
+            Decision::Refuse(_, audit) => assert_eq!(audit.client_ip, ip, "{json}"),
+            d => panic!("{d:?}"),
+        }
+        assert_eq!(run.throttle.asked[0].0, ip, "{json}");
+    }
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn an_allowed_request_is_decided_against_the_current_snapshot() {
+    let mut run = Run::new("{}");
+    let Decision::Forward(f) = run.forward(&[]) else {
+        panic!("expected a forward")
+    };
+    assert_eq!(f.audit.decision, "forwarded");
+    assert_eq!(f.audit.client_ip, "192.0.2.7");
+    assert_eq!(f.audit.target_path, "/oauth/token?<redacted>");
+    assert_eq!(run.snapshots.looked, 1);
+    // No snapshot yet: the decision says so.
+    run.snapshots.index = None;
+    assert_eq!(refusal(run.forward(&[])), (503, "snapshot_unavailable"));
+    // Not a path the filter serves: passed through (its own headers removed) all the same.
+    let d = run.headers("GET", "/healthz", &[("x-mtlsgate-cluster", "x")]);
+    assert_eq!(
+        d,
+        Decision::PassThrough {
+            remove: vec!["x-mtlsgate-cluster".into()]
+        }
+    );
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn the_clock_is_read_in_milliseconds_and_decided_in_seconds() {
+    let auth = bearer(ACC, 1, &[crate::privilege::FORWARD], NOW + 1);
+    let hs = [
+        ("authorization", auth.as_str()),
+        ("lp-forward-url", URL),
+        ("lp-service-name", "IDP"),
+    ];
+    let mut run = Run::new("{}");
+    // The last millisecond of second NOW: the token (exp NOW + 1) still holds.
+    run.now_ms = (NOW + 1) * 1000 - 1;
+    let d = run.headers("GET", "/mtls/account/52653865", &hs);
+    assert!(matches!(d, Decision::Forward(_)), "{d:?}");
+    run.now_ms = (NOW + 1) * 1000;
+    let d = run.headers("GET", "/mtls/account/52653865", &hs);
+    assert_eq!(refusal(d), (401, "token_expired"));
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn the_settings_reach_the_decision() {
+    // logQuery: the target's query is logged as it is.
+    let mut run = Run::new(r#"{"logQuery":true}"#);
+    let Decision::Forward(f) = run.forward(&[]) else {
+        panic!("expected a forward")
+    };
+    assert_eq!(f.audit.target_path, "/oauth/token?x=1");
+
+    // publicScheme: OAuth1 signatures are checked against it.
+    let signed_https = appkey_header("https");
+    let check = |run: &mut Run| {
+        run.headers(
+            "POST",
+            "/mtls/mapping",
+            &[
+                (":authority", "gateway:10000"),
+                ("authorization", &signed_https),
+            ],
+        )
+    };
+    let d = check(&mut Run::new(r#"{"publicScheme":"https"}"#));
+    assert!(matches!(d, Decision::CheckMapping { .. }), "{d:?}");
+    assert_eq!(
+        refusal(check(&mut Run::new("{}"))),
+        (401, "invalid_signature")
+    );
+
+    // maxSkewSeconds: the signature's timestamp (NOW) must be that close to the clock.
+    let mut narrow = Run::new(r#"{"publicScheme":"https","maxSkewSeconds":1}"#);
+    narrow.now_ms = (NOW + 2) * 1000;
+    assert_eq!(
+        refusal(check(&mut narrow)),
+        (401, "timestamp_out_of_window")
+    );
+    let mut wide = Run::new(r#"{"publicScheme":"https","maxSkewSeconds":2}"#);
+    wide.now_ms = (NOW + 2) * 1000;
+    let d = check(&mut wide);
+    assert!(matches!(d, Decision::CheckMapping { .. }), "{d:?}");
+
+    // The nonce guard the glue lends is the one asked.
+    let mut run = Run::new(r#"{"publicScheme":"https"}"#);
+    let d = run.with_nonces(
+        "POST",
+        "/mtls/mapping",
+        &[
+            (":authority", "gateway:10000"),
+            ("authorization", &signed_https),
+        ],
+        &mut AllSeen,
+    );
+    assert_eq!(refusal(d), (401, "replayed_nonce"));
 }

@@ -2,117 +2,21 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
-use serde::Deserialize;
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType, Status};
 
-use super::shared::{self, SharedNonces};
+use super::shared::{SharedNonces, SharedThrottle};
 use super::{log, SNAPSHOT_KEY, VERSION_KEY};
 use crate::audit::Audit;
-use crate::check_mapping;
-use crate::forward::{self, Context as DecideContext, Decision, Request};
+use crate::check_mapping::{self, Reply};
+use crate::config::Settings;
+use crate::forward::{self, Decision, Env, Incoming};
 use crate::headers;
 use crate::refusal::Refusal;
-use crate::snapshot::Index;
-use crate::throttle::Limits;
-
-/// The filter's plugin configuration.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct FilterConfig {
-    #[serde(default)]
-    throttle: ThrottleConfig,
-    /// How many proxies in front of Envoy append to `X-Forwarded-For`; 0 (the default) means
-    /// the client IP is the downstream peer and the header is ignored.
-    #[serde(default)]
-    xff_trusted_hops: u32,
-    /// Log target query strings in the audit log (they are redacted by default).
-    #[serde(default)]
-    log_query: bool,
-    /// OAuth1 timestamp window, seconds.
-    #[serde(default = "default_skew")]
-    max_skew_seconds: u64,
-    /// The scheme clients reach the gateway with (OAuth1 signatures cover it): `http`, or
-    /// `https` when a TLS-terminating load balancer sits in front of Envoy.
-    #[serde(default)]
-    public_scheme: Option<String>,
-}
-
-fn default_skew() -> u64 {
-    crate::oauth1::DEFAULT_MAX_SKEW_SECS
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ThrottleConfig {
-    #[serde(default = "default_rate")]
-    rate_per_second: u32,
-    #[serde(default = "default_rate")]
-    burst: u32,
-}
-
-fn default_rate() -> u32 {
-    crate::throttle::DEFAULT_RATE_PER_SEC
-}
-
-impl Default for ThrottleConfig {
-    fn default() -> Self {
-        ThrottleConfig {
-            rate_per_second: default_rate(),
-            burst: default_rate(),
-        }
-    }
-}
-
-/// The compiled configuration; `valid: false` refuses everything.
-pub(crate) struct Settings {
-    valid: bool,
-    limits: Limits,
-    xff_trusted_hops: u32,
-    log_query: bool,
-    max_skew_secs: u64,
-    public_scheme: &'static str,
-}
-
-impl Settings {
-    pub(crate) fn new(cfg: FilterConfig) -> Result<Settings, String> {
-        let limits = Limits::new(cfg.throttle.rate_per_second, cfg.throttle.burst)
-            .map_err(|e| e.to_string())?;
-        if cfg.xff_trusted_hops > 16 {
-            return Err("xffTrustedHops must be at most 16".into());
-        }
-        if !(1..=3600).contains(&cfg.max_skew_seconds) {
-            return Err("maxSkewSeconds must be from 1 to 3600".into());
-        }
-        let public_scheme = match cfg.public_scheme.as_deref() {
-            None | Some("http") => "http",
-            Some("https") => "https",
-            Some(_) => return Err("publicScheme must be http or https".into()),
-        };
-        Ok(Settings {
-            valid: true,
-            limits,
-            xff_trusted_hops: cfg.xff_trusted_hops,
-            log_query: cfg.log_query,
-            max_skew_secs: cfg.max_skew_seconds,
-            public_scheme,
-        })
-    }
-
-    pub(crate) fn invalid() -> Settings {
-        Settings {
-            valid: false,
-            limits: Limits::default(),
-            xff_trusted_hops: 0,
-            log_query: false,
-            max_skew_secs: default_skew(),
-            public_scheme: "http",
-        }
-    }
-}
+use crate::snapshot::{Index, SnapshotSource};
 
 /// This worker's compiled copy of the snapshot, shared by its HTTP contexts.
 #[derive(Default)]
@@ -123,7 +27,7 @@ pub(crate) struct SnapshotCache {
 impl SnapshotCache {
     /// Brings the compiled index up to the version in shared data. Cheap when nothing
     /// changed: one read of the small version key.
-    fn refresh(&mut self) -> Option<Rc<Index>> {
+    fn refresh(&mut self) {
         let version = hostcalls::get_shared_data(VERSION_KEY)
             .ok()
             .and_then(|(v, _)| v);
@@ -138,7 +42,13 @@ impl SnapshotCache {
                 }
             }
         }
-        self.index.clone()
+    }
+}
+
+impl SnapshotSource for SnapshotCache {
+    fn current(&mut self) -> Option<&Index> {
+        self.refresh();
+        self.index.as_deref()
     }
 }
 
@@ -187,15 +97,16 @@ impl Filter {
             return Action::Continue;
         };
         let index = self.cache.borrow().index.clone();
-        let result = index
-            .ok_or_else(|| Refusal::new(503, "snapshot_unavailable", "no configuration loaded"))
-            .and_then(|index| {
-                let triplets = check_mapping::parse(body)?;
-                check_mapping::answer(&index, &triplets, pending.version, &pending.account)
-            });
-        match result {
-            Ok(json) => {
-                record(&pending.audit);
+        let reply = check_mapping::reply(
+            index.as_deref(),
+            body,
+            pending.version,
+            &pending.account,
+            pending.audit,
+        );
+        match reply {
+            Reply::Answer { json, audit } => {
+                record(&audit);
                 let sent = hostcalls::send_http_response(
                     200,
                     vec![("content-type", "application/json")],
@@ -206,12 +117,7 @@ impl Filter {
                 }
                 Action::Pause
             }
-            Err(r) => {
-                let mut audit = pending.audit;
-                audit.decision = "refused";
-                audit.code = r.code;
-                self.refuse(&r, Some(&audit))
-            }
+            Reply::Refuse(r, audit) => self.refuse(&r, Some(&audit)),
         }
     }
 }
@@ -225,47 +131,23 @@ fn record(audit: &Audit) {
 /// The filter-state property holding the audit record (`wasm.` + this, for the access log).
 const AUDIT_PROPERTY: &str = "mtlsgate_audit";
 
-fn now() -> Duration {
+/// The host's clock, Unix milliseconds.
+fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or_default()
 }
 
-/// The client's IP: the downstream peer, or, behind `hops` trusted proxies, the address they
-/// recorded in `X-Forwarded-For`.
-fn client_ip(all: &[(String, String)], hops: u32) -> String {
-    if hops > 0 {
-        let xff: Vec<&str> = all
-            .iter()
-            .filter(|(k, _)| k == "x-forwarded-for")
-            .flat_map(|(_, v)| v.split(','))
-            .map(str::trim)
-            .collect();
-        if let Some(ip) = xff
-            .len()
-            .checked_sub(hops as usize)
-            .and_then(|i| xff.get(i))
-        {
-            return (*ip).to_owned();
-        }
-    }
-    let peer = hostcalls::get_property(vec!["source", "address"])
+/// The downstream peer's address as Envoy reports it (`ip:port`, `[v6]:port`); empty when
+/// the host cannot say.
+fn peer_address() -> String {
+    hostcalls::get_property(vec!["source", "address"])
         .ok()
         .flatten()
         .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    strip_port(&peer).to_owned()
-}
-
-fn strip_port(addr: &str) -> &str {
-    if let Some(v6) = addr.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6);
-    }
-    match addr.rsplit_once(':') {
-        Some((host, _)) if !host.contains(':') => host,
-        _ => addr,
-    }
+        .unwrap_or_default()
 }
 
 impl Context for Filter {}
@@ -282,87 +164,44 @@ impl HttpContext for Filter {
                 .unwrap_or_default()
         };
         self.request_id = find(headers::REQUEST_ID).to_owned();
-        if !self.settings.valid {
-            return self.refuse(
-                &Refusal::new(
-                    503,
-                    "filter_misconfigured",
-                    "the gateway's filter configuration is invalid",
-                ),
-                None,
-            );
-        }
-        let ip = client_ip(&all, self.settings.xff_trusted_hops);
-        let now = now();
-        let throttled = shared::throttle(&ip, &self.settings.limits, now.as_millis() as u64);
-        if !throttled.allowed {
-            let audit = Audit {
-                decision: "throttled",
-                code: "throttled",
-                client_ip: ip,
-                ..Audit::default()
+        let peer = peer_address();
+        // why: the cache stays borrowed only inside this block; answering a check mapping
+        // (below) reads it again.
+        let decision = {
+            let mut snapshots = self.cache.borrow_mut();
+            let mut nonces = SharedNonces {
+                window_secs: self.settings.nonce_window_secs(),
             };
-            let r = Refusal::new(429, "throttled", "too many requests from this address")
-                .with_header("retry-after", throttled.retry_after_secs.max(1).to_string());
-            return self.refuse(&r, Some(&audit));
-        }
-        let index = self.cache.borrow_mut().refresh();
-        let mut nonces = SharedNonces {
-            window_secs: self.settings.max_skew_secs * 2,
+            let req = Incoming {
+                method: find(":method"),
+                path: find(":path"),
+                authority: find(":authority"),
+                headers: &all,
+                peer: &peer,
+            };
+            let mut env = Env {
+                settings: &self.settings,
+                now_ms: now_ms(),
+                throttle: &mut SharedThrottle,
+                snapshots: &mut *snapshots,
+                nonces: &mut nonces,
+            };
+            forward::on_request_headers(&req, &mut env)
         };
-        let mut ctx = DecideContext {
-            index: index.as_deref(),
-            now: now.as_secs(),
-            max_skew_secs: self.settings.max_skew_secs,
-            public_scheme: self.settings.public_scheme,
-            keep_query: self.settings.log_query,
-            nonces: &mut nonces,
-        };
-        let req = Request {
-            method: find(":method"),
-            path: find(":path"),
-            authority: find(":authority"),
-            headers: &all,
-            client_ip: &ip,
-        };
-        match forward::decide(&req, &mut ctx) {
-            Decision::PassThrough { remove } => {
-                if remove.is_empty() {
-                    return Action::Continue;
+        match decision {
+            Decision::PassThrough { remove } if remove.is_empty() => Action::Continue,
+            Decision::PassThrough { remove } => match rewrite(&remove, &[]) {
+                Ok(()) => Action::Continue,
+                Err(_) => self.refuse(&internal("cannot rewrite request"), None),
+            },
+            Decision::Forward(f) => match rewrite(&f.remove, &f.set) {
+                Ok(()) => {
+                    record(&f.audit);
+                    Action::Continue
                 }
-                let applied = remove
-                    .iter()
-                    .try_for_each(|name| {
-                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
-                    })
-                    .and_then(|_| clear_route_cache());
-                match applied {
-                    Ok(()) => Action::Continue,
-                    Err(_) => self.refuse(&internal("cannot rewrite request"), None),
-                }
-            }
-            Decision::Forward(f) => {
-                let applied = f
-                    .remove
-                    .iter()
-                    .try_for_each(|name| {
-                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)
-                    })
-                    .and_then(|_| {
-                        f.set.iter().try_for_each(|(name, value)| {
-                            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                        })
-                    })
-                    .and_then(|_| clear_route_cache());
-                match applied {
-                    Ok(()) => {
-                        record(&f.audit);
-                        Action::Continue
-                    }
-                    // Never let a half-rewritten request reach the router.
-                    Err(_) => self.refuse(&internal("cannot rewrite request"), Some(&f.audit)),
-                }
-            }
+                // Never let a half-rewritten request reach the router.
+                Err(_) => self.refuse(&internal("cannot rewrite request"), Some(&f.audit)),
+            },
             Decision::CheckMapping {
                 account,
                 version,
@@ -384,6 +223,7 @@ impl HttpContext for Filter {
                 Action::Continue
             }
             Decision::Refuse(r, audit) => self.refuse(&r, Some(&audit)),
+            Decision::RefuseUnaudited(r) => self.refuse(&r, None),
         }
     }
 
@@ -406,7 +246,19 @@ fn internal(message: &str) -> Refusal {
     Refusal::new(500, "internal", message)
 }
 
+/// Rewrites the request headers: removes `remove`, then sets `set`, then has Envoy pick the
+/// route again. Stops at the first host error.
+fn rewrite(remove: &[String], set: &[(&str, String)]) -> Result<(), Status> {
+    for name in remove {
+        hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)?;
+    }
+    for (name, value) in set {
+        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))?;
+    }
+    clear_route_cache()
+}
+
 /// Since Envoy 1.33 a header changed by wasm no longer re-selects the route by itself.
-fn clear_route_cache() -> Result<(), proxy_wasm::types::Status> {
+fn clear_route_cache() -> Result<(), Status> {
     hostcalls::call_foreign_function("clear_route_cache", None).map(|_| ())
 }

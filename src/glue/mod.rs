@@ -22,6 +22,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 use serde::Deserialize;
 
+use crate::config::{FilterConfig, Settings};
+
 /// Shared-data key holding the snapshot JSON as the control plane sent it.
 pub(crate) const SNAPSHOT_KEY: &str = "mtlsgate.snapshot";
 /// Shared-data key holding only the snapshot's version: small, so reading it per request is
@@ -44,7 +46,7 @@ pub(crate) fn log(level: LogLevel, msg: &str) {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "role", rename_all = "camelCase", deny_unknown_fields)]
 enum Config {
-    Filter(filter::FilterConfig),
+    Filter(FilterConfig),
     Poller(poller::PollerConfig),
 }
 
@@ -54,7 +56,7 @@ struct Root {
 }
 
 enum Role {
-    Filter(Rc<filter::Settings>, Rc<RefCell<filter::SnapshotCache>>),
+    Filter(Rc<Settings>, Rc<RefCell<filter::SnapshotCache>>),
     Poller(poller::Poller),
 }
 
@@ -90,12 +92,12 @@ impl RootContext for Root {
         let parsed = serde_json::from_slice::<Config>(&raw).map_err(|e| e.to_string());
         match parsed {
             Ok(Config::Filter(cfg)) => {
-                let settings = filter::Settings::new(cfg).unwrap_or_else(|e| {
+                let settings = Settings::try_from(cfg).unwrap_or_else(|e| {
                     log(
                         LogLevel::Critical,
                         &format!("invalid filter configuration, refusing every request: {e}"),
                     );
-                    filter::Settings::invalid()
+                    Settings::invalid()
                 });
                 self.role = Some(Role::Filter(Rc::new(settings), Rc::default()));
                 true
@@ -118,10 +120,7 @@ impl RootContext for Root {
                     LogLevel::Critical,
                     &format!("invalid plugin configuration, refusing every request: {e}"),
                 );
-                self.role = Some(Role::Filter(
-                    Rc::new(filter::Settings::invalid()),
-                    Rc::default(),
-                ));
+                self.role = Some(Role::Filter(Rc::new(Settings::invalid()), Rc::default()));
                 true
             }
         }

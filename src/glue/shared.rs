@@ -11,7 +11,9 @@ use proxy_wasm::types::Status;
 
 use crate::auth::NonceGuard;
 use crate::oauth1::Verified;
-use crate::throttle::{Bucket, Decision, Leases, Limits, Reserved, BUCKET_LEN};
+use crate::throttle::{
+    Bucket, Decision, Leases, Limits, Reserved, Throttle, Throttled, BUCKET_LEN,
+};
 
 const THROTTLE_SHARDS: u64 = 1024;
 /// Client IPs remembered per shard; an idle bucket (full again) is dropped first.
@@ -48,11 +50,20 @@ thread_local! {
     static LEASES: RefCell<Leases> = RefCell::default();
 }
 
+/// The shared-data buckets, as the policy core's [`Throttle`].
+pub(crate) struct SharedThrottle;
+
+impl Throttle for SharedThrottle {
+    fn take(&mut self, ip: &str, limits: &Limits, now_ms: u64) -> Result<(), Throttled> {
+        throttle(ip, limits, now_ms).into_result()
+    }
+}
+
 /// Takes a token for `ip`: from this worker's lease when it holds one (no shared-data round
 /// trip), else from the IP's shared bucket, leasing a few more (see [`crate::throttle`]). When
 /// shared data misbehaves the request is allowed: the throttle protects capacity, and refusing
 /// everything would be worse.
-pub fn throttle(ip: &str, limits: &Limits, now_ms: u64) -> Decision {
+fn throttle(ip: &str, limits: &Limits, now_ms: u64) -> Decision {
     if LEASES.with(|l| l.borrow_mut().spend(ip, now_ms)) {
         return Decision {
             allowed: true,
