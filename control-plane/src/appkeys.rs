@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use mtlsgate_filter::oauth1::Secrets;
+use mtlsgate_filter::oauth1::Secrets as SigningSecrets;
 
 use crate::secret::Secret;
+use crate::secret_store::{SecretStoreError, Secrets};
 use crate::store::{AppKeyRow, Store, StoreError};
-use crate::vault::{Vault, VaultError};
 
 /// One AppKey and its secrets.
 #[derive(Debug, Clone)]
@@ -23,8 +23,8 @@ pub struct AppKey {
 }
 
 impl AppKey {
-    pub fn secrets(&self) -> Secrets {
-        Secrets::new(self.consumer_secret.expose(), self.token_secret.expose())
+    pub fn secrets(&self) -> SigningSecrets {
+        SigningSecrets::new(self.consumer_secret.expose(), self.token_secret.expose())
     }
 }
 
@@ -33,7 +33,7 @@ pub enum LoadError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Vault(#[from] VaultError),
+    Secrets(#[from] SecretStoreError),
 }
 
 /// AppKeys by (consumer key, access token).
@@ -45,10 +45,10 @@ pub struct Directory {
 impl Directory {
     /// Loads every live AppKey. One whose secrets are missing from Vault is skipped (and
     /// logged): it cannot sign anything.
-    pub async fn load(store: &Store, vault: &Vault) -> Result<Directory, LoadError> {
+    pub async fn load(store: &Store, secrets: &Secrets) -> Result<Directory, LoadError> {
         let dir = Directory::default();
         for row in store.all_appkeys().await? {
-            match vault.get_appkey(&row.account, row.id).await? {
+            match secrets.get_appkey(&row.account, row.id).await? {
                 Some((consumer_secret, token_secret)) => dir.insert(AppKey {
                     row,
                     consumer_secret,

@@ -7,7 +7,6 @@ use mtlsgate_filter::privilege;
 
 use crate::identity;
 use crate::secret::Secret;
-use crate::serve::ServeError;
 use crate::store::Store;
 
 /// `mtlsgate user add`
@@ -30,12 +29,15 @@ pub struct UserAdd {
     pub database: PathBuf,
 }
 
+/// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{0}")]
     Invalid(String),
     #[error("cannot read the password: {0}")]
     Password(std::io::Error),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 fn read_password(args: &UserAdd) -> Result<Secret, CliError> {
@@ -67,12 +69,14 @@ fn read_password(args: &UserAdd) -> Result<Secret, CliError> {
     Ok(Secret::new(line))
 }
 
-pub async fn user_add(args: UserAdd) -> Result<(), ServeError> {
-    let invalid = |m: String| ServeError::Cli(CliError::Invalid(m));
-    crate::api::check_account(&args.account).map_err(|e| invalid(e.message))?;
-    crate::api::check_username(&args.username).map_err(|e| invalid(e.message))?;
-    let password = read_password(&args).map_err(ServeError::Cli)?;
-    crate::api::check_password(&password).map_err(|e| invalid(e.message))?;
+pub async fn user_add(args: UserAdd) -> Result<(), CliError> {
+    let invalid = CliError::Invalid;
+    if !mtlsgate_filter::account::is_valid(&args.account) {
+        return Err(invalid(identity::ACCOUNT_RULE.into()));
+    }
+    identity::check_username(&args.username).map_err(|e| invalid(e.to_string()))?;
+    let password = read_password(&args)?;
+    identity::check_password(&password).map_err(|e| invalid(e.to_string()))?;
     let hash = identity::hash_password(&password)
         .map_err(|_| invalid("cannot hash the password".into()))?;
     let store = Store::open(&args.database).await?;

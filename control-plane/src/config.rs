@@ -38,9 +38,10 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_VAULT_PREFIX", default_value = "mtlsgate/")]
     pub vault_prefix: String,
 
-    /// How often to look for certificates rotated directly in Vault (seconds). Changes made
-    /// through the API reach Envoy at once, whatever this is.
-    #[arg(long, env = "MTLSGATE_VAULT_WATCH_SECONDS", default_value_t = 10)]
+    /// How often to look for certificates rotated directly in Vault (seconds, 1 to 86400).
+    /// Changes made through the API reach Envoy at once, whatever this is.
+    #[arg(long, env = "MTLSGATE_VAULT_WATCH_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub vault_watch_seconds: u64,
 
     /// DEVELOPMENT ONLY: accept `Authorization: Bearer <token>` as an admin of every account.
@@ -66,12 +67,13 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_PUBLIC_API")]
     pub public_api: Option<String>,
 
-    /// Longest life of a pooled upstream connection (seconds): bounds how long a rotated
-    /// client certificate can keep being presented on an old connection.
+    /// Longest life of a pooled upstream connection (seconds, 1 to 86400): bounds how long a
+    /// rotated client certificate can keep being presented on an old connection.
     #[arg(
         long,
         env = "MTLSGATE_UPSTREAM_MAX_CONNECTION_SECONDS",
-        default_value_t = 60
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub upstream_max_connection_seconds: u64,
 
@@ -84,11 +86,12 @@ pub struct ServeConfig {
     )]
     pub system_trust_bundle: String,
 
-    /// Upstream connect timeout (milliseconds).
+    /// Upstream connect timeout (milliseconds, 1 to 600000).
     #[arg(
         long,
         env = "MTLSGATE_UPSTREAM_CONNECT_TIMEOUT_MS",
-        default_value_t = 5000
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(1..=600_000)
     )]
     pub upstream_connect_timeout_ms: u64,
 
@@ -97,8 +100,10 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_KEYTOOL")]
     pub keytool: Option<std::path::PathBuf>,
 
-    /// Lifetime of a login token (seconds); the login answers it as `sessionTTl`.
-    #[arg(long, env = "MTLSGATE_SESSION_TTL_SECONDS", default_value_t = 8 * 3600)]
+    /// Lifetime of a login token (seconds, 60 to 2592000 = 30 days); the login answers it as
+    /// `sessionTTl`.
+    #[arg(long, env = "MTLSGATE_SESSION_TTL_SECONDS", default_value_t = 8 * 3600,
+          value_parser = clap::value_parser!(u64).range(60..=30 * 86_400))]
     pub session_ttl_seconds: u64,
 
     /// This API's base URL as users' browsers reach it; the OAuth 2.0 redirect URI of
@@ -117,9 +122,10 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_MESSAGING_TOKEN_URL")]
     pub messaging_token_url: Option<String>,
 
-    /// Largest accepted upload (P12 file plus form fields), in bytes.
-    #[arg(long, env = "MTLSGATE_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024)]
-    pub max_upload_bytes: usize,
+    /// Largest accepted upload (P12 file plus form fields), in bytes (1 KiB to 64 MiB).
+    #[arg(long, env = "MTLSGATE_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_upload_bytes: u64,
 }
 
 impl ServeConfig {
@@ -138,7 +144,54 @@ impl ServeConfig {
             .unwrap_or_else(|| format!("http://{}", self.public_api()));
         format!("{}/api/oauth2/callback", base.trim_end_matches('/'))
     }
+
     pub fn upstream_max_connection_duration(&self) -> Duration {
-        Duration::from_secs(self.upstream_max_connection_seconds.max(1))
+        Duration::from_secs(self.upstream_max_connection_seconds)
+    }
+
+    /// `--max-upload-bytes` as a size in memory (the flag's range fits any `usize` of 32 bits
+    /// or more).
+    pub fn max_upload_bytes(&self) -> usize {
+        usize::try_from(self.max_upload_bytes).unwrap_or(usize::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        serve: super::ServeConfig,
+    }
+
+    fn parse(extra: &[&str]) -> Result<super::ServeConfig, clap::Error> {
+        let args = ["mtlsgate", "--vault-token", "t"].iter().chain(extra);
+        Command::try_parse_from(args).map(|c| c.serve)
+    }
+
+    #[test]
+    fn numeric_flags_out_of_range_are_refused_not_clamped() {
+        for bad in [
+            ["--vault-watch-seconds", "0"],
+            ["--session-ttl-seconds", "59"],
+            ["--session-ttl-seconds", "99999999999"],
+            ["--upstream-max-connection-seconds", "0"],
+            ["--upstream-connect-timeout-ms", "0"],
+            ["--max-upload-bytes", "10"],
+            ["--max-upload-bytes=-1", ""],
+        ] {
+            let e = parse(&bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}");
+            let flag = bad[0].split('=').next().unwrap_or_default();
+            assert!(e.to_string().contains(flag), "{e}");
+        }
+        let ok = parse(&["--session-ttl-seconds", "60", "--vault-watch-seconds", "1"]).unwrap();
+        assert_eq!((ok.session_ttl_seconds, ok.vault_watch_seconds), (60, 1));
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.max_upload_bytes(), 1024 * 1024);
     }
 }

@@ -1,16 +1,26 @@
 //! Credentials an account defines once and attaches to mappings, so the gateway authenticates
-//! to the target on every forward and callers never hold the target's secrets. The types are
-//! those of LivePerson's Bot Accounts (see `seeds/bot-accounts-credentials.txt`).
+//! to the target on every forward and callers never hold the target's secrets. The kinds are
+//! those of LivePerson's Bot Accounts credentials (LivePerson Developer Center, "Bot
+//! Accounts").
 //!
-//! Each credential splits into public settings (stored in SQL, shown in answers) and secrets
-//! (stored in Vault, shown masked, never answered).
+//! This module checks what a request body describes and turns it into the typed settings
+//! (stored in SQL, shown in answers) and secrets (stored in the secret store, shown masked,
+//! never answered) of [`crate::credential_kind`].
 
 use base64::Engine;
 use mtlsgate_filter::target::Target;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
+use crate::credential_kind::{
+    AccessTokenSecrets, AccessTokenSettings, AuthorizationCodeSettings, BasicSecrets,
+    BasicSettings, ClientCredentialsSettings, ClientSecret, CredentialKind, CredentialSecrets,
+    CredentialSettings, KeyStoreType, MessagingSettings, MutualSecrets, MutualSettings, NluSecrets,
+    NluSettings, OAuthClient, PreAuthenticationSettings,
+};
+use crate::oauth2::ClientAuth;
 use crate::secret::Secret;
+use crate::tls_versions::{TlsRange, TlsVersion};
 
 /// What a request body describes, by `type`.
 #[derive(Deserialize)]
@@ -20,7 +30,7 @@ use crate::secret::Secret;
     rename_all_fields = "camelCase",
     deny_unknown_fields
 )]
-pub enum Input {
+pub(crate) enum Input {
     Oauth2ClientCredentials {
         client_id: String,
         client_secret: Secret,
@@ -83,20 +93,24 @@ pub enum Input {
     },
 }
 
-/// A validated credential: its kind, public settings and secrets.
+/// A validated credential: its public settings (which say its kind) and its secrets.
 #[derive(Debug, Clone)]
-pub struct Validated {
-    pub kind: &'static str,
-    pub settings: Map<String, Value>,
-    /// Secret fields by name.
-    pub secrets: Vec<(&'static str, Secret)>,
+pub(crate) struct Validated {
+    pub(crate) settings: CredentialSettings,
+    pub(crate) secrets: CredentialSecrets,
+}
+
+impl Validated {
+    pub(crate) fn kind(&self) -> CredentialKind {
+        self.settings.kind()
+    }
 }
 
 /// Why a credential body was refused; `code` is the API error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub code: &'static str,
-    pub message: String,
+pub(crate) struct Invalid {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 fn invalid(code: &'static str, message: impl Into<String>) -> Invalid {
@@ -141,35 +155,30 @@ fn endpoint_url(field: &str, value: &str) -> Result<(), Invalid> {
 }
 
 /// The confidential client every token-getting kind has: `clientId` and
-/// `clientAuthentication` go to the settings, `clientSecret` to the secrets.
+/// `clientAuthentication` are settings, `clientSecret` its one secret.
 fn client(
-    settings: &mut Map<String, Value>,
-    secrets: &mut Vec<(&'static str, Secret)>,
     client_id: String,
     client_secret: Secret,
     authentication: Option<String>,
-) -> Result<(), Invalid> {
+) -> Result<(OAuthClient, CredentialSecrets), Invalid> {
     required("clientId", &client_id)?;
     required("clientSecret", client_secret.expose())?;
-    settings.insert("clientId".into(), json!(client_id));
-    settings.insert(
-        "clientAuthentication".into(),
-        json!(client_auth(authentication)?),
-    );
-    secrets.push(("clientSecret", client_secret));
-    Ok(())
-}
-
-/// `clientAuthentication`: how the client authenticates at the token endpoint.
-fn client_auth(value: Option<String>) -> Result<String, Invalid> {
-    let value = value.unwrap_or_else(|| "clientSecretBasic".into());
-    match crate::oauth2::ClientAuth::parse(&value) {
-        Some(_) => Ok(value),
-        None => Err(invalid(
-            "invalid_credential",
-            "clientAuthentication must be clientSecretBasic or clientSecretPost",
-        )),
-    }
+    let client_authentication = match authentication {
+        None => ClientAuth::default(),
+        Some(name) => serde_json::from_value(Value::String(name)).map_err(|_| {
+            invalid(
+                "invalid_credential",
+                "clientAuthentication must be clientSecretBasic or clientSecretPost",
+            )
+        })?,
+    };
+    Ok((
+        OAuthClient {
+            client_id,
+            client_authentication,
+        },
+        CredentialSecrets::Client(ClientSecret { client_secret }),
+    ))
 }
 
 /// A scope (RFC 6749 §3.3): space-separated printable ASCII, no `"` or `\`.
@@ -190,46 +199,19 @@ fn optional_scope(scope: &Option<String>) -> Result<(), Invalid> {
     }
 }
 
-/// TLS versions a Mutual Authentication credential may ask for: what Envoy's BoringSSL speaks.
-pub const PROTOCOLS: [&str; 4] = ["TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
-
-/// The lowest and highest protocol (indices into [`PROTOCOLS`]) of a credential's list.
-/// Envoy takes a range, so the list must be one: `["TLSv1.0", "TLSv1.3"]` without the two
-/// between is refused rather than silently widened.
-pub fn protocol_range(protocols: &[String]) -> Result<(usize, usize), Invalid> {
-    if protocols.is_empty() {
-        return Err(invalid("invalid_protocols", "name at least one protocol"));
-    }
-    let mut idx = Vec::with_capacity(protocols.len());
-    for p in protocols {
-        let Some(i) = PROTOCOLS.iter().position(|k| k == p) else {
-            return Err(invalid(
-                "invalid_protocols",
-                format!(
-                    "{p:?} is not a protocol Envoy can speak; use {}",
-                    PROTOCOLS.join(", ")
-                ),
-            ));
-        };
-        idx.push(i);
-    }
-    idx.sort_unstable();
-    idx.dedup();
-    let (lo, hi) = (idx[0], idx[idx.len() - 1]);
-    if hi - lo + 1 != idx.len() {
-        return Err(invalid(
-            "invalid_protocols",
-            "Envoy uses a range of versions: name consecutive ones (e.g. TLSv1.2 and TLSv1.3)",
-        ));
-    }
-    Ok((lo, hi))
+/// The versions of a Mutual Authentication credential's `protocols`, which Envoy must be
+/// able to speak as one range.
+fn protocols(names: Option<Vec<String>>) -> Result<Vec<TlsVersion>, Invalid> {
+    let names = names.unwrap_or_else(|| vec![TlsVersion::V1_2.as_str().to_owned()]);
+    TlsRange::from_names(&names).map_err(|e| invalid("invalid_protocols", e.to_string()))?;
+    let mut versions: Vec<TlsVersion> = names.iter().filter_map(|n| TlsVersion::parse(n)).collect();
+    versions.dedup();
+    Ok(versions)
 }
 
 impl Input {
-    pub fn validate(self) -> Result<Validated, Invalid> {
-        let mut settings = Map::new();
-        let mut secrets = Vec::new();
-        let kind = match self {
+    pub(crate) fn validate(self) -> Result<Validated, Invalid> {
+        let (settings, secrets) = match self {
             Input::Oauth2ClientCredentials {
                 client_id,
                 client_secret,
@@ -239,16 +221,15 @@ impl Input {
             } => {
                 endpoint_url("tokenUrl", &token_url)?;
                 optional_scope(&scope)?;
-                client(
-                    &mut settings,
-                    &mut secrets,
-                    client_id,
-                    client_secret,
-                    client_authentication,
-                )?;
-                settings.insert("scope".into(), json!(scope));
-                settings.insert("tokenUrl".into(), json!(token_url));
-                "oauth2ClientCredentials"
+                let (client, secrets) = client(client_id, client_secret, client_authentication)?;
+                (
+                    CredentialSettings::Oauth2ClientCredentials(ClientCredentialsSettings {
+                        client,
+                        scope,
+                        token_url,
+                    }),
+                    secrets,
+                )
             }
             Input::Oauth2AuthorizationCode {
                 client_id,
@@ -262,18 +243,17 @@ impl Input {
                 endpoint_url("authUrl", &auth_url)?;
                 endpoint_url("tokenUrl", &token_url)?;
                 optional_scope(&scope)?;
-                client(
-                    &mut settings,
-                    &mut secrets,
-                    client_id,
-                    client_secret,
-                    client_authentication,
-                )?;
-                settings.insert("scope".into(), json!(scope));
-                settings.insert("authUrl".into(), json!(auth_url));
-                settings.insert("tokenUrl".into(), json!(token_url));
-                settings.insert("pkce".into(), json!(pkce));
-                "oauth2AuthorizationCode"
+                let (client, secrets) = client(client_id, client_secret, client_authentication)?;
+                (
+                    CredentialSettings::Oauth2AuthorizationCode(AuthorizationCodeSettings {
+                        client,
+                        scope,
+                        auth_url,
+                        token_url,
+                        pkce,
+                    }),
+                    secrets,
+                )
             }
             Input::BasicAuthentication { username, password } => {
                 required("username", &username)?;
@@ -289,9 +269,10 @@ impl Input {
                         "password must not contain control characters",
                     ));
                 }
-                settings.insert("username".into(), json!(username));
-                secrets.push(("password", password));
-                "basicAuthentication"
+                (
+                    CredentialSettings::BasicAuthentication(BasicSettings { username }),
+                    CredentialSecrets::Basic(BasicSecrets { password }),
+                )
             }
             Input::AccessToken { token, token_type } => {
                 required("token", token.expose())?;
@@ -302,18 +283,19 @@ impl Input {
                         "tokenType is one word and the token one line",
                     ));
                 }
-                settings.insert("tokenType".into(), json!(token_type));
-                secrets.push(("token", token));
-                "accessToken"
+                (
+                    CredentialSettings::AccessToken(AccessTokenSettings { token_type }),
+                    CredentialSecrets::AccessToken(AccessTokenSecrets { token }),
+                )
             }
             Input::MutualAuthentication {
                 key_certificate,
                 key_certificate_password,
                 trust_certificate,
                 trust_certificate_password,
-                protocols,
+                protocols: names,
             } => {
-                let p12 = base64::engine::general_purpose::STANDARD
+                let store = base64::engine::general_purpose::STANDARD
                     .decode(key_certificate.expose().trim())
                     .map_err(|_| {
                         invalid(
@@ -321,7 +303,7 @@ impl Input {
                             "keyCertificate must be the key store in base64",
                         )
                     })?;
-                let opened = crate::keystore::open(&p12, key_certificate_password.expose())
+                let opened = crate::keystore::open(&store, key_certificate_password.expose())
                     .map_err(|e| invalid(e.code(), format!("keyCertificate: {e}")))?;
                 let trust_certificate = trust_certificate
                     .map(|t| {
@@ -329,31 +311,27 @@ impl Input {
                             .map_err(|m| invalid("invalid_trust_certificate", m))
                     })
                     .transpose()?;
-                let protocols = protocols.unwrap_or_else(|| vec!["TLSv1.2".into()]);
-                protocol_range(&protocols)?;
-                settings.insert(
-                    "keyStoreType".into(),
-                    json!(if p12.starts_with(&[0xfe, 0xed, 0xfe, 0xed]) {
-                        "jks"
-                    } else {
-                        "pkcs12"
+                let protocols = protocols(names)?;
+                (
+                    CredentialSettings::MutualAuthentication(MutualSettings {
+                        key_store_type: if crate::keystore::is_java(&store) {
+                            KeyStoreType::Jks
+                        } else {
+                            KeyStoreType::Pkcs12
+                        },
+                        subject: opened.info.subject,
+                        serial_number: opened.info.serial_number,
+                        not_after: opened.info.not_after,
+                        protocols,
+                        has_trust_certificate: trust_certificate.is_some(),
                     }),
-                );
-                settings.insert("subject".into(), json!(opened.info.subject));
-                settings.insert("serialNumber".into(), json!(opened.info.serial_number));
-                settings.insert("notAfter".into(), json!(opened.info.not_after));
-                settings.insert("protocols".into(), json!(protocols));
-                settings.insert(
-                    "hasTrustCertificate".into(),
-                    json!(trust_certificate.is_some()),
-                );
-                secrets.push(("keyCertificate", key_certificate));
-                secrets.push(("keyCertificatePassword", key_certificate_password));
-                if let Some(t) = trust_certificate {
-                    secrets.push(("trustCertificate", Secret::new(t)));
-                }
-                secrets.push(("trustCertificatePassword", trust_certificate_password));
-                "mutualAuthentication"
+                    CredentialSecrets::Mutual(MutualSecrets {
+                        key_certificate,
+                        key_certificate_password,
+                        trust_certificate: trust_certificate.map(Secret::new),
+                        trust_certificate_password,
+                    }),
+                )
             }
             Input::TransferToMessaging {
                 client_id,
@@ -364,15 +342,14 @@ impl Input {
                 if let Some(u) = &token_url {
                     endpoint_url("tokenUrl", u)?;
                 }
-                client(
-                    &mut settings,
-                    &mut secrets,
-                    client_id,
-                    client_secret,
-                    client_authentication,
-                )?;
-                settings.insert("tokenUrl".into(), json!(token_url));
-                "transferToMessaging"
+                let (client, secrets) = client(client_id, client_secret, client_authentication)?;
+                (
+                    CredentialSettings::TransferToMessaging(MessagingSettings {
+                        client,
+                        token_url,
+                    }),
+                    secrets,
+                )
             }
             Input::ThirdPartyNlu {
                 provider,
@@ -385,98 +362,28 @@ impl Input {
                         "credentials must be a JSON object",
                     ));
                 }
-                settings.insert("provider".into(), json!(provider));
-                secrets.push(("credentials", Secret::new(credentials.to_string())));
-                "thirdPartyNlu"
+                (
+                    CredentialSettings::ThirdPartyNlu(NluSettings { provider }),
+                    CredentialSecrets::ThirdPartyNlu(NluSecrets {
+                        credentials: Secret::new(credentials.to_string()),
+                    }),
+                )
             }
-            Input::ConsumerPreAuthentication { settings: s } => {
-                settings.insert("settings".into(), Value::Object(s.unwrap_or_default()));
-                "consumerPreAuthentication"
-            }
+            Input::ConsumerPreAuthentication { settings } => (
+                CredentialSettings::ConsumerPreAuthentication(PreAuthenticationSettings {
+                    settings: settings.unwrap_or_default(),
+                }),
+                CredentialSecrets::None,
+            ),
         };
-        Ok(Validated {
-            kind,
-            settings,
-            secrets,
-        })
+        Ok(Validated { settings, secrets })
     }
-}
-
-/// A trust certificate as PEM: PEM text is checked, base64 DER is converted.
-pub fn trust_pem(text: &str) -> Result<String, String> {
-    if text.contains("-----BEGIN") {
-        let mut n = 0;
-        for block in x509_parser::pem::Pem::iter_from_buffer(text.as_bytes()) {
-            let block = block.map_err(|_| "the trust certificate is not valid PEM".to_owned())?;
-            block
-                .parse_x509()
-                .map_err(|_| "the trust certificate is not X.509".to_owned())?;
-            n += 1;
-        }
-        if n == 0 {
-            return Err("the trust certificate holds no certificate".into());
-        }
-        return Ok(text.to_owned());
-    }
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|_| "the trust certificate must be PEM, or DER in base64".to_owned())?;
-    x509_parser::parse_x509_certificate(&der)
-        .map_err(|_| "the trust certificate is not X.509".to_owned())?;
-    Ok(crate::p12::pem("CERTIFICATE", &der))
-}
-
-/// Kinds that can be attached to a mapping now, and the `Authorization` header they send.
-/// `None` when the kind is stored only, or its header cannot be made yet.
-pub fn authorization(
-    kind: &str,
-    settings: &Map<String, Value>,
-    secrets: &Map<String, Value>,
-) -> Option<String> {
-    let text =
-        |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
-    match kind {
-        "basicAuthentication" => {
-            let user = text(settings, "username")?;
-            let password = text(secrets, "password").unwrap_or_default();
-            Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-            ))
-        }
-        "accessToken" => Some(format!(
-            "{} {}",
-            text(settings, "tokenType")?,
-            text(secrets, "token")?
-        )),
-        _ => None,
-    }
-}
-
-/// The PKCE `S256` code challenge of a code verifier (RFC 7636 §4.2):
-/// `BASE64URL-ENCODE(SHA256(ASCII(code_verifier)))`.
-pub fn pkce_challenge(verifier: &str) -> String {
-    use sha2::{Digest, Sha256};
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
-}
-
-/// A fresh PKCE code verifier: 32 random bytes, base64url (43 characters, RFC 7636 §4.1).
-pub fn pkce_verifier() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::identity::random::<32>())
-}
-
-/// Whether a kind may be attached to a mapping: those that authenticate forwarded calls.
-/// Third-party NLU and Consumer Pre-Authentication are stored only.
-pub fn attachable(kind: &str) -> bool {
-    matches!(
-        kind,
-        "basicAuthentication" | "accessToken" | "mutualAuthentication"
-    ) || crate::access_tokens::needs_tokens(kind)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn validate(v: Value) -> Result<Validated, Invalid> {
         serde_json::from_value::<Input>(v)
@@ -486,48 +393,33 @@ mod tests {
 
     #[test]
     fn basic_and_access_token_headers_are_exactly_as_specified() {
+        use crate::credential_kind::fixed_authorization;
         let v = validate(json!({"type": "basicAuthentication", "username": "Aladdin", "password": "open sesame"})).unwrap();
-        let secrets: Map<String, Value> = v
-            .secrets
-            .iter()
-            .map(|(k, s)| (k.to_string(), json!(s.expose())))
-            .collect();
         // RFC 7617's example.
         assert_eq!(
-            authorization(v.kind, &v.settings, &secrets).unwrap(),
+            fixed_authorization(&v.settings, &v.secrets).unwrap(),
             "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
         );
         let v = validate(json!({"type": "accessToken", "token": "abc.def", "tokenType": "Bearer"}))
             .unwrap();
-        let secrets: Map<String, Value> = v
-            .secrets
-            .iter()
-            .map(|(k, s)| (k.to_string(), json!(s.expose())))
-            .collect();
         assert_eq!(
-            authorization(v.kind, &v.settings, &secrets).unwrap(),
+            fixed_authorization(&v.settings, &v.secrets).unwrap(),
             "Bearer abc.def"
         );
         assert!(
-            !v.settings
-                .values()
-                .any(|s| s.to_string().contains("abc.def")),
+            !Value::Object(v.settings.to_json())
+                .to_string()
+                .contains("abc.def"),
             "secret in public settings"
         );
+        assert_eq!(v.secrets.field_names(), ["token"]);
     }
 
     #[test]
-    fn pkce_matches_rfc_7636_appendix_b() {
-        assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-        );
-        let v = pkce_verifier();
-        assert_eq!(v.len(), 43);
-        assert!(v
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_ne!(v, pkce_verifier());
+    fn a_bad_client_authentication_is_named() {
+        let e = validate(json!({"type": "oauth2ClientCredentials", "clientId": "c", "clientSecret": "s", "tokenUrl": "https://idp.example/token", "clientAuthentication": "mtls"})).unwrap_err();
+        assert_eq!(e.code, "invalid_credential");
+        assert!(e.message.contains("clientAuthentication"), "{}", e.message);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The desired state of every Envoy: clusters, client-certificate secrets, and the mappings
-//! that route to them. Rebuilt by [`crate::sync`] whenever the store or Vault changes, and
+//! that route to them. Rebuilt by [`crate::reconciler`] whenever the store or Vault changes, and
 //! published to the xDS server and the runtime feed.
 //!
 //! A cluster exists per distinct (certificate, host, port, trust): mappings that share all
@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::p12::Material;
 use crate::store::{CertificateRow, EgressRow, MappingRow};
+use crate::tls_versions::TlsRange;
 
 /// How an upstream's server certificate is verified.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -29,19 +30,6 @@ pub enum Trust {
     System,
     /// The mapping's own PEM bundle.
     Bundle(String),
-}
-
-/// The TLS versions a cluster may negotiate, as indices into
-/// [`crate::credentials::PROTOCOLS`] (0 = TLS 1.0 … 3 = TLS 1.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TlsVersions {
-    pub min: u8,
-    pub max: u8,
-}
-
-impl TlsVersions {
-    /// TLS 1.2 to 1.3: what every mapping without a Mutual Authentication credential uses.
-    pub const DEFAULT: TlsVersions = TlsVersions { min: 2, max: 3 };
 }
 
 /// One upstream cluster.
@@ -55,7 +43,7 @@ pub struct ClusterSpec {
     /// (egress allowlist), which presents no client certificate.
     pub secret: Option<String>,
     pub trust: Trust,
-    pub tls: TlsVersions,
+    pub tls: TlsRange,
 }
 
 /// A Mutual Authentication credential, opened: the key and chain it presents, the trust
@@ -64,7 +52,7 @@ pub struct ClusterSpec {
 pub struct CredentialTls {
     pub material: Arc<Material>,
     pub trust: Option<String>,
-    pub tls: TlsVersions,
+    pub tls: TlsRange,
     /// Serial number of its leaf certificate (for the audit log).
     pub serial: String,
 }
@@ -122,16 +110,16 @@ impl Routed {
 /// Who may call the gateway: served to every node as is (nothing to acknowledge first).
 /// Each list is sorted, so equal content compares and hashes equal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Credentials {
+pub struct Callers {
     pub token_keys: Vec<TokenKey>,
     /// With their secrets: the filter checks OAuth1 signatures itself.
     pub app_keys: Vec<AppKeyEntry>,
     pub users: Vec<UserRef>,
 }
 
-impl Credentials {
+impl Callers {
     /// Puts each list in a stable order (the AppKey directory is a hash map).
-    pub fn sorted(mut self) -> Credentials {
+    pub fn sorted(mut self) -> Callers {
         self.token_keys.sort_by(|a, b| a.kid.cmp(&b.kid));
         self.app_keys.sort_by_key(|k| k.id);
         self.users
@@ -149,7 +137,7 @@ pub struct Desired {
     /// Plain-TLS fallback hosts of every account, each naming its cluster in `clusters`;
     /// by account, in the account's order.
     pub fallback: Vec<FallbackEntry>,
-    pub credentials: Credentials,
+    pub callers: Callers,
     /// Changes whenever any cluster does.
     pub cds_version: String,
 }
@@ -200,7 +188,8 @@ impl Desired {
                     Some(h) => Some(h.clone()),
                     None => {
                         // Served as a refusal that names the cause, not as unmapped.
-                        out.mappings.push(Routed::unavailable(m, Unavailable::Credential));
+                        out.mappings
+                            .push(Routed::unavailable(m, Unavailable::Credential));
                         continue;
                     }
                 },
@@ -229,7 +218,8 @@ impl Desired {
                             "the mapping's certificate material is not loaded; its forwards \
                              are refused with certificate_unavailable"
                         );
-                        out.mappings.push(Routed::unavailable(m, Unavailable::Certificate));
+                        out.mappings
+                            .push(Routed::unavailable(m, Unavailable::Certificate));
                         continue;
                     };
                     (
@@ -240,7 +230,7 @@ impl Desired {
                             vault_version: *version,
                         },
                         mapping_trust,
-                        TlsVersions::DEFAULT,
+                        TlsRange::DEFAULT,
                         row.info.serial_number.clone(),
                     )
                 }
@@ -293,7 +283,7 @@ impl Desired {
                     host_is_ip: row.host.is_ip(),
                     secret: None,
                     trust: Trust::System,
-                    tls: TlsVersions::DEFAULT,
+                    tls: TlsRange::DEFAULT,
                 });
             self.fallback.push(FallbackEntry {
                 account: row.account.clone(),
@@ -306,9 +296,9 @@ impl Desired {
         self
     }
 
-    /// Adds the caller credentials.
-    pub fn with_credentials(mut self, credentials: Credentials) -> Desired {
-        self.credentials = credentials.sorted();
+    /// Adds who may call the gateway.
+    pub fn with_callers(mut self, callers: Callers) -> Desired {
+        self.callers = callers.sorted();
         self
     }
 
@@ -341,7 +331,7 @@ impl Desired {
 /// `mtls_<key>_<host>_<port>[_<trust hash>][_tls<min><max>]`, the key being a certificate
 /// id or `c<credential id>`: readable in Envoy's stats and admin pages, and different
 /// whenever anything the cluster is built from differs.
-fn cluster_name(key: &str, target: &Target<'_>, trust: &Trust, tls: TlsVersions) -> String {
+fn cluster_name(key: &str, target: &Target<'_>, trust: &Trust, tls: TlsRange) -> String {
     let host = sanitise(target.host());
     let mut name = format!("mtls_{key}_{host}_{}", target.port());
     if let Trust::Bundle(pem) = trust {
@@ -350,8 +340,8 @@ fn cluster_name(key: &str, target: &Target<'_>, trust: &Trust, tls: TlsVersions)
         name.push('_');
         name.push_str(&short_hash(h)[..8]);
     }
-    if tls != TlsVersions::DEFAULT {
-        name.push_str(&format!("_tls{}{}", tls.min, tls.max));
+    if tls != TlsRange::DEFAULT {
+        name.push_str(&format!("_tls{}{}", tls.min.digit(), tls.max.digit()));
     }
     name
 }

@@ -5,8 +5,6 @@
 //! private key kept in Vault, and anyone holding the public key — the filter in Envoy — can
 //! verify them without calling back.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
@@ -15,31 +13,59 @@ use mtlsgate_filter::token::{self, Claims, KeySet, TokenError};
 use sha2::{Digest, Sha256};
 
 use crate::secret::Secret;
+use crate::secret_store::{SecretStoreError, Secrets};
 use crate::store::UserRow;
-use crate::vault::{Vault, VaultError};
 
 /// Shortest password accepted for a user.
 pub const PASSWORD_MIN: usize = 8;
 /// Longest password accepted (argon2 hashes anything, but a megabyte password is an attack).
 pub const PASSWORD_MAX: usize = 1024;
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+/// What an account id must be, as messages say it (the rule itself is the filter's:
+/// `mtlsgate_filter::account::is_valid`, shared so both halves agree).
+pub const ACCOUNT_RULE: &str = "the account id must be 1-64 letters, digits, '-' or '_'";
+
+/// Why a user name or password is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("a user name is 1-128 characters without spaces")]
+    Username,
+    #[error("a password is {PASSWORD_MIN} to {PASSWORD_MAX} characters")]
+    Password,
 }
 
-/// Random bytes from the operating system.
-pub fn random<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    // why: getrandom only fails when the OS has no entropy source at all, in which case
-    // nothing secure can be made; fall back to zeros is NOT acceptable, so abort loudly.
-    if getrandom::fill(&mut b).is_err() {
-        tracing::error!("the operating system's random source failed");
-        std::process::abort();
+impl Invalid {
+    /// The API error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Invalid::Username => "invalid_username",
+            Invalid::Password => "invalid_password",
+        }
     }
-    b
+}
+
+/// Checks a user name: 1-128 printable characters without spaces.
+pub fn check_username(name: &str) -> Result<(), Invalid> {
+    if name.is_empty()
+        || name.chars().count() > 128
+        || name.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(Invalid::Username);
+    }
+    Ok(())
+}
+
+/// Checks a new password's length.
+pub fn check_password(password: &Secret) -> Result<(), Invalid> {
+    let n = password.expose().chars().count();
+    if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
+        return Err(Invalid::Password);
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(crate::clock::now()).unwrap_or(0)
 }
 
 /// Hashes a password with argon2id (PHC string). Slow on purpose: run it off the async
@@ -55,7 +81,7 @@ pub fn verify_password(password: &Secret, hash: Option<&str>) -> bool {
     // A hash of a random password, made once: verifying against it always fails.
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let dummy = DUMMY.get_or_init(|| {
-        hash_password(&Secret::new(hex::encode(random::<16>()))).unwrap_or_default()
+        hash_password(&Secret::new(hex::encode(crate::random::bytes::<16>()))).unwrap_or_default()
     });
     let (phc, real) = match hash {
         Some(h) => (h, true),
@@ -72,7 +98,7 @@ pub fn verify_password(password: &Secret, hash: Option<&str>) -> bool {
 }
 
 /// Issues and checks tokens.
-pub struct Tokens {
+pub struct LoginTokens {
     kid: String,
     signing: SigningKey,
     keys: KeySet,
@@ -85,17 +111,17 @@ struct StoredKey {
     private_key: String,
 }
 
-impl Tokens {
+impl LoginTokens {
     /// Loads the signing key from Vault, creating it on first start.
-    pub async fn load(vault: &Vault, ttl_secs: u64) -> Result<Tokens, VaultError> {
-        let seed: [u8; 32] = match vault.get_system::<StoredKey>("token-signing-key").await? {
+    pub async fn load(secrets: &Secrets, ttl_secs: u64) -> Result<LoginTokens, SecretStoreError> {
+        let seed: [u8; 32] = match secrets.get_system::<StoredKey>("token-signing-key").await? {
             Some(k) => hex::decode(k.private_key.as_bytes())
                 .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-                .ok_or(VaultError::Malformed)?,
+                .ok_or(SecretStoreError::Malformed)?,
             None => {
-                let seed = random::<32>();
-                vault
+                let seed = crate::random::bytes::<32>();
+                secrets
                     .put_system(
                         "token-signing-key",
                         &StoredKey {
@@ -110,12 +136,12 @@ impl Tokens {
         Ok(Self::from_seed(&seed, ttl_secs))
     }
 
-    pub fn from_seed(seed: &[u8; 32], ttl_secs: u64) -> Tokens {
+    pub fn from_seed(seed: &[u8; 32], ttl_secs: u64) -> LoginTokens {
         let signing = SigningKey::from_bytes(seed);
         let public = signing.verifying_key();
         let kid = hex::encode(&Sha256::digest(public.as_bytes())[..8]);
         let keys = [(kid.clone(), public)].into_iter().collect();
-        Tokens {
+        LoginTokens {
             kid,
             signing,
             keys,
@@ -145,7 +171,7 @@ impl Tokens {
             privileges: user.privileges.clone(),
             iat: now,
             exp: now + self.ttl_secs,
-            jti: hex::encode(random::<12>()),
+            jti: hex::encode(crate::random::bytes::<12>()),
         };
         token::sign(&claims, &self.kid, &self.signing)
     }

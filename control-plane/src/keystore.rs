@@ -13,7 +13,7 @@ const JKS_MAGIC: [u8; 4] = [0xfe, 0xed, 0xfe, 0xed];
 const JCEKS_MAGIC: [u8; 4] = [0xce, 0xce, 0xce, 0xce];
 
 /// Whether `bytes` is a Java KeyStore (or its JCEKS cousin).
-fn is_java(bytes: &[u8]) -> bool {
+pub(crate) fn is_java(bytes: &[u8]) -> bool {
     bytes.starts_with(&JKS_MAGIC) || bytes.starts_with(&JCEKS_MAGIC)
 }
 
@@ -149,7 +149,7 @@ fn check_jks_structure(b: &[u8]) -> Option<()> {
 /// all trusted.
 pub fn trust_bundle(text: &str, password: &str) -> Result<String, String> {
     if text.contains("-----BEGIN") {
-        return crate::credentials::trust_pem(text);
+        return checked_pem(text);
     }
     use base64::Engine;
     let der = base64::engine::general_purpose::STANDARD
@@ -179,6 +179,22 @@ pub fn trust_bundle(text: &str, password: &str) -> Result<String, String> {
         pem.push_str(&p12::pem("CERTIFICATE", &c));
     }
     Ok(pem)
+}
+
+/// PEM text of trusted certificates, checked: every block parses as X.509, and there is one.
+fn checked_pem(text: &str) -> Result<String, String> {
+    let mut n = 0;
+    for block in x509_parser::pem::Pem::iter_from_buffer(text.as_bytes()) {
+        let block = block.map_err(|_| "the trust certificate is not valid PEM".to_owned())?;
+        block
+            .parse_x509()
+            .map_err(|_| "the trust certificate is not X.509".to_owned())?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err("the trust certificate holds no certificate".into());
+    }
+    Ok(text.to_owned())
 }
 
 #[cfg(test)]

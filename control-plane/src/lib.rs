@@ -1,30 +1,82 @@
 //! The mtlsgate control plane.
 //!
-//! - [`api`]: the management API (certificates, mappings) and the runtime snapshot feed.
-//! - [`store`]: metadata in SQL (SQLite by default).
-//! - [`vault`]: certificate material in Vault / OpenBao KV v2.
-//! - [`desired`]: what Envoy should have, rebuilt from the store and Vault by [`sync`].
-//! - [`egress`]: the per-account allowlist of plain-TLS fallback hosts.
-//! - [`xds`]: ADS (CDS + SDS) to Envoy, tracking what each node acknowledged.
-//! - [`serve`]: wires it all together.
+//! # Module map, by layer
+//! A module imports only from its own layer or the layers below it (`layering` tests this on
+//! every module's `crate::` paths, and that no two modules import each other in a cycle).
+//!
+//! 1. **Process** — what the `mtlsgate` binary runs.
+//!    - [`config`]: the flags and environment variables of `mtlsgate serve`.
+//!    - [`serve`]: builds the application state, starts the reconciler, the token keeper,
+//!      the xDS server and the HTTP API, and stops them on Ctrl-C or SIGTERM.
+//!    - [`cli`]: commands against the database (`mtlsgate user add`).
+//! 2. **HTTP API** — `api`: the management API (login, users, AppKeys, certificates,
+//!    mappings, credentials, settings, egress, CSDS, the P12 tester), `/openapi.json`, and
+//!    the runtime snapshot feed Envoy's filter long-polls (`api::runtime`).
+//! 3. **Domain** — the rules of what may be stored.
+//!    - `credentials`: a credential request body checked and turned into typed settings and
+//!      secrets.
+//!    - `identity`: passwords (argon2id), user names, and the login tokens
+//!      ([`identity::LoginTokens`], Ed25519 JWTs the filter verifies).
+//!    - `p12test`: the P12 key tester's analysis.
+//! 4. **State and delivery** — what every gateway should have, and getting it there.
+//!    - `desired`: the desired state: clusters, secrets, mappings, callers.
+//!    - `reconciler`: rebuilds the desired state when the store or the secret store changes.
+//!    - `appkeys`: the live AppKey directory (with secrets, for the snapshot).
+//!    - `credential_tokens`: obtains and renews the access tokens of OAuth 2.0 and Transfer
+//!      to Messaging credentials.
+//!    - `xds`: ADS (CDS + SDS) to Envoy, and which node acknowledged what.
+//! 5. **Storage**.
+//!    - `store`: metadata in SQL (SQLite).
+//!    - `secret_store`: secret material behind the `SecretStore` trait (OpenBao / Vault KV
+//!      v2 in production, in memory in tests) and the typed `Secrets` facade over it.
+//! 6. **Leaf helpers** — no `crate::` imports above this layer.
+//!    - `credential_kind`: the eight credential kinds and their typed settings and secrets.
+//!    - `tls_versions`, `egress` (allowlisted host values), `oauth2` (the token-endpoint
+//!      client and PKCE), `p12` and `keystore` (opening PKCS#12 and JKS), `certinfo`,
+//!      `secret` (a string that never prints), `clock`, `random`.
+//!
+//! # From a mapping write to the gateway's decision
+//! 1. `api::mappings` validates the body (URL, certificate and credential in the same
+//!    account) and writes the row through `store` in one transaction; then it kicks the
+//!    `reconciler`.
+//! 2. The `reconciler` reads certificates, mappings and attached credentials from `store`
+//!    and their material from `secret_store` (cached), and `desired::Desired::build` makes
+//!    one cluster per (certificate, host, port, trust, TLS range) and one SDS secret per
+//!    certificate. A mapping whose certificate material is not loaded, or whose credential
+//!    cannot be applied, gets no cluster and is marked unavailable
+//!    (`certificate_unavailable` / `credential_unavailable`), never dropped.
+//! 3. `xds` sends the new clusters and secrets to every connected Envoy and records its ACKs.
+//! 4. `api::runtime` serves each node a snapshot holding only the mappings whose cluster and
+//!    secret that node has acknowledged (unavailable ones need nothing acknowledged).
+//! 5. The filter (the `mtlsgate-filter` crate) polls that snapshot into shared data, and per
+//!    request looks the (account, service, URL) triplet up and forwards, or refuses with the
+//!    mapping's unavailable code, or `no_mtls_mapping`.
 
-pub mod access_tokens;
-pub mod api;
-pub mod appkeys;
-pub mod certinfo;
 pub mod cli;
 pub mod config;
-pub mod credentials;
-pub mod desired;
-pub mod egress;
-pub mod identity;
-pub mod keystore;
-pub mod oauth2;
-pub mod p12;
-pub mod p12test;
-pub mod secret;
 pub mod serve;
-pub mod store;
-pub mod sync;
-pub mod vault;
-pub mod xds;
+
+mod api;
+mod appkeys;
+mod certinfo;
+mod clock;
+mod credential_kind;
+mod credential_tokens;
+mod credentials;
+mod desired;
+mod egress;
+mod identity;
+mod keystore;
+mod oauth2;
+mod p12;
+mod p12test;
+mod random;
+mod reconciler;
+mod secret;
+mod secret_store;
+mod store;
+mod tls_versions;
+mod xds;
+
+#[cfg(test)]
+mod layering;

@@ -61,12 +61,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
-            Command::Serve(cfg) => mtlsgate::serve::run(*cfg).await,
+            Command::Serve(cfg) => Ok(mtlsgate::serve::run(*cfg).await?),
             Command::User {
                 command: UserCommand::Add(args),
-            } => mtlsgate::cli::user_add(args).await,
+            } => Ok(mtlsgate::cli::user_add(args).await?),
         }
     });
     match result {

@@ -1,6 +1,6 @@
 //! The OAuth 2.0 client side the control plane speaks to a credential's token endpoint
 //! (RFC 6749 §4.1.3, §4.4, §6; PKCE RFC 7636): one request, one answer, no state. The token
-//! lifecycle around it lives in [`crate::access_tokens`].
+//! lifecycle around it lives in the token keeper (`credential_tokens`).
 //!
 //! Nothing secret leaves this module in an error: errors carry the endpoint's status, its
 //! `error` code and a bounded, sanitised `error_description`, never a request parameter.
@@ -8,30 +8,22 @@
 use std::time::Duration;
 
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
-/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ClientAuth {
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1), named as a
+/// credential's `clientAuthentication` setting names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub(crate) enum ClientAuth {
     /// `Authorization: Basic base64(urlencode(id):urlencode(secret))`, which every server
     /// must support.
     #[default]
+    #[serde(rename = "clientSecretBasic")]
     Basic,
     /// `client_id` and `client_secret` in the form body.
+    #[serde(rename = "clientSecretPost")]
     Post,
-}
-
-impl ClientAuth {
-    /// The setting's name in a credential (`clientAuthentication`).
-    pub fn parse(s: &str) -> Option<ClientAuth> {
-        match s {
-            "clientSecretBasic" => Some(ClientAuth::Basic),
-            "clientSecretPost" => Some(ClientAuth::Post),
-            _ => None,
-        }
-    }
 }
 
 /// A confidential client as registered at the authorization server.
@@ -307,9 +299,35 @@ fn clean(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
+/// The PKCE `S256` code challenge of a code verifier (RFC 7636 §4.2):
+/// `BASE64URL-ENCODE(SHA256(ASCII(code_verifier)))`.
+pub(crate) fn pkce_challenge(verifier: &str) -> String {
+    use sha2::{Digest, Sha256};
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// A fresh PKCE code verifier: 32 random bytes, base64url (43 characters, RFC 7636 §4.1).
+pub(crate) fn pkce_verifier() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::random::bytes::<32>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pkce_matches_rfc_7636_appendix_b() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        let v = pkce_verifier();
+        assert_eq!(v.len(), 43);
+        assert!(v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(v, pkce_verifier());
+    }
 
     #[test]
     fn reads_success_and_error_answers() {

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use p12_keystore::Pkcs12Archive;
 use serde::Serialize;
+
+use crate::clock::rfc3339;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 #[cfg(test)]
@@ -978,28 +980,6 @@ fn ec_scalar_matches_point(curve: &str, scalar: &[u8], point: &[u8]) -> Option<b
     };
     padded.fill(0);
     answer
-}
-
-/// Unix seconds as RFC 3339 UTC, without pulling in a date crate.
-fn rfc3339(ts: i64) -> String {
-    let days = ts.div_euclid(86_400);
-    let secs = ts.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 /// The PFX structure, read without the password: what protects it, and whether the

@@ -1,32 +1,31 @@
-//! `mtlsgate serve`: opens the store and Vault, starts the sync, the xDS server and the
+//! `mtlsgate serve`: opens the store and the secret store, builds the application state
+//! (which starts the reconciler and the token keeper), starts the xDS server and the
 //! HTTP API, and stops them all on Ctrl-C or SIGTERM.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::access_tokens::AccessTokens;
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, StartError};
 use crate::config::ServeConfig;
+use crate::secret_store::{OpenBao, Secrets};
 use crate::store::Store;
-use crate::sync::{CredentialSources, Sync};
-use crate::vault::Vault;
-use crate::xds::{Acks, Ads, ResourceOptions};
+use crate::xds::{Ads, ResourceOptions};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error("vault: {0}")]
-    Vault(#[from] crate::vault::VaultError),
+    #[error("secret store: {0}")]
+    Secrets(#[from] crate::secret_store::SecretStoreError),
+    #[error(transparent)]
+    Start(#[from] StartError),
     #[error("cannot listen on {0}: {1}")]
     Bind(std::net::SocketAddr, std::io::Error),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("xDS server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
-    #[error(transparent)]
-    Cli(#[from] crate::cli::CliError),
     #[error("cannot read --token-endpoint-ca-file {0}: {1}")]
     TokenRoots(String, std::io::Error),
     #[error("OAuth 2.0 client: {0}")]
@@ -48,24 +47,13 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         );
     }
     let store = Store::open(&cfg.database).await?;
-
-    let vault = Arc::new(Vault::new(
+    let secrets = Secrets::new(Arc::new(OpenBao::new(
         &cfg.vault_addr,
         &cfg.vault_token,
         &cfg.vault_mount,
         &cfg.vault_prefix,
-    )?);
-    vault.check().await?;
-    let tokens =
-        Arc::new(crate::identity::Tokens::load(&vault, cfg.session_ttl_seconds.max(60)).await?);
-    let appkeys = Arc::new(
-        crate::appkeys::Directory::load(&store, &vault)
-            .await
-            .map_err(|e| match e {
-                crate::appkeys::LoadError::Store(e) => ServeError::Store(e),
-                crate::appkeys::LoadError::Vault(e) => ServeError::Vault(e),
-            })?,
-    );
+    )?));
+    secrets.check().await?;
     let extra_roots = match &cfg.token_endpoint_ca_file {
         Some(path) => Some(
             std::fs::read(path)
@@ -73,64 +61,30 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         ),
         None => None,
     };
-    let access_tokens = AccessTokens::new(
-        store.clone(),
-        vault.clone(),
-        crate::oauth2::Client::new(extra_roots.as_deref(), Duration::from_secs(10))?,
-        crate::access_tokens::Settings {
-            redirect_uri: cfg.oauth_redirect_uri(),
-            messaging_token_url: cfg.messaging_token_url.clone(),
-        },
-    );
-    tokio::spawn(access_tokens.clone().run());
-    let sync = Sync::new(
-        store.clone(),
-        vault.clone(),
-        CredentialSources {
-            appkeys: appkeys.clone(),
-            token_keys: CredentialSources::token_keys(&tokens.public_keys()),
-        },
-        access_tokens.clone(),
-    );
-    sync.rebuild(true).await?;
-    tokio::spawn(
-        sync.clone()
-            .run(Duration::from_secs(cfg.vault_watch_seconds.max(1))),
-    );
-
-    let acks = Arc::new(Acks::default());
-    let opts = ResourceOptions {
-        system_trust_bundle: cfg.system_trust_bundle.clone(),
-        max_connection_duration: cfg.upstream_max_connection_duration(),
-        connect_timeout: Duration::from_millis(cfg.upstream_connect_timeout_ms.max(1)),
-    };
-    let ads = Ads::new(sync.subscribe(), acks.clone(), opts);
-
-    let nonces = Arc::new(std::sync::Mutex::new(
-        mtlsgate_filter::oauth1::NonceCache::new(
-            mtlsgate_filter::oauth1::DEFAULT_MAX_SKEW_SECS * 2,
-            mtlsgate_filter::oauth1::DEFAULT_NONCE_CAPACITY,
-        ),
-    ));
-    let state = AppState {
-        feed: Default::default(),
-        tokens,
-        access_tokens,
-        appkeys,
-        nonces,
-        store,
-        vault,
-        sync,
-        acks,
+    let settings = api::Settings {
         dev_admin_token: cfg.dev_admin_token.clone(),
         runtime_token,
-        max_upload_bytes: cfg.max_upload_bytes,
-        keytool: crate::api::p12test::find_keytool(cfg.keytool.clone()),
         domains: crate::api::csds::Domains {
             gateway: cfg.public_gateway.clone(),
             api: cfg.public_api(),
         },
+        keytool: crate::api::p12test::find_keytool(cfg.keytool.clone()),
+        max_upload_bytes: cfg.max_upload_bytes(),
+        session_ttl_secs: cfg.session_ttl_seconds,
+        watch_period: Duration::from_secs(cfg.vault_watch_seconds),
+        oauth2_client: crate::oauth2::Client::new(extra_roots.as_deref(), Duration::from_secs(10))?,
+        credential_tokens: crate::credential_tokens::Settings {
+            redirect_uri: cfg.oauth_redirect_uri(),
+            messaging_token_url: cfg.messaging_token_url.clone(),
+        },
     };
+    let state = AppState::start(store, secrets, settings).await?;
+    let opts = ResourceOptions {
+        system_trust_bundle: cfg.system_trust_bundle.clone(),
+        max_connection_duration: cfg.upstream_max_connection_duration(),
+        connect_timeout: Duration::from_millis(cfg.upstream_connect_timeout_ms),
+    };
+    let ads = Ads::new(state.reconciler.subscribe(), state.acks.clone(), opts);
     let app = api::router(state);
     let http = tokio::net::TcpListener::bind(cfg.http_addr)
         .await

@@ -105,10 +105,7 @@ async fn rotation_and_deletion_made_directly_in_vault_reach_the_gateway() {
     loop {
         let r = stack.forward(A, "GET", &url, "IDP", &[], None).await;
         if r.status() != 200 {
-            assert_eq!(
-                error_code(r).await,
-                (503, "certificate_unavailable".into())
-            );
+            assert_eq!(error_code(r).await, (503, "certificate_unavailable".into()));
             break;
         }
         assert!(

@@ -14,7 +14,7 @@ use super::extract::{parse_json, Path};
 use super::users::check_privileges;
 use super::{check_account, views, AppState, Principal};
 use crate::appkeys::AppKey;
-use crate::identity::random;
+use crate::random;
 use crate::secret::Secret;
 use crate::store::{AppKeyRow, Store};
 
@@ -57,10 +57,10 @@ pub async fn create(
         parse_json(&body)?
     };
     let privileges = check_privileges(input.privileges, &privilege::RUNTIME)?;
-    let consumer_key = hex::encode(random::<16>());
-    let access_token = format!("{}-{}", account, hex::encode(random::<16>()));
-    let consumer_secret = Secret::new(token(&random::<32>()));
-    let token_secret = Secret::new(token(&random::<32>()));
+    let consumer_key = hex::encode(random::bytes::<16>());
+    let access_token = format!("{}-{}", account, hex::encode(random::bytes::<16>()));
+    let consumer_secret = Secret::new(token(&random::bytes::<32>()));
+    let token_secret = Secret::new(token(&random::bytes::<32>()));
     let row = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;
@@ -74,10 +74,10 @@ pub async fn create(
         )
         .await?;
         state
-            .vault
+            .secrets
             .put_appkey(&account, row.id, &consumer_secret, &token_secret)
             .await?;
-        Store::commit_or_undo(tx, || state.vault.delete_appkey(&account, row.id)).await?;
+        Store::commit_or_undo(tx, || state.secrets.delete_appkey(&account, row.id)).await?;
         row
     };
     state.appkeys.insert(AppKey {
@@ -85,7 +85,7 @@ pub async fn create(
         consumer_secret: consumer_secret.clone(),
         token_secret: token_secret.clone(),
     });
-    state.sync.kick();
+    state.reconciler.kick();
     tracing::info!(account, appkey = row.id, by = %principal.describe(), "AppKey created");
     let mut v = view(&row);
     if let Some(o) = v.as_object_mut() {
@@ -134,8 +134,8 @@ pub async fn revoke(
     }
     // Revoked in the store and in memory first; a Vault failure only leaves unused secrets.
     state.appkeys.remove(&account, id);
-    state.sync.kick();
-    if let Err(e) = state.vault.delete_appkey(&account, id).await {
+    state.reconciler.kick();
+    if let Err(e) = state.secrets.delete_appkey(&account, id).await {
         tracing::warn!(appkey = id, error = %e, "revoked, but its secrets could not be removed from Vault");
     }
     tracing::info!(account, appkey = id, by = %principal.describe(), "AppKey revoked");

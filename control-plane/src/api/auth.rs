@@ -145,7 +145,7 @@ async fn bearer(state: &AppState, token: &str) -> Result<Principal, ApiError> {
             return Ok(Principal::DevAdmin);
         }
     }
-    let claims = state.tokens.verify(token).map_err(|e| match e {
+    let claims = state.login_tokens.verify(token).map_err(|e| match e {
         TokenError::Expired => unauthorized("token_expired", "the token has expired; log in again"),
         _ => unauthorized("invalid_token", "the token is not valid"),
     })?;

@@ -135,7 +135,7 @@ fn id_of(v: &Value) -> Option<i64> {
 }
 
 async fn view(state: &AppState, row: &CertificateRow) -> Value {
-    views::certificate(row, state.sync.has_material(row.id).await, now())
+    views::certificate(row, state.reconciler.has_material(row.id).await, now())
 }
 
 /// Saves a new certificate: the row and the Vault entry, both or neither. The caller holds
@@ -151,10 +151,13 @@ async fn save_new(
         return Err(duplicate_name(new.name, existing));
     }
     let id = Store::insert_certificate(&mut tx, new).await?;
-    let version = state.vault.put(account, id, &material).await?;
+    let version = state
+        .secrets
+        .put_certificate(account, id, &material)
+        .await?;
     Store::set_vault_version(&mut tx, id, version).await?;
-    Store::commit_or_undo(tx, || state.vault.delete(account, id)).await?;
-    state.sync.remember(id, version, material).await;
+    Store::commit_or_undo(tx, || state.secrets.delete_certificate(account, id)).await?;
+    state.reconciler.remember(id, version, material).await;
     let row = state
         .store
         .certificate(account, id)
@@ -186,10 +189,13 @@ async fn save_update(
         return Err(duplicate_name(new.name, other));
     }
     Store::update_certificate(&mut tx, id, new).await?;
-    let version = state.vault.put(account, id, &material).await?;
+    let version = state
+        .secrets
+        .put_certificate(account, id, &material)
+        .await?;
     Store::set_vault_version(&mut tx, id, version).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
-    state.sync.remember(id, version, material).await;
+    state.reconciler.remember(id, version, material).await;
     let row = state
         .store
         .certificate(account, id)
@@ -503,9 +509,9 @@ pub async fn delete(
             "no certificate {id} in this account"
         )));
     }
-    state.vault.delete(&account, id).await?;
+    state.secrets.delete_certificate(&account, id).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
-    state.sync.forget(id).await;
+    state.reconciler.forget(id).await;
     tracing::info!(account, certificate = id, "certificate deleted");
     Ok(JsonOut(json!({"id": id, "deleted": true})))
 }

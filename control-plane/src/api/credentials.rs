@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::extract::{Json, Path};
 use super::{check_account, views, AppState, Principal};
-use crate::access_tokens::{needs_tokens, CallbackError};
+use crate::credential_tokens::CallbackError;
 use crate::credentials::{Input, Validated};
 use crate::store::{CredentialRow, Store};
 
@@ -19,26 +19,21 @@ fn view(state: &AppState, row: &CredentialRow, secret_fields: &[String]) -> Valu
     let mut v = Map::new();
     v.insert("id".into(), json!(row.id));
     v.insert("name".into(), json!(row.name));
-    v.insert("type".into(), json!(row.kind));
+    v.insert("type".into(), json!(row.kind().as_str()));
     v.insert("siteId".into(), json!(row.account));
-    for (k, val) in &row.settings {
-        v.insert(k.clone(), val.clone());
-    }
+    v.extend(row.settings.to_json());
     for k in secret_fields {
         v.insert(k.clone(), json!(MASK));
     }
-    v.insert(
-        "attachable".into(),
-        json!(crate::credentials::attachable(&row.kind)),
-    );
-    if needs_tokens(&row.kind) {
-        v.extend(state.access_tokens.describe(row));
+    v.insert("attachable".into(), json!(row.kind().attachable()));
+    if row.kind().needs_tokens() {
+        v.extend(state.credential_tokens.describe(row));
     }
-    if row.kind == "oauth2AuthorizationCode" {
+    if row.kind().authorized_by_user() {
         // What the user registers at the authorization server.
         v.insert(
             "redirectUri".into(),
-            json!(state.access_tokens.redirect_uri()),
+            json!(state.credential_tokens.redirect_uri()),
         );
     }
     v.insert("createdAt".into(), json!(views::rfc3339(row.created_at)));
@@ -78,19 +73,12 @@ fn parse(body: Value) -> Result<(String, Validated), ApiError> {
     Ok((name, validated))
 }
 
-fn secrets_map(v: &Validated) -> Map<String, Value> {
-    v.secrets
-        .iter()
-        .map(|(k, s)| (k.to_string(), json!(s.expose())))
-        .collect()
-}
-
 fn names(v: &Validated) -> Vec<String> {
-    v.secrets.iter().map(|(k, _)| k.to_string()).collect()
+    v.secrets.field_names()
 }
 
 async fn stored_secret_names(state: &AppState, row: &CredentialRow) -> Vec<String> {
-    match state.vault.get_credential(&row.account, row.id).await {
+    match state.secrets.get_credential(&row.account, row.id).await {
         Ok(Some(m)) => m.keys().cloned().collect(),
         _ => Vec::new(),
     }
@@ -126,25 +114,25 @@ pub async fn create(
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;
         if let Some((existing, code)) =
-            Store::credential_clash(&mut tx, &account, &name, v.kind, None).await?
+            Store::credential_clash(&mut tx, &account, &name, v.kind(), None).await?
         {
             return Err(ApiError::conflict(code, "a credential of this name, or the account's only Consumer Pre-Authentication, exists")
                 .with("existingCredentialId", json!(existing)));
         }
-        let id = Store::insert_credential(&mut tx, &account, &name, v.kind, &v.settings).await?;
+        let id = Store::insert_credential(&mut tx, &account, &name, &v.settings).await?;
         state
-            .vault
-            .put_credential(&account, id, &secrets_map(&v))
+            .secrets
+            .put_credential(&account, id, &v.secrets.to_map())
             .await?;
-        Store::commit_or_undo(tx, || state.vault.delete_credential(&account, id)).await?;
+        Store::commit_or_undo(tx, || state.secrets.delete_credential(&account, id)).await?;
         state
             .store
             .credential(&account, id)
             .await?
             .ok_or_else(|| ApiError::not_found("credential vanished"))?
     };
-    tracing::info!(account, credential = row.id, kind = %row.kind, by = %principal.describe(), "credential created");
-    state.access_tokens.forget(&account, row.id).await;
+    tracing::info!(account, credential = row.id, kind = %row.kind(), by = %principal.describe(), "credential created");
+    state.credential_tokens.forget(&account, row.id).await;
     Ok((StatusCode::CREATED, JsonOut(view(&state, &row, &names(&v)))))
 }
 
@@ -192,11 +180,11 @@ pub async fn update(
             state.store.credential(&account, id).await?.ok_or_else(|| {
                 ApiError::not_found(format!("no credential {id} in this account"))
             })?;
-        if current.kind != v.kind
+        if current.kind() != v.kind()
             && !Store::mappings_using_credential(&mut tx, id)
                 .await?
                 .is_empty()
-            && !crate::credentials::attachable(v.kind)
+            && !v.kind().attachable()
         {
             return Err(ApiError::conflict(
                 "credential_in_use",
@@ -204,15 +192,15 @@ pub async fn update(
             ));
         }
         if let Some((existing, code)) =
-            Store::credential_clash(&mut tx, &account, &name, v.kind, Some(id)).await?
+            Store::credential_clash(&mut tx, &account, &name, v.kind(), Some(id)).await?
         {
             return Err(ApiError::conflict(code, "a credential of this name, or the account's only Consumer Pre-Authentication, exists")
                 .with("existingCredentialId", json!(existing)));
         }
-        Store::update_credential(&mut tx, &account, id, &name, v.kind, &v.settings).await?;
+        Store::update_credential(&mut tx, &account, id, &name, &v.settings).await?;
         state
-            .vault
-            .put_credential(&account, id, &secrets_map(&v))
+            .secrets
+            .put_credential(&account, id, &v.secrets.to_map())
             .await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
         state
@@ -223,8 +211,8 @@ pub async fn update(
     };
     // New settings or secrets: tokens obtained with the old ones go (an authorization-code
     // credential must be authorized again).
-    state.access_tokens.forget(&account, id).await;
-    state.sync.forget_credential(id).await;
+    state.credential_tokens.forget(&account, id).await;
+    state.reconciler.forget_credential(id).await;
     tracing::info!(account, credential = id, by = %principal.describe(), "credential updated");
     Ok(JsonOut(view(&state, &row, &names(&v))))
 }
@@ -261,10 +249,10 @@ pub async fn delete(
             "no credential {id} in this account"
         )));
     }
-    state.vault.delete_credential(&account, id).await?;
+    state.secrets.delete_credential(&account, id).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
-    state.access_tokens.forget(&account, id).await;
-    state.sync.forget_credential(id).await;
+    state.credential_tokens.forget(&account, id).await;
+    state.reconciler.forget_credential(id).await;
     tracing::info!(account, credential = id, by = %principal.describe(), "credential deleted");
     Ok(JsonOut(json!({"id": id, "deleted": true})))
 }
@@ -277,7 +265,7 @@ pub async fn authorize(
     principal: Principal,
 ) -> Result<JsonOut<Value>, ApiError> {
     let row = managed(&state, &principal, &account, id).await?;
-    let a = state.access_tokens.authorize(&row).ok_or_else(|| {
+    let a = state.credential_tokens.authorize(&row).ok_or_else(|| {
         ApiError::conflict(
             "credential_not_authorizable",
             "only oauth2AuthorizationCode credentials are authorized by a user",
@@ -338,7 +326,7 @@ pub async fn callback(
             ))
         }
     };
-    match state.access_tokens.callback(st, outcome).await {
+    match state.credential_tokens.callback(st, outcome).await {
         Ok((account, id)) => Ok(JsonOut(json!({
             "authorized": true,
             "siteId": account,

@@ -57,7 +57,7 @@ pub async fn put(
             .with("index", serde_json::json!(index))
     })?;
     state.store.replace_egress_hosts(&account, &hosts).await?;
-    state.sync.kick();
+    state.reconciler.kick();
     tracing::info!(account, hosts = hosts.len(), by = %principal.describe(), "egress allowlist replaced");
     Ok(JsonOut(view(&hosts)))
 }

@@ -5,8 +5,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+use crate::secret_store::SecretStoreError;
 use crate::store::StoreError;
-use crate::vault::VaultError;
 
 tokio::task_local! {
     /// The id of the request being served, for error bodies.
@@ -82,8 +82,8 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<VaultError> for ApiError {
-    fn from(e: VaultError) -> Self {
+impl From<SecretStoreError> for ApiError {
+    fn from(e: SecretStoreError) -> Self {
         tracing::error!(error = %e, "Vault failure");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -227,7 +227,7 @@ pub async fn create(
         tx.commit().await.map_err(crate::store::StoreError::from)?;
         (rows, revision)
     };
-    state.sync.kick();
+    state.reconciler.kick();
     tracing::info!(account, count = rows.len(), revision, "mappings created");
     Ok((
         StatusCode::CREATED,
@@ -271,13 +271,13 @@ async fn check_against_store(
                 format!("credential {cid} does not exist in this account"),
             )
         })?;
-        if !crate::credentials::attachable(&credential.kind) {
+        if !credential.kind().attachable() {
             return Err(invalid(
                 index,
                 "credential_not_attachable",
                 format!(
                     "a {} credential cannot be attached to a mapping in this version",
-                    credential.kind
+                    credential.kind()
                 ),
             ));
         }
@@ -386,7 +386,7 @@ pub async fn update(
         tx.commit().await.map_err(crate::store::StoreError::from)?;
         (row, revision)
     };
-    state.sync.kick();
+    state.reconciler.kick();
     tracing::info!(account, mapping = id, revision, "mapping updated");
     Ok((revision_header(revision), JsonOut(views::mapping(&row))))
 }
@@ -413,7 +413,7 @@ pub async fn delete(
         tx.commit().await.map_err(crate::store::StoreError::from)?;
         revision
     };
-    state.sync.kick();
+    state.reconciler.kick();
     tracing::info!(account, mapping = id, revision, "mapping deleted");
     Ok((
         revision_header(revision),

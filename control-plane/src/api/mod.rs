@@ -17,8 +17,6 @@ mod settings;
 mod users;
 mod views;
 
-pub use views::rfc3339;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,31 +28,30 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::appkeys::Directory;
-use crate::identity::Tokens;
+use crate::identity::LoginTokens;
+use crate::reconciler::Reconciler;
 use crate::secret::Secret;
+use crate::secret_store::Secrets;
 use crate::store::Store;
-use crate::sync::Sync;
-use crate::vault::Vault;
 use crate::xds::Acks;
 pub use auth::Principal;
 use error::{ApiError, REQUEST_ID};
 use mtlsgate_filter::oauth1::NonceCache;
-pub use users::{check_password, check_username};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub vault: Arc<Vault>,
-    pub sync: Arc<Sync>,
+    pub secrets: Secrets,
+    pub reconciler: Arc<Reconciler>,
     pub acks: Arc<Acks>,
     pub dev_admin_token: Option<Secret>,
     /// The gateway's credential for the runtime snapshot; `None`: the snapshot is not served.
     pub runtime_token: Option<Secret>,
     pub domains: csds::Domains,
-    pub tokens: Arc<Tokens>,
+    pub login_tokens: Arc<LoginTokens>,
     /// Access tokens of OAuth 2.0 and Transfer to Messaging credentials.
-    pub access_tokens: Arc<crate::access_tokens::AccessTokens>,
+    pub credential_tokens: Arc<crate::credential_tokens::CredentialTokens>,
     pub appkeys: Arc<Directory>,
     /// OAuth1 nonces seen within the timestamp window.
     pub nonces: Arc<std::sync::Mutex<NonceCache>>,
@@ -64,6 +61,93 @@ pub struct AppState {
     pub max_upload_bytes: usize,
     /// The runtime snapshot, encoded once per node and change.
     pub feed: Arc<runtime::FeedCache>,
+}
+
+/// What [`AppState::start`] needs besides the store and the secret store.
+pub struct Settings {
+    pub dev_admin_token: Option<Secret>,
+    pub runtime_token: Option<Secret>,
+    pub domains: csds::Domains,
+    pub keytool: Option<std::path::PathBuf>,
+    pub max_upload_bytes: usize,
+    /// Lifetime of a login token.
+    pub session_ttl_secs: u64,
+    /// How often the reconciler looks for certificates changed directly in the secret store.
+    pub watch_period: Duration,
+    /// The client credential tokens are obtained with, and where users are sent back to.
+    pub oauth2_client: crate::oauth2::Client,
+    pub credential_tokens: crate::credential_tokens::Settings,
+}
+
+/// Why the application state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("secret store: {0}")]
+    Secrets(#[from] crate::secret_store::SecretStoreError),
+}
+
+impl AppState {
+    /// Builds the application state — the one way, for `serve` and for tests: loads the
+    /// login token signing key and the live AppKeys, starts the credential token keeper and
+    /// the reconciler (after a first full rebuild), and answers the state every handler
+    /// reaches. The background tasks run on the current Tokio runtime until it ends.
+    pub async fn start(
+        store: Store,
+        secrets: Secrets,
+        settings: Settings,
+    ) -> Result<AppState, StartError> {
+        let login_tokens = Arc::new(LoginTokens::load(&secrets, settings.session_ttl_secs).await?);
+        let appkeys = Arc::new(
+            Directory::load(&store, &secrets)
+                .await
+                .map_err(|e| match e {
+                    crate::appkeys::LoadError::Store(e) => StartError::Store(e),
+                    crate::appkeys::LoadError::Secrets(e) => StartError::Secrets(e),
+                })?,
+        );
+        let credential_tokens = crate::credential_tokens::CredentialTokens::new(
+            store.clone(),
+            secrets.clone(),
+            settings.oauth2_client,
+            settings.credential_tokens,
+        );
+        tokio::spawn(credential_tokens.clone().run());
+        let reconciler = Reconciler::new(
+            store.clone(),
+            secrets.clone(),
+            crate::reconciler::CallerSources {
+                appkeys: appkeys.clone(),
+                token_keys: crate::reconciler::CallerSources::token_keys(
+                    &login_tokens.public_keys(),
+                ),
+            },
+            credential_tokens.clone(),
+        );
+        reconciler.rebuild(true).await?;
+        tokio::spawn(reconciler.clone().run(settings.watch_period));
+        let nonces = Arc::new(std::sync::Mutex::new(NonceCache::new(
+            mtlsgate_filter::oauth1::DEFAULT_MAX_SKEW_SECS * 2,
+            mtlsgate_filter::oauth1::DEFAULT_NONCE_CAPACITY,
+        )));
+        Ok(AppState {
+            store,
+            secrets,
+            reconciler,
+            acks: Arc::new(Acks::default()),
+            dev_admin_token: settings.dev_admin_token,
+            runtime_token: settings.runtime_token,
+            domains: settings.domains,
+            login_tokens,
+            credential_tokens,
+            appkeys,
+            nonces,
+            keytool: settings.keytool,
+            max_upload_bytes: settings.max_upload_bytes,
+            feed: Default::default(),
+        })
+    }
 }
 
 /// Longest time a management request may take before it is answered with 503.
@@ -254,19 +338,15 @@ async fn request_id(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Account ids in paths: 1-64 letters, digits, `-` or `_` (the filter applies the same rule).
+/// Account ids in paths: the filter's rule (`mtlsgate_filter::account`), one function for
+/// both halves, so the API never stores an account the gateway cannot route.
 pub fn check_account(account: &str) -> Result<(), ApiError> {
-    let ok = !account.is_empty()
-        && account.len() <= 64
-        && account
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    if mtlsgate_filter::account::is_valid(account) {
         Ok(())
     } else {
         Err(ApiError::bad_request(
             "invalid_account",
-            "the account id must be 1-64 letters, digits, '-' or '_'",
+            crate::identity::ACCOUNT_RULE,
         ))
     }
 }

@@ -68,7 +68,7 @@ pub async fn test(
     let password = password.unwrap_or_default();
     let keytool = state.keytool.clone();
     let report = tokio::task::spawn_blocking(move || {
-        let mut report = p12test::analyze(&file, password.expose(), crate::store::now());
+        let mut report = p12test::analyze(&file, password.expose(), crate::clock::now());
         if report.password_opens_file {
             if let Some(keytool) = keytool {
                 match p12test::java_check(&file, password.expose(), &keytool) {

@@ -150,7 +150,7 @@ fn unversioned(desired: &Desired, acks: &NodeAcks) -> Snapshot {
         .filter(|f| acks.clusters.contains(&f.cluster))
         .cloned()
         .collect();
-    let c = &desired.credentials;
+    let c = &desired.callers;
     Snapshot {
         version: String::new(),
         mappings,
@@ -204,7 +204,7 @@ pub async fn snapshot(
         }
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait_seconds.min(MAX_WAIT));
-    let mut desired = state.sync.subscribe();
+    let mut desired = state.reconciler.subscribe();
     let mut acks = state.acks.subscribe();
     loop {
         desired.borrow_and_update();

@@ -43,7 +43,7 @@ pub async fn put(
         .store
         .set_authorization_override(&account, input.allow_authorization_override)
         .await?;
-    state.sync.kick();
+    state.reconciler.kick();
     tracing::info!(account, allow_authorization_override = input.allow_authorization_override, by = %principal.describe(), "account settings changed");
     Ok(JsonOut(input))
 }

@@ -13,8 +13,8 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::appkeys::AppKey;
+use crate::secret_store::MemoryStore;
 use crate::store::AppKeyRow;
-use crate::sync::CredentialSources;
 
 const DEV: &str = "dev-admin";
 const RUNTIME: &str = "runtime-token";
@@ -23,6 +23,9 @@ const NODE: &str = "node-1";
 struct Env {
     state: AppState,
     dir: std::path::PathBuf,
+    /// The secret store behind `state`, to look into or to take down.
+    #[allow(dead_code)]
+    memory: Arc<MemoryStore>,
 }
 
 impl Drop for Env {
@@ -31,70 +34,43 @@ impl Drop for Env {
     }
 }
 
-/// A control plane with an empty database, a Vault it never needs to reach (no
-/// certificates), the sync running, and node `NODE` connected over "ADS".
+/// A control plane built as `serve` builds it, on an empty database and an in-memory
+/// secret store, the reconciler running, and node `NODE` connected over "ADS".
 async fn env(runtime_token: Option<&str>) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = std::env::temp_dir().join(format!(
         "mtlsgate-api-test-{}",
-        hex::encode(crate::identity::random::<8>())
+        hex::encode(crate::random::bytes::<8>())
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let store = Store::open(&dir.join("db.sqlite")).await.unwrap();
-    let vault = Arc::new(
-        Vault::new(
-            "http://127.0.0.1:1",
-            &Secret::new("t"),
-            "secret",
-            "mtlsgate/",
-        )
-        .unwrap(),
-    );
-    let tokens = Arc::new(Tokens::from_seed(&[7; 32], 3600));
-    let appkeys = Arc::new(Directory::default());
-    let access_tokens = crate::access_tokens::AccessTokens::new(
-        store.clone(),
-        vault.clone(),
-        crate::oauth2::Client::new(None, Duration::from_secs(1)).unwrap(),
-        crate::access_tokens::Settings {
-            redirect_uri: "http://api/api/oauth2/callback".into(),
-            messaging_token_url: None,
-        },
-    );
-    let sync = Sync::new(
-        store.clone(),
-        vault.clone(),
-        CredentialSources {
-            appkeys: appkeys.clone(),
-            token_keys: CredentialSources::token_keys(&tokens.public_keys()),
-        },
-        access_tokens.clone(),
-    );
-    sync.rebuild(true).await.unwrap();
-    tokio::spawn(sync.clone().run(Duration::from_secs(3600)));
-    let acks = Arc::new(Acks::default());
-    acks.connected(NODE);
-    acks.acked(NODE, crate::xds::CLUSTER_TYPE, &[]);
-    let state = AppState {
-        feed: Default::default(),
+    let memory = Arc::new(MemoryStore::new());
+    let state = AppState::start(
         store,
-        vault,
-        sync,
-        acks,
-        dev_admin_token: Some(Secret::new(DEV)),
-        runtime_token: runtime_token.map(Secret::new),
-        domains: csds::Domains {
-            gateway: "gw".into(),
-            api: "api".into(),
+        Secrets::new(memory.clone()),
+        Settings {
+            dev_admin_token: Some(Secret::new(DEV)),
+            runtime_token: runtime_token.map(Secret::new),
+            domains: csds::Domains {
+                gateway: "gw".into(),
+                api: "api".into(),
+            },
+            keytool: None,
+            max_upload_bytes: 1024,
+            session_ttl_secs: 3600,
+            watch_period: Duration::from_secs(3600),
+            oauth2_client: crate::oauth2::Client::new(None, Duration::from_secs(1)).unwrap(),
+            credential_tokens: crate::credential_tokens::Settings {
+                redirect_uri: "http://api/api/oauth2/callback".into(),
+                messaging_token_url: None,
+            },
         },
-        tokens,
-        access_tokens,
-        appkeys,
-        nonces: Arc::new(std::sync::Mutex::new(NonceCache::new(600, 1000))),
-        keytool: None,
-        max_upload_bytes: 1024,
-    };
-    Env { state, dir }
+    )
+    .await
+    .unwrap();
+    state.acks.connected(NODE);
+    state.acks.acked(NODE, crate::xds::CLUSTER_TYPE, &[]);
+    Env { state, dir, memory }
 }
 
 async fn call(
@@ -237,7 +213,7 @@ async fn egress_needs_manage_rights_in_the_same_account() {
         .unwrap()
         .unwrap();
     let body = json!({"plainTlsHosts": ["x.example"]});
-    let bearer = s.tokens.issue(&admin_b);
+    let bearer = s.login_tokens.issue(&admin_b);
     for m in [Method::GET, Method::PUT] {
         let (st, v) = call(s, m, &egress_uri("a"), Some(&bearer), Some(body.clone())).await;
         assert_eq!(
@@ -245,7 +221,7 @@ async fn egress_needs_manage_rights_in_the_same_account() {
             (StatusCode::FORBIDDEN, Some("forbidden_account"))
         );
     }
-    let bearer = s.tokens.issue(&plain_a);
+    let bearer = s.login_tokens.issue(&plain_a);
     let (st, v) = call(
         s,
         Method::PUT,
@@ -258,7 +234,7 @@ async fn egress_needs_manage_rights_in_the_same_account() {
         (st, v["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("forbidden"))
     );
-    let bearer = s.tokens.issue(&manager_a);
+    let bearer = s.login_tokens.issue(&manager_a);
     let (st, _) = call(
         s,
         Method::PUT,
@@ -355,7 +331,7 @@ async fn the_snapshot_carries_credentials_and_long_polls_wake_on_every_change() 
         .unwrap()
         .unwrap();
     // Rebuilt here rather than kicked: the test then knows the state is published.
-    s.sync.rebuild(false).await.unwrap();
+    s.reconciler.rebuild(false).await.unwrap();
 
     let (st, v) = snapshot(s, "", 0).await;
     assert_eq!(st, StatusCode::OK);
@@ -366,7 +342,7 @@ async fn the_snapshot_carries_credentials_and_long_polls_wake_on_every_change() 
     assert_eq!(snap.app_keys[0].access_token_secret, "ts1");
     assert_eq!(snap.users.len(), 1);
     assert_eq!(snap.users[0].id, user.id as u64);
-    let (kid, key) = &s.tokens.public_keys()[0];
+    let (kid, key) = &s.login_tokens.public_keys()[0];
     assert_eq!(snap.token_keys[0].kid, *kid);
     use base64::Engine;
     assert_eq!(
@@ -432,11 +408,11 @@ async fn change(s: &AppState, what: &str) {
     match what {
         "AppKey revoked" => {
             s.appkeys.remove("a", 1);
-            s.sync.kick();
+            s.reconciler.kick();
         }
         "AppKey created" => {
             s.appkeys.insert(appkey(2));
-            s.sync.kick();
+            s.reconciler.kick();
         }
         "user created" => {
             let body = json!({"username": "new", "password": "a-long-password"});
@@ -457,7 +433,7 @@ async fn change(s: &AppState, what: &str) {
             // The node sees the host only once it has the cluster: ack it, as Envoy does
             // when CDS pushes it.
             let name = crate::desired::tls_cluster_name("x.example", 443);
-            let mut rx = s.sync.subscribe();
+            let mut rx = s.reconciler.subscribe();
             let pushed = rx
                 .wait_for(|d| d.clusters.contains_key(&name))
                 .await
@@ -491,10 +467,10 @@ async fn login_publishes_a_user_added_by_another_process_before_answering() {
         .unwrap()
         .unwrap();
     let listed = |s: &AppState| {
-        s.sync
+        s.reconciler
             .subscribe()
             .borrow()
-            .credentials
+            .callers
             .users
             .iter()
             .any(|u| u.id == user.id as u64)

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::extract::{Json, Path};
 use super::{check_account, views, AppState, Principal};
-use crate::identity::{self, PASSWORD_MAX, PASSWORD_MIN};
+use crate::identity;
 use crate::secret::Secret;
 use crate::store::UserRow;
 
@@ -26,30 +26,16 @@ fn user_view(u: &UserRow) -> Value {
     })
 }
 
-/// Checks a user name: 1-128 printable characters.
+/// Checks a user name (the rule is [`identity::check_username`]).
 pub fn check_username(name: &str) -> Result<(), ApiError> {
-    if name.is_empty()
-        || name.chars().count() > 128
-        || name.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(ApiError::bad_request(
-            "invalid_username",
-            "a user name is 1-128 characters without spaces",
-        ));
-    }
-    Ok(())
+    crate::identity::check_username(name)
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))
 }
 
-/// Checks a new password's length.
+/// Checks a new password (the rule is [`identity::check_password`]).
 pub fn check_password(password: &Secret) -> Result<(), ApiError> {
-    let n = password.expose().chars().count();
-    if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
-        return Err(ApiError::bad_request(
-            "invalid_password",
-            format!("a password is {PASSWORD_MIN} to {PASSWORD_MAX} characters"),
-        ));
-    }
-    Ok(())
+    crate::identity::check_password(password)
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))
 }
 
 /// Privilege names from a request: each must be known.
@@ -130,7 +116,7 @@ pub async fn create(
             )
         })?;
     // The gateway's snapshot lists live users.
-    state.sync.kick();
+    state.reconciler.kick();
     tracing::info!(account, user = user.id, by = %principal.describe(), "user created");
     Ok((StatusCode::CREATED, JsonOut(user_view(&user))))
 }
@@ -177,7 +163,7 @@ pub async fn delete(
         return Err(ApiError::not_found(format!("no user {id} in this account")));
     }
     // The gateway refuses a deleted user's tokens once its snapshot no longer lists them.
-    state.sync.kick();
+    state.reconciler.kick();
     tracing::info!(account, user = id, by = %principal.describe(), "user deleted");
     Ok(JsonOut(json!({"id": id, "deleted": true})))
 }
@@ -224,13 +210,13 @@ pub async fn login(
     // the gateway would otherwise refuse. Bounded: a slow rebuild delays the login, no more.
     let (acc, uid) = (user.account.clone(), user.id as u64);
     let listed = move |d: &crate::desired::Desired| {
-        d.credentials
+        d.callers
             .users
             .iter()
             .any(|u| u.id == uid && u.account == acc)
     };
     if !state
-        .sync
+        .reconciler
         .kick_until(listed, std::time::Duration::from_secs(2))
         .await
     {
@@ -240,16 +226,16 @@ pub async fn login(
             "the gateway's snapshot does not list this user yet"
         );
     }
-    let bearer = state.tokens.issue(&user);
+    let bearer = state.login_tokens.issue(&user);
     tracing::info!(account, user = user.id, "login");
-    let now_ms = crate::store::now().saturating_mul(1000);
+    let now_ms = crate::clock::now().saturating_mul(1000);
     let mut privileges = user.privileges.clone();
     if user.is_admin {
         privileges = privilege::ALL.iter().map(|s| s.to_string()).collect();
     }
     Ok(JsonOut(json!({
         "bearer": bearer,
-        "sessionTTl": (state.tokens.ttl_secs() * 1000).to_string(),
+        "sessionTTl": (state.login_tokens.ttl_secs() * 1000).to_string(),
         "config": {
             "loginName": user.username,
             "userId": user.id.to_string(),

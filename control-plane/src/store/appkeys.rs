@@ -60,22 +60,6 @@ impl Store {
         .await
     }
 
-    /// The live AppKey with this consumer key and access token.
-    pub async fn appkey_by_keys(
-        &self,
-        consumer_key: &str,
-        access_token: &str,
-    ) -> Result<Option<AppKeyRow>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM appkeys WHERE consumer_key = ? AND access_token = ? AND revoked_at IS NULL"
-        ))
-        .bind(consumer_key)
-        .bind(access_token)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
-    }
-
     pub async fn insert_appkey(
         tx: &mut Transaction<'_, Sqlite>,
         account: &str,

@@ -1,10 +1,11 @@
-//! Credential rows: kind and public settings (secrets live in Vault).
+//! Credential rows: kind and public settings (secrets live in the secret store).
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{now, SoftDeleted, Store, StoreError};
+use crate::credential_kind::{CredentialKind, CredentialSettings};
 
 /// A credential as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,22 +13,36 @@ pub struct CredentialRow {
     pub id: i64,
     pub account: String,
     pub name: String,
-    pub kind: String,
-    pub settings: Map<String, Value>,
+    /// Its public settings, which say its kind.
+    pub settings: CredentialSettings,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl CredentialRow {
+    pub(crate) fn kind(&self) -> CredentialKind {
+        self.settings.kind()
+    }
+}
+
+/// A row's `kind` and `settings` columns, read as the typed settings they must be.
+fn settings(kind: &str, json: &str) -> Result<CredentialSettings, sqlx::Error> {
+    let kind = CredentialKind::parse(kind)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown credential kind {kind:?}").into()))?;
+    let json: Value = serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    CredentialSettings::from_json(kind, json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 const COLUMNS: &str = "id, account, name, kind, settings, created_at, updated_at";
 
 fn from_row(r: &SqliteRow) -> Result<CredentialRow, sqlx::Error> {
-    let settings: String = r.try_get("settings")?;
+    let kind: String = r.try_get("kind")?;
+    let json: String = r.try_get("settings")?;
     Ok(CredentialRow {
         id: r.try_get("id")?,
         account: r.try_get("account")?,
         name: r.try_get("name")?,
-        kind: r.try_get("kind")?,
-        settings: serde_json::from_str(&settings).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        settings: settings(&kind, &json)?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -69,12 +84,21 @@ impl Store {
     }
 
     /// Every live credential whose kind needs access tokens (OAuth 2.0, Transfer to
-    /// Messaging), in every account: what [`crate::access_tokens`] keeps current.
+    /// Messaging), in every account: what [`crate::credential_tokens`] keeps current.
     pub async fn token_credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
-        self.fetch_rows(sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM credentials WHERE deleted = 0 AND kind IN \
-             ('oauth2ClientCredentials', 'oauth2AuthorizationCode', 'transferToMessaging') ORDER BY id"
-        )), from_row).await
+        let kinds: Vec<CredentialKind> = CredentialKind::ALL
+            .into_iter()
+            .filter(|k| k.needs_tokens())
+            .collect();
+        let marks = vec!["?"; kinds.len()].join(", ");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM credentials WHERE deleted = 0 AND kind IN ({marks}) ORDER BY id"
+        );
+        let mut query = sqlx::query(&sql);
+        for k in kinds {
+            query = query.bind(k.as_str());
+        }
+        self.fetch_rows(query, from_row).await
     }
 
     /// The id of another live credential of the account with this name, or of the account's
@@ -83,7 +107,7 @@ impl Store {
         tx: &mut Transaction<'_, Sqlite>,
         account: &str,
         name: &str,
-        kind: &str,
+        kind: CredentialKind,
         except: Option<i64>,
     ) -> Result<Option<(i64, &'static str)>, StoreError> {
         let by_name: Option<i64> = sqlx::query_scalar(
@@ -97,12 +121,12 @@ impl Store {
         if let Some(id) = by_name {
             return Ok(Some((id, "duplicate_credential_name")));
         }
-        if kind == "consumerPreAuthentication" {
+        if kind.one_per_account() {
             let existing: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM credentials WHERE account = ? AND kind = ? AND deleted = 0 AND id IS NOT ?",
             )
             .bind(account)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(except)
             .fetch_optional(&mut **tx)
             .await?;
@@ -117,8 +141,7 @@ impl Store {
         tx: &mut Transaction<'_, Sqlite>,
         account: &str,
         name: &str,
-        kind: &str,
-        settings: &Map<String, Value>,
+        settings: &CredentialSettings,
     ) -> Result<i64, StoreError> {
         let t = now();
         Ok(sqlx::query_scalar(
@@ -126,8 +149,8 @@ impl Store {
         )
         .bind(account)
         .bind(name)
-        .bind(kind)
-        .bind(Value::Object(settings.clone()).to_string())
+        .bind(settings.kind().as_str())
+        .bind(Value::Object(settings.to_json()).to_string())
         .bind(t)
         .bind(t)
         .fetch_one(&mut **tx)
@@ -139,15 +162,14 @@ impl Store {
         account: &str,
         id: i64,
         name: &str,
-        kind: &str,
-        settings: &Map<String, Value>,
+        settings: &CredentialSettings,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE credentials SET name = ?, kind = ?, settings = ?, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0",
         )
         .bind(name)
-        .bind(kind)
-        .bind(Value::Object(settings.clone()).to_string())
+        .bind(settings.kind().as_str())
+        .bind(Value::Object(settings.to_json()).to_string())
         .bind(now())
         .bind(account)
         .bind(id)

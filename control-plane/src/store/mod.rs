@@ -13,7 +13,7 @@ mod users;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -73,13 +73,7 @@ pub struct Store {
     write: std::sync::Arc<Mutex<()>>,
 }
 
-/// Now, in Unix seconds.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
+pub(crate) use crate::clock::now;
 
 impl Store {
     /// Opens (creating if needed) the SQLite file and brings its schema up to date.

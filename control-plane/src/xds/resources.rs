@@ -31,6 +31,7 @@ use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use envoy_types::util::pack_any;
 
 use crate::desired::{ClusterSpec, SecretSpec, Trust};
+use crate::tls_versions::TlsVersion;
 
 /// Settings that apply to every upstream cluster.
 #[derive(Debug, Clone)]
@@ -180,13 +181,13 @@ pub fn cluster(spec: &ClusterSpec, opts: &ResourceOptions) -> Cluster {
     }
 }
 
-/// Index into [`crate::credentials::PROTOCOLS`] -> Envoy's enum.
-fn tls_protocol(i: u8) -> TlsProtocol {
-    match i {
-        0 => TlsProtocol::TlSv10,
-        1 => TlsProtocol::TlSv11,
-        2 => TlsProtocol::TlSv12,
-        _ => TlsProtocol::TlSv13,
+/// A TLS version as Envoy's enum names it.
+fn tls_protocol(v: TlsVersion) -> TlsProtocol {
+    match v {
+        TlsVersion::V1_0 => TlsProtocol::TlSv10,
+        TlsVersion::V1_1 => TlsProtocol::TlSv11,
+        TlsVersion::V1_2 => TlsProtocol::TlSv12,
+        TlsVersion::V1_3 => TlsProtocol::TlSv13,
     }
 }
 

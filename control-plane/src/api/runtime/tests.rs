@@ -4,7 +4,7 @@ use std::sync::Arc;
 use mtlsgate_filter::snapshot::{AppKeyEntry, TokenKey, UserRef};
 
 use super::*;
-use crate::desired::Credentials;
+use crate::desired::Callers;
 use crate::egress::EgressHost;
 use crate::store::EgressRow;
 
@@ -20,8 +20,8 @@ fn app_key(id: u64, secret: &str, privileges: &[&str]) -> AppKeyEntry {
     }
 }
 
-fn credentials() -> Credentials {
-    Credentials {
+fn credentials() -> Callers {
+    Callers {
         token_keys: vec![TokenKey {
             kid: "k1".into(),
             public_key: "AAAA".into(),
@@ -47,10 +47,10 @@ fn egress(hosts: &[(&str, &str)]) -> Vec<EgressRow> {
         .collect()
 }
 
-fn desired(c: Credentials, hosts: &[(&str, &str)]) -> Desired {
+fn desired(c: Callers, hosts: &[(&str, &str)]) -> Desired {
     Desired::build(&[], &[], &Default::default(), &Default::default())
         .with_egress(&egress(hosts))
-        .with_credentials(c)
+        .with_callers(c)
 }
 
 /// A node that has acknowledged every cluster and secret of `d`.
@@ -92,7 +92,7 @@ fn the_version_is_the_hash_of_the_unversioned_json_and_the_body_is_made_once() {
     let first = cache.get("n", &d, &acks);
     let again = cache.get("n", &d, &acks);
     assert_eq!(first.body.as_ptr(), again.body.as_ptr(), "encoded twice");
-    let changed = Arc::new(desired(Credentials::default(), &[]));
+    let changed = Arc::new(desired(Callers::default(), &[]));
     let other = cache.get("n", &changed, &acked_all(&changed));
     assert_ne!(other.version, first.version);
 }
@@ -193,7 +193,7 @@ fn fallback_entries_wait_for_their_cluster_to_be_acknowledged() {
     };
     let snap = gated(&d, &none);
     assert!(snap.fallback.is_empty());
-    // Credentials need nothing acknowledged.
+    // Callers need nothing acknowledged.
     assert_eq!(snap.app_keys.len(), 2);
     assert_eq!(snap.users.len(), 1);
     assert_eq!(snap.token_keys.len(), 1);

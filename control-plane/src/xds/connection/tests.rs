@@ -298,7 +298,7 @@ fn a_change_of_credentials_only_pushes_nothing_to_envoy() {
         .responses
         .remove(0);
     c.handle_request(request(CLUSTER_TYPE, &r.nonce, &[], None), &d);
-    let with_user = d.clone().with_credentials(crate::desired::Credentials {
+    let with_user = d.clone().with_callers(crate::desired::Callers {
         users: vec![mtlsgate_filter::snapshot::UserRef {
             account: "a".into(),
             id: 1,

@@ -1,4 +1,4 @@
-//! The Vault sync: keeps [`Desired`] current.
+//! The reconciler: keeps [`Desired`] current from the store and the secret store.
 //!
 //! Two triggers: the API's own writes (`kick`, after it has told the cache the new material,
 //! so nothing is re-read) and a periodic watch of Vault's KV metadata, which catches
@@ -20,25 +20,26 @@ use base64::Engine;
 use mtlsgate_filter::snapshot::{AppKeyEntry, TokenKey, UserRef};
 use tokio::sync::{watch, Mutex, Notify};
 
-use crate::access_tokens::AccessTokens;
 use crate::appkeys::Directory;
-use crate::desired::{Attachments, CredentialTls, Credentials, Desired, TlsVersions};
+use crate::credential_kind::{fixed_authorization, CredentialSecrets, CredentialSettings};
+use crate::credential_tokens::CredentialTokens;
+use crate::desired::{Attachments, Callers, CredentialTls, Desired};
 use crate::p12::Material;
+use crate::secret_store::Secrets;
 use crate::store::{Store, StoreError};
-use crate::vault::Vault;
 
 /// Material cache: certificate id → (Vault version, material).
 type Materials = HashMap<i64, (u64, Arc<Material>)>;
 
 /// Where the snapshot's caller credentials come from, besides the store.
-pub struct CredentialSources {
+pub struct CallerSources {
     /// Live AppKeys with their secrets; the API updates it, then kicks.
     pub appkeys: Arc<Directory>,
     /// Public halves of the token signing keys (fixed for the life of the process).
     pub token_keys: Vec<TokenKey>,
 }
 
-impl CredentialSources {
+impl CallerSources {
     /// The token keys as the snapshot carries them (base64url, no padding).
     pub fn token_keys(keys: &[(String, [u8; 32])]) -> Vec<TokenKey> {
         keys.iter()
@@ -73,36 +74,30 @@ enum Attached {
 }
 
 impl Attached {
-    /// From the credential's row and its secrets in Vault; `None` when they cannot be used
-    /// (written by something other than the API, or a kind that attaches nothing).
+    /// From the credential's row and its secrets in the secret store; `None` when they
+    /// cannot be used (written by something other than the API, or a kind that attaches
+    /// nothing by itself).
     fn open(
         c: &crate::store::CredentialRow,
         secrets: &serde_json::Map<String, serde_json::Value>,
     ) -> Option<Attached> {
-        if c.kind != "mutualAuthentication" {
-            return crate::credentials::authorization(&c.kind, &c.settings, secrets)
-                .map(Attached::Header);
-        }
-        let text = |k: &str| secrets.get(k).and_then(serde_json::Value::as_str);
+        let secrets = CredentialSecrets::from_map(c.kind(), secrets).ok()?;
+        let (CredentialSettings::MutualAuthentication(settings), CredentialSecrets::Mutual(keys)) =
+            (&c.settings, &secrets)
+        else {
+            return fixed_authorization(&c.settings, &secrets).map(Attached::Header);
+        };
         let store = base64::engine::general_purpose::STANDARD
-            .decode(text("keyCertificate")?.trim())
+            .decode(keys.key_certificate.expose().trim())
             .ok()?;
-        let opened =
-            crate::keystore::open(&store, text("keyCertificatePassword").unwrap_or_default())
-                .ok()?;
-        let protocols: Vec<String> = c
-            .settings
-            .get("protocols")
-            .and_then(|p| serde_json::from_value(p.clone()).ok())
-            .unwrap_or_else(|| vec!["TLSv1.2".into()]);
-        let (min, max) = crate::credentials::protocol_range(&protocols).ok()?;
+        let opened = crate::keystore::open(&store, keys.key_certificate_password.expose()).ok()?;
         Some(Attached::Tls(Arc::new(CredentialTls {
             material: Arc::new(opened.material),
-            trust: text("trustCertificate").map(str::to_owned),
-            tls: TlsVersions {
-                min: min as u8,
-                max: max as u8,
-            },
+            trust: keys
+                .trust_certificate
+                .as_ref()
+                .map(|t| t.expose().to_owned()),
+            tls: settings.tls_range().ok()?,
             serial: opened.info.serial_number,
         })))
     }
@@ -119,40 +114,40 @@ struct Built {
     complete: bool,
 }
 
-/// What [`Sync::refresh_materials`] did.
+/// What [`Reconciler::refresh_materials`] did.
 struct Refreshed {
     changed: bool,
     /// A Vault call failed: something may be missing.
     failed: bool,
 }
 
-pub struct Sync {
+pub struct Reconciler {
     store: Store,
-    vault: Arc<Vault>,
-    credentials: CredentialSources,
+    secrets: Secrets,
+    callers: CallerSources,
     materials: Mutex<Materials>,
     /// What each attached credential brings, for the kinds fixed by their secrets (Basic,
     /// Access Token, Mutual Authentication): read from Vault once, until forgotten.
     attached: Mutex<HashMap<i64, Attached>>,
     /// The current access tokens of OAuth 2.0 and Transfer to Messaging credentials.
-    access_tokens: Arc<AccessTokens>,
+    access_tokens: Arc<CredentialTokens>,
     kick: Notify,
     tx: watch::Sender<Arc<Desired>>,
     built: Mutex<Built>,
 }
 
-impl Sync {
+impl Reconciler {
     pub fn new(
         store: Store,
-        vault: Arc<Vault>,
-        credentials: CredentialSources,
-        access_tokens: Arc<AccessTokens>,
+        secrets: Secrets,
+        callers: CallerSources,
+        access_tokens: Arc<CredentialTokens>,
     ) -> Arc<Self> {
         let (tx, _) = watch::channel(Arc::new(Desired::default()));
-        Arc::new(Sync {
+        Arc::new(Reconciler {
             store,
-            vault,
-            credentials,
+            secrets,
+            callers,
             materials: Mutex::default(),
             attached: Mutex::default(),
             access_tokens,
@@ -206,14 +201,14 @@ impl Sync {
             ..Attachments::default()
         };
         for c in &attached {
-            if crate::access_tokens::needs_tokens(&c.kind) {
+            if c.kind().needs_tokens() {
                 if let Some(h) = self.access_tokens.header(c.id) {
                     out.headers.insert(c.id, h);
                 }
                 continue;
             }
             if let std::collections::hash_map::Entry::Vacant(slot) = cache.entry(c.id) {
-                match self.vault.get_credential(&c.account, c.id).await {
+                match self.secrets.get_credential(&c.account, c.id).await {
                     Ok(Some(secrets)) => match Attached::open(c, &secrets) {
                         Some(a) => {
                             slot.insert(a);
@@ -292,7 +287,7 @@ impl Sync {
             if cached.is_some() && !check_vault {
                 continue;
             }
-            let current = match self.vault.version(account, *id).await {
+            let current = match self.secrets.certificate_version(account, *id).await {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(error = %e, "Vault watch failed; keeping the last known certificates");
@@ -301,24 +296,26 @@ impl Sync {
                 }
             };
             match current {
-                Some(v) if Some(v) != cached => match self.vault.get(account, *id, v).await {
-                    Ok(Some(m)) => {
-                        if cached.is_some() {
-                            tracing::info!(
-                                certificate = id,
-                                version = v,
-                                "certificate rotated in Vault"
-                            );
+                Some(v) if Some(v) != cached => {
+                    match self.secrets.get_certificate(account, *id, v).await {
+                        Ok(Some(m)) => {
+                            if cached.is_some() {
+                                tracing::info!(
+                                    certificate = id,
+                                    version = v,
+                                    "certificate rotated in Vault"
+                                );
+                            }
+                            materials.insert(*id, (v, Arc::new(m)));
+                            changed = true;
                         }
-                        materials.insert(*id, (v, Arc::new(m)));
-                        changed = true;
+                        Ok(None) => {}
+                        Err(e) => {
+                            failed = true;
+                            tracing::warn!(certificate = id, error = %e, "cannot read certificate from Vault")
+                        }
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        failed = true;
-                        tracing::warn!(certificate = id, error = %e, "cannot read certificate from Vault")
-                    }
-                },
+                }
                 None if cached.is_some() => {
                     tracing::warn!(
                         certificate = id,
@@ -393,9 +390,9 @@ impl Sync {
             .refresh_materials(cached, &ids, false, Some(&live))
             .await;
         let materials = self.materials.lock().await.clone();
-        let credentials = Credentials {
-            token_keys: self.credentials.token_keys.clone(),
-            app_keys: self.credentials.app_keys(),
+        let callers = Callers {
+            token_keys: self.callers.token_keys.clone(),
+            app_keys: self.callers.app_keys(),
             users: users
                 .into_iter()
                 .map(|(account, id)| UserRef {
@@ -407,7 +404,7 @@ impl Sync {
         let (attachments, attached_all) = self.attachments().await?;
         let desired = Desired::build(&certificates, &mappings, &materials, &attachments)
             .with_egress(&egress)
-            .with_credentials(credentials);
+            .with_callers(callers);
         self.tx.send_if_modified(|cur| {
             if **cur == desired {
                 false

@@ -1,6 +1,6 @@
 //! Access tokens for the credentials that need them (OAuth 2.0 client credentials and
 //! authorization code, Transfer to Messaging): fetched, cached, refreshed before they expire,
-//! and handed to the sync, which pushes `Authorization: Bearer <token>` to the gateway.
+//! and handed to the reconciler, which pushes `Authorization: Bearer <token>` to the gateway.
 //!
 //! - Client credentials and Transfer to Messaging: a grant as soon as the credential exists,
 //!   then a refresh (refresh token when the server gave one, otherwise a new grant) at three
@@ -24,20 +24,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
 
+use crate::credential_kind::{CredentialKind, CredentialSecrets, CredentialSettings};
 use crate::oauth2::{self, ClientAuth, ClientCredentials, Grant, GrantError, TokenSet};
 use crate::secret::Secret;
+use crate::secret_store::Secrets;
 use crate::store::{CredentialRow, Store};
-use crate::vault::Vault;
 
-/// Kinds whose header is an access token obtained here.
-pub fn needs_tokens(kind: &str) -> bool {
-    matches!(
-        kind,
-        "oauth2ClientCredentials" | "oauth2AuthorizationCode" | "transferToMessaging"
-    )
-}
-
-const AUTHORIZATION_CODE: &str = "oauth2AuthorizationCode";
 /// When the server does not say how long a token lives (`expires_in` is only RECOMMENDED).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 /// Longest wait between two looks at the credentials (new ones are also announced).
@@ -105,12 +97,12 @@ struct Entry {
 }
 
 impl Entry {
-    fn status(&self, kind: &str) -> Status {
+    fn status(&self, kind: CredentialKind) -> Status {
         if self.last_error.is_some() {
             Status::Error
         } else if self.current.is_some() {
             Status::Active
-        } else if kind == AUTHORIZATION_CODE && self.loaded && self.refresh_token.is_none() {
+        } else if kind.authorized_by_user() && self.loaded && self.refresh_token.is_none() {
             Status::AuthorizationRequired
         } else {
             Status::Pending
@@ -118,8 +110,8 @@ impl Entry {
     }
 
     /// When something must happen next: a refresh, a retry, or dropping an expired token.
-    fn due(&self, kind: &str) -> Option<SystemTime> {
-        let renewable = kind != AUTHORIZATION_CODE || self.refresh_token.is_some();
+    fn due(&self, kind: CredentialKind) -> Option<SystemTime> {
+        let renewable = !kind.authorized_by_user() || self.refresh_token.is_some();
         let due = match &self.current {
             Some(c) if renewable => c.refresh_at,
             Some(c) => c.expires_at,
@@ -224,9 +216,9 @@ pub enum CallbackError {
 }
 
 /// The token keeper. One per process.
-pub struct AccessTokens {
+pub struct CredentialTokens {
     store: Store,
-    vault: Arc<Vault>,
+    secrets: Secrets,
     client: oauth2::Client,
     settings: Settings,
     entries: Mutex<HashMap<i64, Entry>>,
@@ -244,16 +236,16 @@ struct Plan<'a> {
     scope: Option<&'a str>,
 }
 
-impl AccessTokens {
+impl CredentialTokens {
     pub fn new(
         store: Store,
-        vault: Arc<Vault>,
+        secrets: Secrets,
         client: oauth2::Client,
         settings: Settings,
     ) -> Arc<Self> {
-        Arc::new(AccessTokens {
+        Arc::new(CredentialTokens {
             store,
-            vault,
+            secrets,
             client,
             settings,
             entries: Mutex::default(),
@@ -288,16 +280,15 @@ impl AccessTokens {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn plan<'a>(&'a self, row: &'a CredentialRow) -> Plan<'a> {
-        let text = |k: &str| row.settings.get(k).and_then(Value::as_str);
-        Plan {
-            token_url: text("tokenUrl").or(self.settings.messaging_token_url.as_deref()),
-            client_id: text("clientId").unwrap_or_default(),
-            auth: text("clientAuthentication")
-                .and_then(ClientAuth::parse)
-                .unwrap_or_default(),
-            scope: text("scope"),
-        }
+    /// `None` for a kind that gets no tokens.
+    fn plan<'a>(&'a self, row: &'a CredentialRow) -> Option<Plan<'a>> {
+        let t = row.settings.token_client()?;
+        Some(Plan {
+            token_url: t.token_url.or(self.settings.messaging_token_url.as_deref()),
+            client_id: &t.client.client_id,
+            auth: t.client.client_authentication,
+            scope: t.scope,
+        })
     }
 
     /// The `Authorization` header for a credential's mappings, while its token is valid.
@@ -317,7 +308,7 @@ impl AccessTokens {
         let mut m = Map::new();
         m.insert(
             "status".into(),
-            json!(e.map_or(Status::Pending, |e| e.status(&row.kind)).as_str()),
+            json!(e.map_or(Status::Pending, |e| e.status(row.kind())).as_str()),
         );
         m.insert(
             "lastError".into(),
@@ -327,7 +318,7 @@ impl AccessTokens {
             "expiresAt".into(),
             json!(e
                 .and_then(|e| e.current.as_ref())
-                .map(|c| crate::api::rfc3339(unix(c.expires_at) as i64))),
+                .map(|c| crate::clock::rfc3339(crate::clock::unix(c.expires_at)))),
         );
         m
     }
@@ -343,7 +334,7 @@ impl AccessTokens {
         let had = self.entries().remove(&credential).is_some();
         self.pending().retain(|_, p| p.credential != credential);
         if let Err(e) = self
-            .vault
+            .secrets
             .delete_credential_tokens(account, credential)
             .await
         {
@@ -405,7 +396,7 @@ impl AccessTokens {
                     }
                     continue;
                 }
-                let Some(due) = e.due(&row.kind) else {
+                let Some(due) = e.due(row.kind()) else {
                     continue;
                 };
                 match due.duration_since(now) {
@@ -448,7 +439,7 @@ impl AccessTokens {
                     );
                     e.succeeded(tokens, now);
                     changed = true;
-                    if row.kind == AUTHORIZATION_CODE {
+                    if row.kind().authorized_by_user() {
                         persist = Some(e.persisted());
                     }
                 }
@@ -466,7 +457,7 @@ impl AccessTokens {
                         // try is a new grant (or, for authorization code, a new authorize).
                         if g.oauth_error() == Some("invalid_grant") && e.refresh_token.is_some() {
                             e.refresh_token = None;
-                            if row.kind == AUTHORIZATION_CODE {
+                            if row.kind().authorized_by_user() {
                                 persist = Some(e.persisted());
                             }
                         }
@@ -477,7 +468,7 @@ impl AccessTokens {
         }
         if let Some(kept) = persist {
             if let Err(e) = self
-                .vault
+                .secrets
                 .put_credential_tokens(&row.account, row.id, &kept)
                 .await
             {
@@ -499,8 +490,12 @@ impl AccessTokens {
                 e.and_then(|e| e.refresh_token.clone()),
             )
         };
-        if row.kind == AUTHORIZATION_CODE && !loaded {
-            return match self.vault.get_credential_tokens(&row.account, row.id).await {
+        if row.kind().authorized_by_user() && !loaded {
+            return match self
+                .secrets
+                .get_credential_tokens(&row.account, row.id)
+                .await
+            {
                 Ok(Some(kept)) => Ok(Renewed::Restored(kept)),
                 Ok(None) => Ok(Renewed::NothingToDo),
                 Err(_) => Err(RenewError::Vault),
@@ -508,9 +503,9 @@ impl AccessTokens {
         }
         let grant = match &refresh_token {
             Some(r) => Grant::Refresh { refresh_token: r },
-            None if row.kind == AUTHORIZATION_CODE => return Ok(Renewed::NothingToDo),
+            None if row.kind().authorized_by_user() => return Ok(Renewed::NothingToDo),
             None => Grant::ClientCredentials {
-                scope: self.plan(row).scope,
+                scope: self.plan(row).and_then(|p| p.scope),
             },
         };
         self.request(row, &grant).await.map(Renewed::Tokens)
@@ -522,21 +517,20 @@ impl AccessTokens {
         row: &CredentialRow,
         grant: &Grant<'_>,
     ) -> Result<TokenSet, RenewError> {
-        let plan = self.plan(row);
+        let plan = self.plan(row).ok_or(RenewError::NotTokenKind)?;
         let token_url = plan.token_url.ok_or(RenewError::NoTokenUrl)?;
-        let secrets = match self.vault.get_credential(&row.account, row.id).await {
+        let secrets = match self.secrets.get_credential(&row.account, row.id).await {
             Ok(Some(s)) => s,
             _ => return Err(RenewError::Vault),
         };
-        let secret = Secret::new(
-            secrets
-                .get("clientSecret")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        );
+        let Ok(CredentialSecrets::Client(secret)) =
+            CredentialSecrets::from_map(row.kind(), &secrets)
+        else {
+            return Err(RenewError::Vault);
+        };
         let client = ClientCredentials {
             id: plan.client_id,
-            secret: &secret,
+            secret: &secret.client_secret,
             auth: plan.auth,
         };
         Ok(self.client.request(token_url, &client, grant).await?)
@@ -544,24 +538,22 @@ impl AccessTokens {
 
     /// The URL to send the user to for an authorization-code credential.
     pub fn authorize(&self, row: &CredentialRow) -> Option<Authorization> {
-        if row.kind != AUTHORIZATION_CODE {
+        let CredentialSettings::Oauth2AuthorizationCode(settings) = &row.settings else {
             return None;
-        }
-        let text = |k: &str| row.settings.get(k).and_then(Value::as_str);
-        let auth_url = text("authUrl")?;
-        let pkce = row.settings.get("pkce").and_then(Value::as_bool) == Some(true);
-        let state = base64_url(&crate::identity::random::<32>());
-        let verifier = pkce.then(crate::credentials::pkce_verifier);
+        };
+        let auth_url = &settings.auth_url;
+        let state = base64_url(&crate::random::bytes::<32>());
+        let verifier = settings.pkce.then(oauth2::pkce_verifier);
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         query.append_pair("response_type", "code");
-        query.append_pair("client_id", text("clientId").unwrap_or_default());
+        query.append_pair("client_id", &settings.client.client_id);
         query.append_pair("redirect_uri", &self.settings.redirect_uri);
-        if let Some(scope) = text("scope").filter(|s| !s.is_empty()) {
+        if let Some(scope) = settings.scope.as_deref().filter(|s| !s.is_empty()) {
             query.append_pair("scope", scope);
         }
         query.append_pair("state", &state);
         if let Some(v) = &verifier {
-            query.append_pair("code_challenge", &crate::credentials::pkce_challenge(v));
+            query.append_pair("code_challenge", &oauth2::pkce_challenge(v));
             query.append_pair("code_challenge_method", "S256");
         }
         let sep = if auth_url.contains('?') { '&' } else { '?' };
@@ -613,7 +605,7 @@ impl AccessTokens {
             .credential(&pending.account, pending.credential)
             .await
         {
-            Ok(Some(row)) if row.kind == AUTHORIZATION_CODE => row,
+            Ok(Some(row)) if row.kind().authorized_by_user() => row,
             _ => return Err(CallbackError::CredentialGone),
         };
         let now = SystemTime::now();
@@ -657,7 +649,7 @@ impl AccessTokens {
             e.persisted()
         };
         if let Err(e) = self
-            .vault
+            .secrets
             .put_credential_tokens(&row.account, row.id, &kept)
             .await
         {
@@ -679,6 +671,8 @@ enum Renewed {
 enum RenewError {
     #[error("no token URL: set tokenUrl on the credential (or --messaging-token-url)")]
     NoTokenUrl,
+    #[error("this kind of credential gets no tokens")]
+    NotTokenKind,
     #[error("cannot read the credential's secrets from Vault")]
     Vault,
     #[error("{0}")]
@@ -694,6 +688,9 @@ fn base64_url(b: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    const CC: CredentialKind = CredentialKind::Oauth2ClientCredentials;
+    const CODE: CredentialKind = CredentialKind::Oauth2AuthorizationCode;
+
     fn tokens(life: u64, refresh: Option<&str>) -> TokenSet {
         TokenSet {
             access_token: Secret::new("t"),
@@ -706,31 +703,22 @@ mod tests {
     fn refresh_is_due_at_three_quarters_of_the_life_and_backs_off_on_failure() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut e = Entry::default();
-        assert_eq!(e.due("oauth2ClientCredentials"), Some(UNIX_EPOCH));
+        assert_eq!(e.due(CC), Some(UNIX_EPOCH));
         e.succeeded(tokens(400, None), now);
-        assert_eq!(
-            e.due("oauth2ClientCredentials"),
-            Some(now + Duration::from_secs(300))
-        );
-        assert_eq!(e.status("oauth2ClientCredentials"), Status::Active);
+        assert_eq!(e.due(CC), Some(now + Duration::from_secs(300)));
+        assert_eq!(e.status(CC), Status::Active);
 
         let later = now + Duration::from_secs(300);
         e.failed("down".into(), later);
-        assert_eq!(e.status("oauth2ClientCredentials"), Status::Error);
-        assert_eq!(
-            e.due("oauth2ClientCredentials"),
-            Some(later + Duration::from_secs(1))
-        );
+        assert_eq!(e.status(CC), Status::Error);
+        assert_eq!(e.due(CC), Some(later + Duration::from_secs(1)));
         e.failed("down".into(), later);
         e.failed("down".into(), later);
-        assert_eq!(
-            e.due("oauth2ClientCredentials"),
-            Some(later + Duration::from_secs(4))
-        );
+        assert_eq!(e.due(CC), Some(later + Duration::from_secs(4)));
         for _ in 0..20 {
             e.failed("down".into(), later);
         }
-        assert_eq!(e.due("oauth2ClientCredentials"), Some(later + MAX_BACKOFF));
+        assert_eq!(e.due(CC), Some(later + MAX_BACKOFF));
         e.succeeded(tokens(400, None), later);
         assert_eq!(e.last_error, None);
         assert_eq!(e.failures, 0);
@@ -741,25 +729,19 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut e = Entry::default();
         // Not yet looked in Vault: due at once (to look).
-        assert_eq!(e.due(AUTHORIZATION_CODE), Some(UNIX_EPOCH));
+        assert_eq!(e.due(CODE), Some(UNIX_EPOCH));
         e.loaded = true;
-        assert_eq!(e.due(AUTHORIZATION_CODE), None);
-        assert_eq!(e.status(AUTHORIZATION_CODE), Status::AuthorizationRequired);
+        assert_eq!(e.due(CODE), None);
+        assert_eq!(e.status(CODE), Status::AuthorizationRequired);
         // A token without a refresh token is used until it expires.
         e.succeeded(tokens(100, None), now);
-        assert_eq!(
-            e.due(AUTHORIZATION_CODE),
-            Some(now + Duration::from_secs(100))
-        );
+        assert_eq!(e.due(CODE), Some(now + Duration::from_secs(100)));
         // With a refresh token, renewed at three quarters; the old one is kept when a
         // refresh answer brings none.
         e.succeeded(tokens(100, Some("r1")), now);
         e.succeeded(tokens(100, None), now);
         assert_eq!(e.refresh_token.as_ref().map(Secret::expose), Some("r1"));
-        assert_eq!(
-            e.due(AUTHORIZATION_CODE),
-            Some(now + Duration::from_secs(75))
-        );
+        assert_eq!(e.due(CODE), Some(now + Duration::from_secs(75)));
     }
 
     #[test]

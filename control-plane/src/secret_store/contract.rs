@@ -1,0 +1,221 @@
+//! One contract, two stores: the same assertions against [`MemoryStore`] and against a real
+//! OpenBao (`bao server -dev`, started here on loopback), so the in-memory store the
+//! handler tests use behaves as production does.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::*;
+
+fn map(v: serde_json::Value) -> JsonMap {
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => JsonMap::new(),
+    }
+}
+
+/// What every [`SecretStore`] must do.
+async fn contract(store: Arc<dyn SecretStore>) {
+    let path = "accounts/a/certificates/1";
+    // Absent: nothing to read, no version, destroying is fine.
+    assert_eq!(store.read(path, None).await.unwrap(), None);
+    assert_eq!(store.current_version(path).await.unwrap(), None);
+    store.destroy(path).await.unwrap();
+    store.check().await.unwrap();
+
+    // Versions count up from 1; old versions stay readable.
+    let v1 = store.write(path, &map(json!({"k": "one"}))).await.unwrap();
+    let v2 = store.write(path, &map(json!({"k": "two"}))).await.unwrap();
+    assert_eq!((v1, v2), (1, 2));
+    assert_eq!(store.current_version(path).await.unwrap(), Some(2));
+    assert_eq!(
+        store.read(path, None).await.unwrap(),
+        Some(map(json!({"k": "two"})))
+    );
+    assert_eq!(
+        store.read(path, Some(1)).await.unwrap(),
+        Some(map(json!({"k": "one"})))
+    );
+    assert_eq!(store.read(path, Some(9)).await.unwrap(), None);
+
+    // Paths are apart: another account's entry of the same id is another entry.
+    let other = "accounts/b/certificates/1";
+    assert_eq!(store.read(other, None).await.unwrap(), None);
+    assert_eq!(
+        store.write(other, &map(json!({"k": "b"}))).await.unwrap(),
+        1
+    );
+
+    // Destroy removes every version, and the next write starts again at 1.
+    store.destroy(path).await.unwrap();
+    assert_eq!(store.read(path, None).await.unwrap(), None);
+    assert_eq!(store.read(path, Some(1)).await.unwrap(), None);
+    assert_eq!(store.current_version(path).await.unwrap(), None);
+    assert_eq!(store.write(path, &map(json!({"k": "x"}))).await.unwrap(), 1);
+    assert_eq!(
+        store.read(other, None).await.unwrap(),
+        Some(map(json!({"k": "b"})))
+    );
+
+    // The typed facade round-trips through the same store.
+    let secrets = Secrets::new(store.clone());
+    let material = Material {
+        chain_pem: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n".into(),
+        key_pem: Secret::new("-----BEGIN PRIVATE KEY-----\ny\n-----END PRIVATE KEY-----\n"),
+    };
+    let v = secrets.put_certificate("c", 7, &material).await.unwrap();
+    assert_eq!(secrets.certificate_version("c", 7).await.unwrap(), Some(v));
+    let back = secrets.get_certificate("c", 7, v).await.unwrap().unwrap();
+    assert_eq!(back.chain_pem, material.chain_pem);
+    assert_eq!(back.key_pem.expose(), material.key_pem.expose());
+    secrets
+        .put_appkey("c", 3, &Secret::new("cs"), &Secret::new("ts"))
+        .await
+        .unwrap();
+    let (cs, ts) = secrets.get_appkey("c", 3).await.unwrap().unwrap();
+    assert_eq!((cs.expose(), ts.expose()), ("cs", "ts"));
+    secrets
+        .put_credential("c", 4, &map(json!({"password": "p"})))
+        .await
+        .unwrap();
+    secrets
+        .put_credential_tokens("c", 4, &map(json!({"accessToken": "t"})))
+        .await
+        .unwrap();
+    secrets.delete_credential("c", 4).await.unwrap();
+    assert_eq!(secrets.get_credential("c", 4).await.unwrap(), None);
+    assert_eq!(secrets.get_credential_tokens("c", 4).await.unwrap(), None);
+    // Something that is not a certificate entry is refused as malformed, not half-read.
+    store
+        .write("accounts/c/certificates/8", &map(json!({"nope": 1})))
+        .await
+        .unwrap();
+    assert_eq!(
+        secrets.get_certificate("c", 8, 1).await.err(),
+        Some(SecretStoreError::Malformed)
+    );
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_the_contract() {
+    contract(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn the_memory_store_fails_whole_while_down() {
+    let store = Arc::new(MemoryStore::new());
+    store.write("p", &map(json!({"k": 1}))).await.unwrap();
+    store.set_down(true);
+    assert!(matches!(
+        store.write("p", &map(json!({"k": 2}))).await,
+        Err(SecretStoreError::Unavailable(_))
+    ));
+    assert!(store.read("p", None).await.is_err());
+    assert!(store.destroy("p").await.is_err());
+    assert!(store.check().await.is_err());
+    store.set_down(false);
+    // Nothing changed while down.
+    assert_eq!(store.current_version("p").await.unwrap(), Some(1));
+}
+
+/// `bao server -dev` on a loopback port, killed (and its directory removed) when dropped.
+struct DevServer {
+    child: Child,
+    dir: PathBuf,
+    addr: String,
+    token: String,
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The real `bao`: `BAO_BIN`, else the one `scripts/setup` installs. Missing is a failure,
+/// never a skip: this test is what keeps the memory store honest.
+fn bao_bin() -> PathBuf {
+    let path = std::env::var_os("BAO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/bao"));
+    assert!(
+        path.exists(),
+        "BAO_BIN: {} does not exist; run scripts/setup to install OpenBao",
+        path.display()
+    );
+    path
+}
+
+async fn dev_server() -> DevServer {
+    let dir = std::env::temp_dir().join(format!(
+        "mtlsgate-bao-contract-{}",
+        hex::encode(crate::random::bytes::<8>())
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = hex::encode(crate::random::bytes::<16>());
+    // why: below the ephemeral range; dev mode also listens on port + 1 (cluster).
+    let port = loop {
+        let p = 20_000 + u16::from_le_bytes(crate::random::bytes::<2>()) % 12_000;
+        if (p..p + 2).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            break p;
+        }
+    };
+    let log = std::fs::File::create(dir.join("bao.log")).unwrap();
+    let child = Command::new(bao_bin())
+        // why: dev mode writes its token to $HOME/.vault-token; parallel tests would race.
+        .env("HOME", &dir)
+        .args([
+            "server",
+            "-dev",
+            &format!("-dev-root-token-id={token}"),
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let server = DevServer {
+        child,
+        dir,
+        addr: format!("http://127.0.0.1:{port}"),
+        token,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let probe =
+                OpenBao::new(&server.addr, &Secret::new(&server.token), "secret", "t/").unwrap();
+            if probe.check().await.is_ok() {
+                return server;
+            }
+        }
+        assert!(Instant::now() < deadline, "bao dev server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn openbao_keeps_the_contract() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = dev_server().await;
+    let store = OpenBao::new(
+        &server.addr,
+        &Secret::new(&server.token),
+        "secret",
+        "mtlsgate-contract/",
+    )
+    .unwrap();
+    contract(Arc::new(store)).await;
+    // A token the store refuses is an error, not an empty answer.
+    let wrong = OpenBao::new(&server.addr, &Secret::new("wrong"), "secret", "x/").unwrap();
+    assert!(matches!(
+        wrong.read("p", None).await,
+        Err(SecretStoreError::Refused(403))
+    ));
+}

@@ -1,0 +1,128 @@
+//! The production [`SecretStore`]: OpenBao or Vault, KV version 2 engine.
+//!
+//! Layout: `<mount>/<prefix><path>`; the KV version number of each entry is how the
+//! reconciler notices a certificate rotated directly in the store.
+
+use std::time::Duration;
+
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+use vaultrs::kv2;
+
+use super::{JsonMap, SecretStore, SecretStoreError};
+use crate::secret::Secret;
+
+/// A handle on a KV v2 mount of OpenBao or Vault.
+pub(crate) struct OpenBao {
+    client: VaultClient,
+    mount: String,
+    prefix: String,
+}
+
+impl OpenBao {
+    pub(crate) fn new(
+        addr: &str,
+        token: &Secret,
+        mount: &str,
+        prefix: &str,
+    ) -> Result<Self, SecretStoreError> {
+        // why: the builder's `address` setter panics on a bad URL; check it first.
+        let url = url::Url::parse(addr).map_err(|_| SecretStoreError::Address(addr.to_owned()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(SecretStoreError::Address(addr.to_owned()));
+        }
+        let settings = VaultClientSettingsBuilder::default()
+            .address(addr)
+            .token(token.expose())
+            .timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| SecretStoreError::Address(e.to_string()))?;
+        let client =
+            VaultClient::new(settings).map_err(|e| SecretStoreError::Unavailable(describe(&e)))?;
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}/")
+        };
+        Ok(OpenBao {
+            client,
+            mount: mount.to_owned(),
+            prefix,
+        })
+    }
+
+    fn full(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretStore for OpenBao {
+    async fn write(&self, path: &str, value: &JsonMap) -> Result<u64, SecretStoreError> {
+        kv2::set(&self.client, &self.mount, &self.full(path), value)
+            .await
+            .map(|m| m.version)
+            .map_err(classify)
+    }
+
+    async fn read(
+        &self,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Option<JsonMap>, SecretStoreError> {
+        let path = self.full(path);
+        let read = match version {
+            Some(v) => kv2::read_version::<JsonMap>(&self.client, &self.mount, &path, v).await,
+            None => kv2::read::<JsonMap>(&self.client, &self.mount, &path).await,
+        };
+        match read {
+            Ok(v) => Ok(Some(v)),
+            // A deleted version answers 404 too.
+            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn current_version(&self, path: &str) -> Result<Option<u64>, SecretStoreError> {
+        match kv2::read_metadata(&self.client, &self.mount, &self.full(path)).await {
+            Ok(m) if m.current_version > 0 => {
+                let current = m.versions.get(&m.current_version.to_string());
+                let live = current.is_none_or(|v| !v.destroyed && v.deletion_time.is_empty());
+                Ok(live.then_some(m.current_version))
+            }
+            Ok(_) | Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn destroy(&self, path: &str) -> Result<(), SecretStoreError> {
+        match kv2::delete_metadata(&self.client, &self.mount, &self.full(path)).await {
+            Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn check(&self) -> Result<(), SecretStoreError> {
+        match kv2::list(&self.client, &self.mount, &self.prefix).await {
+            Ok(_) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+fn classify(e: ClientError) -> SecretStoreError {
+    match e {
+        ClientError::APIError { code, .. } => SecretStoreError::Refused(code),
+        ClientError::JsonParseError { .. } => SecretStoreError::Malformed,
+        other => SecretStoreError::Unavailable(describe(&other)),
+    }
+}
+
+/// A one-line description of a client error. OpenBao's own error texts never contain the
+/// token or the data written.
+fn describe(e: &ClientError) -> String {
+    match e {
+        ClientError::RestClientError { .. } => "connection failed".into(),
+        other => other.to_string(),
+    }
+}
