@@ -352,4 +352,6 @@ pub fn check_account(account: &str) -> Result<(), ApiError> {
 }
 
 #[cfg(test)]
+mod handler_tests;
+#[cfg(test)]
 mod tests;

@@ -16,16 +16,15 @@ use crate::appkeys::AppKey;
 use crate::secret_store::MemoryStore;
 use crate::store::AppKeyRow;
 
-const DEV: &str = "dev-admin";
+pub(super) const DEV: &str = "dev-admin";
 const RUNTIME: &str = "runtime-token";
 const NODE: &str = "node-1";
 
-struct Env {
-    state: AppState,
+pub(super) struct Env {
+    pub(super) state: AppState,
     dir: std::path::PathBuf,
     /// The secret store behind `state`, to look into or to take down.
-    #[allow(dead_code)]
-    memory: Arc<MemoryStore>,
+    pub(super) memory: Arc<MemoryStore>,
 }
 
 impl Drop for Env {
@@ -36,7 +35,7 @@ impl Drop for Env {
 
 /// A control plane built as `serve` builds it, on an empty database and an in-memory
 /// secret store, the reconciler running, and node `NODE` connected over "ADS".
-async fn env(runtime_token: Option<&str>) -> Env {
+pub(super) async fn env(runtime_token: Option<&str>) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = std::env::temp_dir().join(format!(
         "mtlsgate-api-test-{}",
@@ -73,7 +72,7 @@ async fn env(runtime_token: Option<&str>) -> Env {
     Env { state, dir, memory }
 }
 
-async fn call(
+pub(super) async fn call(
     state: &AppState,
     method: Method,
     uri: &str,
@@ -91,6 +90,11 @@ async fn call(
         None => req.body(Body::empty()),
     }
     .unwrap();
+    send(state, req).await
+}
+
+/// Sends a request through the router; answers its status and JSON body (`Null` if empty).
+pub(super) async fn send(state: &AppState, req: Request<Body>) -> (StatusCode, Value) {
     let resp = router(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();

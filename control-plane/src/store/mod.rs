@@ -184,10 +184,30 @@ impl Store {
         U: FnOnce() -> F,
         F: std::future::Future,
     {
+        #[cfg(test)]
+        if FAILING_COMMITS.try_with(|_| ()).is_ok() {
+            drop(tx);
+            undo().await;
+            return Err(sqlx::Error::Protocol("commit refused by the test".into()).into());
+        }
         if let Err(e) = tx.commit().await {
             undo().await;
             return Err(e.into());
         }
         Ok(())
     }
+
+    /// Test-only: runs `f` with every [`Store::commit_or_undo`] in it failing as a refused
+    /// commit does (the transaction rolled back, `undo` run). Scoped to the calling task, so
+    /// tests running alongside and background tasks commit as usual.
+    #[cfg(test)]
+    pub(crate) async fn with_failing_commits<F: std::future::Future>(f: F) -> F::Output {
+        FAILING_COMMITS.scope((), f).await
+    }
+}
+
+#[cfg(test)]
+tokio::task_local! {
+    /// Set within [`Store::with_failing_commits`].
+    static FAILING_COMMITS: ();
 }
