@@ -38,7 +38,7 @@ BAO = os.path.join(VENV, "bin", "bao")
 # A benchmark measures what an operator runs: the control plane built for release
 # (scripts/bench builds it).
 MTLSGATE = os.environ.get("MTLSGATE_BENCH_BIN") or os.path.join(ROOT, "target", "release", "mtlsgate")
-WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "mtlsgate_filter.wasm")
+WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "wasm", "mtlsgate_filter.wasm")
 
 ACCOUNT = "123"
 P12_PASSWORD = "changeit"

@@ -113,6 +113,25 @@ pub fn redact_path(path: &str, keep_query: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+    fn a_forward_record_starts_with_its_decision() {
+        // envoy/bootstrap.yaml routes a forward only when this record starts with
+        // `{"decision":"forwarded`; no other decision (or caller-chosen field) may.
+        let mut a = Audit {
+            account: "{\"decision\":\"forwarded".into(),
+            target_path: "/x".into(),
+            ..Audit::default()
+        };
+        for d in ["forwarded", "forwarded_plain_tls"] {
+            a.decision = d;
+            assert!(a.to_json().starts_with("{\"decision\":\"forwarded"), "{d}");
+        }
+        for d in ["refused", "checked", "throttled", ""] {
+            a.decision = d;
+            assert!(!a.to_json().starts_with("{\"decision\":\"forwarded"), "{d}");
+        }
+    }
     use wasm_bindgen_test::wasm_bindgen_test;
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -83,8 +83,12 @@ pub enum Decision {
     PassThrough { remove: Vec<String> },
     /// Forward to the target.
     Forward(Box<Forward>),
-    /// A check-mapping request, authenticated: answer it once the body is in.
+    /// A check-mapping request, authenticated: answer it once the body is in. `remove` are
+    /// the filter's own headers the caller sent: the request travels on through Envoy until
+    /// the body is in, and must not carry them there (a caller-set cluster header once chose
+    /// another account's cluster on this path).
     CheckMapping {
+        remove: Vec<String>,
         account: String,
         version: check_mapping::Version,
         audit: Box<Audit>,
@@ -194,6 +198,7 @@ pub(crate) fn decide(req: &Request<'_>, ctx: &mut Context<'_>) -> Decision {
             Ok((account, version)) => {
                 audit.decision = "checked";
                 Decision::CheckMapping {
+                    remove: own_headers,
                     account,
                     version,
                     audit: Box::new(audit),

@@ -38,6 +38,55 @@ pub enum CliError {
     Password(std::io::Error),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("pki: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+}
+
+/// `mtlsgate pki init`
+#[derive(clap::Args, Debug)]
+pub struct PkiInit {
+    /// Where the CA, the control plane's certificate and the gateways' go (created).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Another DNS name or IP address gateways reach the control planes by (repeatable);
+    /// `mtlsgate-control-plane`, `localhost` and 127.0.0.1 are always in the certificate.
+    #[arg(long = "control-plane-name")]
+    pub control_plane_names: Vec<String>,
+    /// Issue a gateway certificate for this Envoy node id too (repeatable).
+    #[arg(long = "gateway")]
+    pub gateways: Vec<String>,
+}
+
+/// `mtlsgate pki issue-gateway`
+#[derive(clap::Args, Debug)]
+pub struct PkiIssueGateway {
+    /// The PKI directory made by `mtlsgate pki init`.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The gateway's Envoy node id (`node.id` in its bootstrap).
+    #[arg(long)]
+    pub node_id: String,
+}
+
+/// Creates the link PKI: CA, control plane certificate, and the gateways asked for.
+pub fn pki_init(args: PkiInit) -> Result<(), CliError> {
+    crate::pki::init(&args.dir, &args.control_plane_names)?;
+    println!(
+        "created the link CA and the control plane's certificate in {}",
+        args.dir.display()
+    );
+    for node in &args.gateways {
+        let out = crate::pki::issue_gateway(&args.dir, node)?;
+        println!("issued gateway {node:?}: {}", out.display());
+    }
+    Ok(())
+}
+
+/// Issues (or replaces) one gateway's certificate; Envoy picks a replaced one up by itself.
+pub fn pki_issue_gateway(args: PkiIssueGateway) -> Result<(), CliError> {
+    let out = crate::pki::issue_gateway(&args.dir, &args.node_id)?;
+    println!("issued gateway {:?}: {}", args.node_id, out.display());
+    Ok(())
 }
 
 fn read_password(args: &UserAdd) -> Result<Secret, CliError> {

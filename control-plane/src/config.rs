@@ -14,9 +14,27 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
-    /// Address of the xDS (ADS) gRPC server Envoy connects to.
+    /// Address of the xDS (ADS) gRPC server Envoy connects to (mutual TLS).
     #[arg(long, env = "MTLSGATE_XDS_ADDR", default_value = "127.0.0.1:18000")]
     pub xds_addr: SocketAddr,
+
+    /// Address of the runtime snapshot feed the gateways' filter polls (mutual TLS).
+    #[arg(long, env = "MTLSGATE_FEED_ADDR", default_value = "127.0.0.1:18001")]
+    pub feed_addr: SocketAddr,
+
+    /// The control plane's certificate chain (PEM) on the links to gateways: ADS and the
+    /// feed, which are served over mutual TLS only (`mtlsgate pki init` makes one).
+    #[arg(long, env = "MTLSGATE_LINK_CERT_FILE")]
+    pub link_cert_file: PathBuf,
+
+    /// The private key of `--link-cert-file` (PEM).
+    #[arg(long, env = "MTLSGATE_LINK_KEY_FILE")]
+    pub link_key_file: PathBuf,
+
+    /// The CA that issues gateway certificates (PEM): a gateway must present one that names
+    /// its node id, and gets that node's resources only.
+    #[arg(long, env = "MTLSGATE_LINK_CA_FILE")]
+    pub link_ca_file: PathBuf,
 
     /// SQLite database file; created with its schema on first start.
     #[arg(long, env = "MTLSGATE_DATABASE", default_value = "mtlsgate.db")]
@@ -47,11 +65,6 @@ pub struct ServeConfig {
     /// DEVELOPMENT ONLY: accept `Authorization: Bearer <token>` as an admin of every account.
     #[arg(long, env = "MTLSGATE_DEV_ADMIN_TOKEN", hide_env_values = true)]
     pub dev_admin_token: Option<Secret>,
-
-    /// The token the gateway presents (`Authorization: Bearer …`) to fetch its runtime
-    /// snapshot, which carries AppKey secrets. Without it the snapshot is not served at all.
-    #[arg(long, env = "MTLSGATE_RUNTIME_TOKEN", hide_env_values = true)]
-    pub runtime_token: Option<Secret>,
 
     /// How clients reach the gateway (`mtlsGateway` in CSDS): `host:port` as a client would
     /// use it, e.g. behind a load balancer.
@@ -145,6 +158,15 @@ impl ServeConfig {
         format!("{}/api/oauth2/callback", base.trim_end_matches('/'))
     }
 
+    /// The files of the control plane's side of the links.
+    pub fn link_files(&self) -> crate::link_tls::LinkFiles {
+        crate::link_tls::LinkFiles {
+            cert: self.link_cert_file.clone(),
+            key: self.link_key_file.clone(),
+            client_ca: self.link_ca_file.clone(),
+        }
+    }
+
     pub fn upstream_max_connection_duration(&self) -> Duration {
         Duration::from_secs(self.upstream_max_connection_seconds)
     }
@@ -167,7 +189,19 @@ mod tests {
     }
 
     fn parse(extra: &[&str]) -> Result<super::ServeConfig, clap::Error> {
-        let args = ["mtlsgate", "--vault-token", "t"].iter().chain(extra);
+        let args = [
+            "mtlsgate",
+            "--vault-token",
+            "t",
+            "--link-cert-file",
+            "c",
+            "--link-key-file",
+            "k",
+            "--link-ca-file",
+            "ca",
+        ]
+        .iter()
+        .chain(extra);
         Command::try_parse_from(args).map(|c| c.serve)
     }
 
@@ -193,5 +227,11 @@ mod tests {
         assert_eq!((ok.session_ttl_seconds, ok.vault_watch_seconds), (60, 1));
         let defaults = parse(&[]).unwrap();
         assert_eq!(defaults.max_upload_bytes(), 1024 * 1024);
+        // The links are mutual TLS or nothing: without the files, serve does not parse.
+        let bare = Command::try_parse_from(["mtlsgate", "--vault-token", "t"]);
+        assert_eq!(
+            bare.err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::MissingRequiredArgument)
+        );
     }
 }

@@ -125,8 +125,8 @@ impl Entry {
         let life = tokens.expires_in.unwrap_or(DEFAULT_LIFETIME);
         self.current = Some(Current {
             token: tokens.access_token,
-            expires_at: now + life,
-            refresh_at: now + life * 3 / 4,
+            expires_at: after(now, life),
+            refresh_at: after(now, life / 4 * 3),
         });
         // RFC 6749 §6: without a new refresh token, the old one stays good.
         if tokens.refresh_token.is_some() {
@@ -141,7 +141,7 @@ impl Entry {
     fn failed(&mut self, error: String, now: SystemTime) {
         self.failures = self.failures.saturating_add(1);
         let backoff = Duration::from_secs(1 << self.failures.min(10).saturating_sub(1));
-        self.retry_at = Some(now + backoff.min(MAX_BACKOFF));
+        self.retry_at = Some(after(now, backoff.min(MAX_BACKOFF)));
         self.last_error = Some(error);
     }
 
@@ -163,19 +163,27 @@ impl Entry {
         let expires_at = m
             .get("expiresAt")
             .and_then(Value::as_u64)
-            .map(|s| UNIX_EPOCH + Duration::from_secs(s));
+            .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
         if let (Some(token), Some(expires_at)) = (text("accessToken"), expires_at) {
             if expires_at > now {
                 let left = expires_at.duration_since(now).unwrap_or_default();
                 self.current = Some(Current {
                     token,
                     expires_at,
-                    refresh_at: now + left * 3 / 4,
+                    refresh_at: after(now, left / 4 * 3),
                 });
             }
         }
         self.refresh_token = text("refreshToken");
     }
+}
+
+/// `now + d`, saturating at a far but representable time: lifetimes come from token
+/// endpoints, which may send anything.
+fn after(now: SystemTime, d: Duration) -> SystemTime {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(crate::oauth2::MAX_TOKEN_LIFETIME_SECS)))
+        .unwrap_or(now)
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -742,6 +750,28 @@ mod tests {
         e.succeeded(tokens(100, None), now);
         assert_eq!(e.refresh_token.as_ref().map(Secret::expose), Some("r1"));
         assert_eq!(e.due(CODE), Some(now + Duration::from_secs(75)));
+    }
+
+    #[test]
+    fn absurd_lifetimes_never_overflow() {
+        let now = SystemTime::now();
+        let mut e = Entry::default();
+        e.succeeded(
+            TokenSet {
+                access_token: Secret::new("t"),
+                expires_in: Some(Duration::MAX),
+                refresh_token: None,
+            },
+            now,
+        );
+        assert!(e.current.as_ref().unwrap().expires_at > now);
+        assert!(e.due(CC).unwrap() > now);
+        let mut kept = Map::new();
+        kept.insert("accessToken".into(), json!("t"));
+        kept.insert("expiresAt".into(), json!(u64::MAX));
+        let mut back = Entry::default();
+        back.restore(&kept, now);
+        e.failed("x".into(), now);
     }
 
     #[test]

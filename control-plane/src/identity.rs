@@ -64,6 +64,68 @@ pub fn check_password(password: &Secret) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// How failed logins slow guessing down: a few free tries per user and per client address,
+/// then a lock that doubles with each further failure, up to 15 minutes. Counters are kept
+/// in the database (so they hold whichever control plane a login reaches) and forgotten an
+/// hour after the last failure.
+pub struct LoginPolicy;
+
+impl LoginPolicy {
+    /// Failures are counted within this many seconds of the previous one.
+    pub const WINDOW_SECS: i64 = 3600;
+    /// Failed logins of one (account, user name) before it is locked.
+    pub const USER_FREE: i64 = 5;
+    /// Failed logins from one client address (an IPv6 /64) before it is locked.
+    pub const ADDRESS_FREE: i64 = 20;
+    /// The longest lock, seconds.
+    pub const MAX_LOCK_SECS: i64 = 900;
+
+    /// Seconds a user name is locked after its `failures`-th failure (0: not locked).
+    pub fn user_lock(failures: i64) -> i64 {
+        Self::lock(failures, Self::USER_FREE)
+    }
+
+    /// Seconds a client address is locked after its `failures`-th failure.
+    pub fn address_lock(failures: i64) -> i64 {
+        Self::lock(failures, Self::ADDRESS_FREE)
+    }
+
+    fn lock(failures: i64, free: i64) -> i64 {
+        if failures <= free {
+            return 0;
+        }
+        // 1, 2, 4, … seconds; the exponent is capped before shifting.
+        let doublings = (failures - free - 1).clamp(0, 20) as u32;
+        (1i64 << doublings).min(Self::MAX_LOCK_SECS)
+    }
+
+    /// The counter of one (account, user name): hashed, so what a guesser types is never
+    /// stored, and a row has a fixed size whatever they send. Unknown names are counted the
+    /// same way as real ones: a lock must not tell which names exist.
+    pub fn user_scope(account: &str, username: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(account.as_bytes());
+        h.update([0]);
+        h.update(username.as_bytes());
+        format!("user:{}", hex::encode(&h.finalize()[..16]))
+    }
+
+    /// The counter of a client address; an IPv6 address counts as its /64, which one client
+    /// typically holds whole.
+    pub fn address_scope(ip: std::net::IpAddr) -> String {
+        match ip {
+            std::net::IpAddr::V4(v4) => format!("ip:{v4}"),
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => format!("ip:{v4}"),
+                None => {
+                    let s = v6.segments();
+                    format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+        }
+    }
+}
+
 fn unix_now() -> u64 {
     u64::try_from(crate::clock::now()).unwrap_or(0)
 }
@@ -178,5 +240,44 @@ impl LoginTokens {
 
     pub fn verify(&self, bearer: &str) -> Result<Claims, TokenError> {
         token::verify(bearer, &self.keys, unix_now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_start_after_the_free_tries_double_and_are_capped() {
+        let user: Vec<i64> = (1..=10).map(LoginPolicy::user_lock).collect();
+        assert_eq!(user, [0, 0, 0, 0, 0, 1, 2, 4, 8, 16]);
+        assert_eq!(LoginPolicy::address_lock(20), 0);
+        assert_eq!(LoginPolicy::address_lock(21), 1);
+        assert_eq!(LoginPolicy::user_lock(i64::MAX), LoginPolicy::MAX_LOCK_SECS);
+        assert_eq!(LoginPolicy::user_lock(-3), 0);
+    }
+
+    #[test]
+    fn scopes_are_bounded_and_group_ipv6_by_64() {
+        let long = "x".repeat(10_000);
+        let s = LoginPolicy::user_scope("123", &long);
+        assert_eq!(s.len(), "user:".len() + 32);
+        assert!(!s.contains('x'));
+        assert_ne!(
+            LoginPolicy::user_scope("1", "23"),
+            LoginPolicy::user_scope("12", "3")
+        );
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(LoginPolicy::address_scope(a), LoginPolicy::address_scope(b));
+        let v4: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(LoginPolicy::address_scope(v4), "ip:10.1.2.3");
+    }
+
+    #[test]
+    fn user_names_are_counted_in_characters() {
+        assert!(check_username(&"é".repeat(128)).is_ok());
+        assert!(check_username(&"é".repeat(129)).is_err());
+        assert!(check_username("a b").is_err());
     }
 }

@@ -35,6 +35,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("secret", 6),
     ("clock", 6),
     ("random", 6),
+    ("pki", 6),
+    ("link_tls", 6),
 ];
 
 fn layer(module: &str) -> Option<u8> {

@@ -26,6 +26,20 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// The private CA and certificates of the links between control planes and gateways
+    /// (ADS and the runtime snapshot feed are served over mutual TLS only).
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create a CA, the control plane's certificate and, optionally, gateway certificates.
+    Init(mtlsgate::cli::PkiInit),
+    /// Issue (or replace) the certificate of one gateway.
+    IssueGateway(mtlsgate::cli::PkiIssueGateway),
 }
 
 #[derive(Subcommand)]
@@ -67,6 +81,12 @@ fn main() -> std::process::ExitCode {
             Command::User {
                 command: UserCommand::Add(args),
             } => Ok(mtlsgate::cli::user_add(args).await?),
+            Command::Pki {
+                command: PkiCommand::Init(args),
+            } => Ok(mtlsgate::cli::pki_init(args)?),
+            Command::Pki {
+                command: PkiCommand::IssueGateway(args),
+            } => Ok(mtlsgate::cli::pki_issue_gateway(args)?),
         }
     });
     match result {

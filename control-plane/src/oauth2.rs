@@ -89,6 +89,9 @@ impl GrantError {
 
 /// Largest token answer read (a JWT access token plus an ID token fits many times over).
 const MAX_ANSWER: usize = 64 * 1024;
+/// The longest token life believed (a year): a token said to live longer is renewed as if it
+/// lived this long.
+pub(crate) const MAX_TOKEN_LIFETIME_SECS: u64 = 365 * 24 * 3600;
 
 /// Makes token requests. Cheap to clone (one connection pool).
 #[derive(Clone)]
@@ -276,14 +279,15 @@ fn parse_answer(status: u16, body: &[u8]) -> Result<TokenSet, GrantError> {
             });
         }
     }
-    // Some servers send expires_in as a string.
+    // Some servers send expires_in as a string. A hostile or broken server may send any
+    // number: it is bounded here, so no later time arithmetic can overflow.
     let expires_in = match answer.expires_in {
         Some(serde_json::Value::Number(n)) => n.as_u64(),
         Some(serde_json::Value::String(s)) => s.parse().ok(),
         _ => None,
     }
     .filter(|s| *s > 0)
-    .map(Duration::from_secs);
+    .map(|s| Duration::from_secs(s.min(MAX_TOKEN_LIFETIME_SECS)));
     Ok(TokenSet {
         access_token: Secret::new(access_token),
         expires_in,
@@ -338,6 +342,19 @@ mod tests {
         .unwrap();
         assert_eq!(ok.access_token.expose(), "abc");
         assert_eq!(ok.expires_in, Some(Duration::from_secs(120)));
+        // Absurd lifetimes are bounded, as numbers and as strings.
+        for huge in [
+            br#"{"access_token":"a","expires_in":18446744073709551615}"#.as_slice(),
+            br#"{"access_token":"a","expires_in":"18446744073709551615"}"#,
+            br#"{"access_token":"a","expires_in":1e300}"#,
+        ] {
+            let t = parse_answer(200, huge).unwrap();
+            assert!(
+                t.expires_in
+                    .is_none_or(|d| d.as_secs() <= MAX_TOKEN_LIFETIME_SECS),
+                "{t:?}"
+            );
+        }
         assert_eq!(ok.refresh_token.unwrap().expose(), "r1");
 
         let refused = parse_answer(

@@ -30,6 +30,8 @@ pub enum ServeError {
     TokenRoots(String, std::io::Error),
     #[error("OAuth 2.0 client: {0}")]
     OAuthClient(#[from] crate::oauth2::ClientError),
+    #[error("link TLS: {0}")]
+    LinkTls(#[from] crate::link_tls::LinkTlsError),
 }
 
 pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
@@ -39,13 +41,9 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
              Never use --dev-admin-token in production."
         );
     }
-    let runtime_token = cfg.runtime_token.clone().filter(|t| !t.expose().is_empty());
-    if runtime_token.is_none() {
-        tracing::warn!(
-            "no --runtime-token: the runtime snapshot is not served (it carries AppKey \
-             secrets), so the gateway cannot load its configuration"
-        );
-    }
+    // The links to gateways are mutual TLS or nothing: fail at start, not at the first
+    // gateway, when the files are missing or wrong.
+    let link_tls = crate::link_tls::server_config(&cfg.link_files())?;
     let store = Store::open(&cfg.database).await?;
     let secrets = Secrets::new(Arc::new(OpenBao::new(
         &cfg.vault_addr,
@@ -63,7 +61,6 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     };
     let settings = api::Settings {
         dev_admin_token: cfg.dev_admin_token.clone(),
-        runtime_token,
         domains: crate::api::csds::Domains {
             gateway: cfg.public_gateway.clone(),
             api: cfg.public_api(),
@@ -85,14 +82,21 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         connect_timeout: Duration::from_millis(cfg.upstream_connect_timeout_ms),
     };
     let ads = Ads::new(state.reconciler.subscribe(), state.acks.clone(), opts);
+    let feed_app = api::feed_router(state.clone());
     let app = api::router(state);
-    let http = tokio::net::TcpListener::bind(cfg.http_addr)
-        .await
-        .map_err(|e| ServeError::Bind(cfg.http_addr, e))?;
-    let xds = tokio::net::TcpListener::bind(cfg.xds_addr)
-        .await
-        .map_err(|e| ServeError::Bind(cfg.xds_addr, e))?;
-    tracing::info!(http = %cfg.http_addr, xds = %cfg.xds_addr, database = %cfg.database.display(), "mtlsgate control plane listening");
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServeError::Bind(addr, e))
+    };
+    let http = bind(cfg.http_addr).await?;
+    let xds = bind(cfg.xds_addr).await?;
+    let feed = bind(cfg.feed_addr).await?;
+    tracing::info!(http = %cfg.http_addr, xds = %cfg.xds_addr, feed = %cfg.feed_addr, database = %cfg.database.display(), "mtlsgate control plane listening (xDS and feed: mutual TLS)");
+    let feed_task = tokio::spawn(serve_feed(
+        crate::link_tls::incoming(feed, link_tls.clone()),
+        feed_app,
+    ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
@@ -104,32 +108,27 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         let http = http.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
+        // why: the peer address is what login attempts are counted by.
+        axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        })
+        .await
     });
     let xds_task = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(ads.into_service())
-            .serve_with_incoming_shutdown(
-                futures::StreamExt::map(
-                    tokio_stream::wrappers::TcpListenerStream::new(xds),
-                    |conn| {
-                        conn.inspect(|tcp| {
-                            let _ = tcp.set_nodelay(true);
-                        })
-                    },
-                ),
-                async move {
-                    let _ = xds_stop.wait_for(|s| *s).await;
-                },
-            ),
+            .serve_with_incoming_shutdown(crate::link_tls::incoming(xds, link_tls), async move {
+                let _ = xds_stop.wait_for(|s| *s).await;
+            }),
     );
     shutdown_signal().await;
     tracing::info!("shutting down");
+    feed_task.abort();
     let _ = stop_tx.send(true);
     // why: ADS streams and long polls never end by themselves; give them a moment, then go.
     let grace = Duration::from_secs(3);
@@ -139,6 +138,28 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     })
     .await;
     Ok(())
+}
+
+/// Serves the runtime snapshot feed on the TLS streams of `incoming`, each request knowing
+/// the node its peer's certificate names (or none).
+async fn serve_feed(
+    mut incoming: tokio_stream::wrappers::ReceiverStream<
+        std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    >,
+    app: axum::Router,
+) {
+    use futures::StreamExt;
+    while let Some(Ok(tls)) = incoming.next().await {
+        let node = crate::link_tls::peer_node(&tls);
+        let app = app.clone().layer(axum::Extension(api::PeerNode(node)));
+        tokio::spawn(async move {
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+        });
+    }
 }
 
 async fn shutdown_signal() {

@@ -426,6 +426,28 @@ fn other_paths_pass_through_without_the_filters_own_headers() {
 }
 
 #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
+fn check_mapping_strips_a_caller_set_cluster_header() {
+    // The request goes on through Envoy until its body is in: a cluster header the caller
+    // set must not travel with it (it once chose another account's cluster there).
+    let idx = index();
+    let ok = bearer(ACC, 1, &["MTLS_CHECK_MAPPING"], NOW + 100);
+    let d = decide_with(
+        "POST",
+        "/mtls/mapping?v=2",
+        &[
+            ("authorization", &ok),
+            ("x-mtlsgate-cluster", "mtls_9_victim.example_443"),
+            ("x-mtlsgate-anything", "x"),
+        ],
+        Some(&idx),
+    );
+    let Decision::CheckMapping { remove, .. } = d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(remove, ["x-mtlsgate-cluster", "x-mtlsgate-anything"]);
+}
+
+#[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn check_mapping_needs_post_and_the_privilege() {
     let idx = index();
     let ok = bearer(ACC, 1, &["MTLS_CHECK_MAPPING"], NOW + 100);

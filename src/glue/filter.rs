@@ -194,19 +194,29 @@ impl HttpContext for Filter {
                 Ok(()) => Action::Continue,
                 Err(_) => self.refuse(&internal("cannot rewrite request"), None),
             },
-            Decision::Forward(f) => match rewrite(&f.remove, &f.set) {
-                Ok(()) => {
-                    record(&f.audit);
-                    Action::Continue
+            Decision::Forward(f) => {
+                // why: recorded before the route is picked again: the forward route matches
+                // on this record (`wasm.mtlsgate_audit` starting `{"decision":"forwarded`),
+                // which only this filter can write; a caller's header alone never routes.
+                record(&f.audit);
+                match rewrite(&f.remove, &f.set) {
+                    Ok(()) => Action::Continue,
+                    // Never let a half-rewritten request reach the router.
+                    Err(_) => self.refuse(
+                        &internal("cannot rewrite request"),
+                        Some(&f.audit.clone().refused("internal")),
+                    ),
                 }
-                // Never let a half-rewritten request reach the router.
-                Err(_) => self.refuse(&internal("cannot rewrite request"), Some(&f.audit)),
-            },
+            }
             Decision::CheckMapping {
+                remove,
                 account,
                 version,
                 audit,
             } => {
+                if !remove.is_empty() && rewrite(&remove, &[]).is_err() {
+                    return self.refuse(&internal("cannot rewrite request"), None);
+                }
                 self.pending = Some(PendingCheck {
                     account,
                     version,

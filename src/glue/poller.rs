@@ -16,7 +16,9 @@ const MAX_BACKOFF_TICKS: u32 = 50;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PollerConfig {
-    /// The static cluster that reaches the control plane's HTTP API.
+    /// The static cluster that reaches the control plane's runtime feed: mutual TLS with this
+    /// gateway's certificate, which is what proves the node (no token in the configuration,
+    /// so none in Envoy's `/config_dump` either).
     cluster: String,
     /// `:authority` for the callout; Envoy requires one.
     #[serde(default = "default_authority")]
@@ -29,10 +31,6 @@ pub(crate) struct PollerConfig {
     /// How long the control plane may hold a poll open when nothing changed.
     #[serde(default = "default_wait")]
     wait_seconds: u64,
-    /// The control plane's runtime token: the snapshot carries AppKey secrets and is served
-    /// only to holders of this token.
-    #[serde(default)]
-    token: String,
 }
 
 fn default_authority() -> String {
@@ -88,12 +86,10 @@ impl Poller {
             encode(&self.version),
             self.cfg.wait_seconds
         );
-        let authorization = format!("Bearer {}", self.cfg.token);
         let headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),
             (":authority", self.cfg.authority.as_str()),
-            ("authorization", authorization.as_str()),
         ];
 
         let timeout = Duration::from_secs(self.cfg.wait_seconds + 10);

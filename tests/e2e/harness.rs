@@ -120,14 +120,18 @@ impl Drop for Proc {
 
 /// OpenBao + control plane + Envoy, on free loopback ports.
 pub struct Stack {
-    /// The control plane's runtime token (the snapshot endpoint's credential).
-    pub runtime_token: String,
+    /// The link PKI of this stack (`mtlsgate pki init`): CA, control plane, gateways.
+    pub pki: PathBuf,
+    /// The runtime feed, `https://127.0.0.1:<port>` (mutual TLS).
+    pub feed: String,
+    /// The xDS server, `https://127.0.0.1:<port>` (mutual TLS).
+    pub xds: String,
     /// Bearer tokens of an admin per account, made on first use by `forward`.
     tokens: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
     pub gateway: String,
     /// OpenBao's address and root token (to change certificates behind mtlsgate's back).
     pub vault: (String, String),
-    mtlsgate_bin: PathBuf,
+    pub mtlsgate_bin: PathBuf,
     pub api: String,
     /// Envoy's admin address.
     #[allow(dead_code)]
@@ -186,10 +190,10 @@ impl Stack {
     pub async fn start_with(opts: Options) -> Stack {
         let envoy_bin = component("ENVOY_BIN", ".venv/bin/envoy");
         let bao_bin = component("BAO_BIN", ".venv/bin/bao");
-        let mtlsgate_bin = component("MTLSGATE_BIN", "target/debug/mtlsgate");
+        let mtlsgate_bin = component("MTLSGATE_BIN", "target/release/mtlsgate");
         let wasm = component(
             "MTLSGATE_WASM",
-            "target/wasm32-wasip1/release/mtlsgate_filter.wasm",
+            "target/wasm32-wasip1/wasm/mtlsgate_filter.wasm",
         );
         // why: reqwest's TLS comes without a crypto provider in this workspace (the control
         // plane picks ring); install it before building a client.
@@ -221,10 +225,25 @@ impl Stack {
         )
         .await;
 
-        let runtime_token = hex::encode(rand_bytes());
         let api_port = free_port();
         let xds_port = free_port();
+        let feed_port = free_port();
         let gateway_port = free_port();
+        // The links are mutual TLS only: a link PKI per stack, with this Envoy's certificate.
+        let node = format!("e2e-{}", hex::encode(rand_bytes()));
+        let pki = dir.join("pki");
+        let made = Command::new(&mtlsgate_bin)
+            .args([
+                "pki",
+                "init",
+                "--dir",
+                &pki.to_string_lossy(),
+                "--gateway",
+                &node,
+            ])
+            .output()
+            .expect("mtlsgate pki init");
+        assert!(made.status.success(), "pki init: {made:?}");
         let mut control_plane = Proc::spawn(
             "control-plane",
             &dir,
@@ -232,6 +251,16 @@ impl Stack {
                 .arg("serve")
                 .args(["--http-addr", &format!("127.0.0.1:{api_port}")])
                 .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
+                .args(["--feed-addr", &format!("127.0.0.1:{feed_port}")])
+                .args([
+                    "--link-cert-file",
+                    &pki.join("control-plane.pem").to_string_lossy(),
+                ])
+                .args([
+                    "--link-key-file",
+                    &pki.join("control-plane.key").to_string_lossy(),
+                ])
+                .args(["--link-ca-file", &pki.join("ca.pem").to_string_lossy()])
                 .args(["--database", &dir.join("mtlsgate.db").to_string_lossy()])
                 .args(["--vault-addr", &format!("http://127.0.0.1:{bao_port}")])
                 .args([
@@ -266,7 +295,6 @@ impl Stack {
                     None => vec![],
                 })
                 .env("VAULT_TOKEN", &bao_token)
-                .env("MTLSGATE_RUNTIME_TOKEN", &runtime_token)
                 .env("MTLSGATE_DEV_ADMIN_TOKEN", TOKEN)
                 .env(
                     "MTLSGATE_LOG",
@@ -277,12 +305,19 @@ impl Stack {
         wait_ok(&client, &format!("{api}/healthz"), &mut control_plane).await;
 
         let admin_port = free_port();
-        let node = format!("e2e-{}", hex::encode(rand_bytes()));
         let template = std::fs::read_to_string(root().join("envoy/bootstrap.yaml"))
             .expect("bootstrap template");
         let values = [
             ("NODE_ID", node.clone()),
-            ("RUNTIME_TOKEN", runtime_token.clone()),
+            (
+                "LINK_DIR",
+                pki.join("gateways")
+                    .join(&node)
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            ("LINK_CA", pki.join("ca.pem").to_string_lossy().into_owned()),
+            ("FEED_PORT", feed_port.to_string()),
             ("THROTTLE_RATE", opts.throttle.0.to_string()),
             ("THROTTLE_BURST", opts.throttle.1.to_string()),
             ("XFF_TRUSTED_HOPS", "0".into()),
@@ -339,7 +374,9 @@ impl Stack {
         wait_ok(&client, &format!("{admin}/ready"), &mut envoy).await;
 
         let stack = Stack {
-            runtime_token,
+            pki,
+            feed: format!("https://127.0.0.1:{feed_port}"),
+            xds: format!("https://127.0.0.1:{xds_port}"),
             tokens: Default::default(),
             mtlsgate_bin,
 
@@ -382,6 +419,44 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The certificate files of gateway `node` in this stack's link PKI, issued on first use
+    /// (`mtlsgate pki issue-gateway`): (certificate PEM, key PEM).
+    pub fn gateway_identity(&self, node: &str) -> (String, String) {
+        let dir = self.pki.join("gateways").join(node);
+        if !dir.join("gateway.pem").exists() {
+            let made = Command::new(&self.mtlsgate_bin)
+                .args(["pki", "issue-gateway", "--dir", &self.pki.to_string_lossy()])
+                .args(["--node-id", node])
+                .output()
+                .expect("mtlsgate pki issue-gateway");
+            assert!(made.status.success(), "issue-gateway: {made:?}");
+        }
+        (
+            std::fs::read_to_string(dir.join("gateway.pem")).expect("gateway.pem"),
+            std::fs::read_to_string(dir.join("gateway.key")).expect("gateway.key"),
+        )
+    }
+
+    /// The link CA (PEM).
+    pub fn link_ca(&self) -> String {
+        std::fs::read_to_string(self.pki.join("ca.pem")).expect("ca.pem")
+    }
+
+    /// A client of the links that trusts the link CA and presents `identity` (certificate
+    /// and key PEM), or no certificate at all.
+    pub fn link_client(&self, identity: Option<(String, String)>) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.link_ca().as_bytes()).expect("CA");
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .tls_certs_only([ca]);
+        if let Some((cert, key)) = identity {
+            b = b.identity(
+                reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).expect("identity"),
+            );
+        }
+        b.build().expect("link client")
     }
 
     /// Uploads a P12 through the gateway's mtlsGateway domain, as the seeds do.
@@ -564,6 +639,20 @@ impl Stack {
         url: &str,
         service: &str,
     ) -> reqwest::Response {
+        self.forward_when_served(account, url, service, &[(400, "no_mtls_mapping")])
+            .await
+    }
+
+    /// Forwards `GET url` until the answer is 200 (at most 10 s), asserting that every answer
+    /// before it is one of `before` (status, code): what the gateway may say while a change
+    /// is on its way, and nothing else.
+    pub async fn forward_when_served(
+        &self,
+        account: &str,
+        url: &str,
+        service: &str,
+        before: &[(u16, &str)],
+    ) -> reqwest::Response {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let r = self.forward(account, "GET", url, service, &[], None).await;
@@ -571,14 +660,13 @@ impl Stack {
                 return r;
             }
             let (status, code) = error_code(r).await;
-            assert_eq!(
-                (status, code.as_str()),
-                (400, "no_mtls_mapping"),
-                "only 'not mapped yet' may precede success"
+            assert!(
+                before.contains(&(status, code.as_str())),
+                "only {before:?} may precede success, got {status} {code}"
             );
             assert!(
                 Instant::now() < deadline,
-                "the mapping did not reach the gateway within 10 s"
+                "the mapping was not served within 10 s"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -13,6 +13,7 @@ mod upstream;
 
 mod credentials;
 mod forward;
+mod isolation;
 mod management;
 mod oauth;
 mod p12tester;

@@ -141,16 +141,15 @@ async fn egress_allowlist_is_validated_stored_and_kept_per_account() {
 fn snapshot_url(stack: &Stack, node: &str, version: &str, wait: u64) -> String {
     format!(
         "{}/v1/runtime/snapshot?node={node}&version={version}&waitSeconds={wait}",
-        stack.api
+        stack.feed
     )
 }
 
-/// The node's snapshot, with the runtime token.
+/// The node's snapshot, read with the node's own gateway certificate.
 async fn snapshot(stack: &Stack, node: &str, version: &str, wait: u64) -> reqwest::Response {
     stack
-        .client
+        .link_client(Some(stack.gateway_identity(node)))
         .get(snapshot_url(stack, node, version, wait))
-        .bearer_auth(&stack.runtime_token)
         .send()
         .await
         .expect("snapshot")
@@ -232,37 +231,49 @@ async fn create_appkey(stack: &Stack, account: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_snapshot_needs_the_runtime_token_and_carries_what_the_gateway_checks() {
+async fn the_snapshot_needs_the_nodes_certificate_and_carries_what_the_gateway_checks() {
     let stack = Stack::start().await;
     let node = stack.envoy_node_id().await;
     let url = snapshot_url(&stack, &node, "", 0);
 
-    // Without the runtime token, with a wrong one, with the dev admin token: 401.
-    let r = stack.client.get(&url).send().await.expect("no token");
-    assert_eq!(error_code(r).await, (401, "unauthorized".into()));
-    let wrong = format!("{}x", stack.runtime_token);
-    for bearer in [wrong.as_str(), &stack.runtime_token[1..], TOKEN, ""] {
-        let r = stack
-            .client
-            .get(&url)
-            .bearer_auth(bearer)
-            .send()
-            .await
-            .expect("wrong token");
-        assert_eq!(
-            error_code(r).await,
-            (401, "unauthorized".into()),
-            "{bearer:?}"
-        );
-    }
+    // No certificate, or one of another CA: the handshake fails, nothing is answered.
+    let r = stack.link_client(None).get(&url).send().await;
+    assert!(r.is_err(), "served without a certificate: {r:?}");
+    let other = stack.pki.with_file_name("other-pki");
+    let made = std::process::Command::new(&stack.mtlsgate_bin)
+        .args([
+            "pki",
+            "init",
+            "--dir",
+            &other.to_string_lossy(),
+            "--gateway",
+            &node,
+        ])
+        .output()
+        .expect("other pki");
+    assert!(made.status.success());
+    let read =
+        |f: &str| std::fs::read_to_string(other.join("gateways").join(&node).join(f)).expect(f);
+    let r = stack
+        .link_client(Some((read("gateway.pem"), read("gateway.key"))))
+        .get(&url)
+        .send()
+        .await;
+    assert!(r.is_err(), "served to another CA's certificate: {r:?}");
+    // Gateway A's certificate asking for this node: 403, and nothing of the snapshot.
+    let intruder = stack.link_client(Some(stack.gateway_identity("gateway-a")));
+    let r = intruder.get(&url).send().await.expect("intruder");
+    assert_eq!(error_code(r).await, (403, "forbidden_node".into()));
+    // The management API does not serve the snapshot at all, whatever the token.
+    let api_url = url.replace(&stack.feed, &stack.api);
     let r = stack
         .client
-        .get(&url)
-        .header("authorization", format!("Basic {}", stack.runtime_token))
+        .get(&api_url)
+        .bearer_auth(TOKEN)
         .send()
         .await
-        .expect("basic");
-    assert_eq!(error_code(r).await, (401, "unauthorized".into()));
+        .expect("api");
+    assert_eq!(r.status(), 404);
 
     // What the gateway checks: an AppKey, a user, the key that signs tokens.
     let key = create_appkey(&stack, A).await;
@@ -368,9 +379,11 @@ async fn the_snapshot_needs_the_runtime_token_and_carries_what_the_gateway_check
         let secret = secret.as_str().expect("secret");
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
+    let (_, gateway_key) = stack.gateway_identity(&node);
+    let key_body = gateway_key.lines().nth(1).expect("key body");
     assert!(
-        !logs.contains(&stack.runtime_token),
-        "the runtime token reached the logs"
+        !logs.contains(key_body),
+        "the gateway's private key reached the logs"
     );
 }
 
@@ -387,16 +400,10 @@ async fn a_waiting_long_poll_is_woken_by_an_appkey_revocation() {
     let version = snap["version"].as_str().expect("version").to_owned();
 
     let poll = tokio::spawn({
-        let client = stack.client.clone();
+        let client = stack.link_client(Some(stack.gateway_identity(&node)));
         let url = snapshot_url(&stack, &node, &version, 30);
-        let token = stack.runtime_token.clone();
         async move {
-            let r = client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("poll");
+            let r = client.get(url).send().await.expect("poll");
             let status = r.status().as_u16();
             (status, r.json::<Value>().await.unwrap_or(Value::Null))
         }

@@ -22,6 +22,9 @@ use crate::pki::{Ca, Issued};
 
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// TCP connections accepted so far (handshakes refused included): what a test checks to
+    /// prove nothing reached this partner at all.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -70,11 +73,14 @@ impl Upstream {
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     // A refused handshake (no or wrong client certificate) just ends here.
@@ -103,7 +109,11 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, task }
+        Upstream {
+            addr,
+            connections,
+            task,
+        }
     }
 
     /// `https://localhost:<port><path>`

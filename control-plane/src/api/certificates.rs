@@ -489,8 +489,15 @@ pub async fn delete(
     check_account(&account)?;
     principal.require_manage(&account)?;
     let _w = state.store.write_lock().await;
+    // why: before looking at which mappings use it, or a 409 would list another account's
+    // mappings (URLs, names, CA bundles) to whoever guesses its certificate id.
+    if state.store.certificate(&account, id).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "no certificate {id} in this account"
+        )));
+    }
     let mut tx = state.store.begin().await?;
-    let users = Store::mappings_using(&mut tx, id).await?;
+    let users = Store::mappings_using(&mut tx, &account, id).await?;
     if !users.is_empty() {
         return Err(ApiError::conflict(
             "certificate_in_use",
@@ -509,9 +516,14 @@ pub async fn delete(
             "no certificate {id} in this account"
         )));
     }
-    state.secrets.delete_certificate(&account, id).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
     state.reconciler.forget(id).await;
+    // why: destroyed only once the row is gone for good: a failed commit must leave the
+    // certificate exactly as it was, key included. A destroy that fails now leaves an
+    // orphaned entry (logged), never a live mapping without its key.
+    if let Err(e) = state.secrets.delete_certificate(&account, id).await {
+        tracing::warn!(account, certificate = id, error = %e, "certificate deleted, but its secret entry could not be destroyed; destroy it in the secret store");
+    }
     tracing::info!(account, certificate = id, "certificate deleted");
     Ok(JsonOut(json!({"id": id, "deleted": true})))
 }

@@ -181,7 +181,7 @@ pub async fn update(
                 ApiError::not_found(format!("no credential {id} in this account"))
             })?;
         if current.kind() != v.kind()
-            && !Store::mappings_using_credential(&mut tx, id)
+            && !Store::mappings_using_credential(&mut tx, &account, id)
                 .await?
                 .is_empty()
             && !v.kind().attachable()
@@ -228,7 +228,7 @@ pub async fn delete(
     managed(&state, &principal, &account, id).await?;
     let _w = state.store.write_lock().await;
     let mut tx = state.store.begin().await?;
-    let users = Store::mappings_using_credential(&mut tx, id).await?;
+    let users = Store::mappings_using_credential(&mut tx, &account, id).await?;
     if !users.is_empty() {
         return Err(ApiError::conflict(
             "credential_in_use",
@@ -249,10 +249,13 @@ pub async fn delete(
             "no credential {id} in this account"
         )));
     }
-    state.secrets.delete_credential(&account, id).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
     state.credential_tokens.forget(&account, id).await;
     state.reconciler.forget_credential(id).await;
+    // why: destroyed only after the commit, so a failed delete leaves the credential whole.
+    if let Err(e) = state.secrets.delete_credential(&account, id).await {
+        tracing::warn!(account, credential = id, error = %e, "credential deleted, but its secrets could not be destroyed; destroy them in the secret store");
+    }
     tracing::info!(account, credential = id, by = %principal.describe(), "credential deleted");
     Ok(JsonOut(json!({"id": id, "deleted": true})))
 }

@@ -21,6 +21,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields merged into the body (e.g. the conflicting mapping).
     pub details: Option<Map<String, Value>>,
+    /// Seconds to send as `Retry-After` (429 and 503 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -30,7 +32,14 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again (`Retry-After`, at least one second).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -61,6 +70,10 @@ impl IntoResponse for ApiError {
         body.insert("message".into(), json!(self.message));
         body.insert("requestId".into(), json!(request_id));
         let mut resp = (self.status, axum::Json(Value::Object(body))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

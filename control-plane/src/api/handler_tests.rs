@@ -99,7 +99,7 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 
 /// An environment whose upload limit fits the test P12 files.
 async fn setup() -> Env {
-    let mut env = env(None).await;
+    let mut env = env().await;
     env.state.max_upload_bytes = 64 * 1024;
     env
 }

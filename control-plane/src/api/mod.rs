@@ -37,6 +37,7 @@ use crate::xds::Acks;
 pub use auth::Principal;
 use error::{ApiError, REQUEST_ID};
 use mtlsgate_filter::oauth1::NonceCache;
+pub use runtime::PeerNode;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -46,8 +47,6 @@ pub struct AppState {
     pub reconciler: Arc<Reconciler>,
     pub acks: Arc<Acks>,
     pub dev_admin_token: Option<Secret>,
-    /// The gateway's credential for the runtime snapshot; `None`: the snapshot is not served.
-    pub runtime_token: Option<Secret>,
     pub domains: csds::Domains,
     pub login_tokens: Arc<LoginTokens>,
     /// Access tokens of OAuth 2.0 and Transfer to Messaging credentials.
@@ -61,12 +60,14 @@ pub struct AppState {
     pub max_upload_bytes: usize,
     /// The runtime snapshot, encoded once per node and change.
     pub feed: Arc<runtime::FeedCache>,
+    /// Password hashes computed at once (Argon2id is made to be slow and big): a flood of
+    /// logins waits here, briefly, then gets 503, instead of exhausting the blocking pool.
+    pub hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// What [`AppState::start`] needs besides the store and the secret store.
 pub struct Settings {
     pub dev_admin_token: Option<Secret>,
-    pub runtime_token: Option<Secret>,
     pub domains: csds::Domains,
     pub keytool: Option<std::path::PathBuf>,
     pub max_upload_bytes: usize,
@@ -137,7 +138,6 @@ impl AppState {
             reconciler,
             acks: Arc::new(Acks::default()),
             dev_admin_token: settings.dev_admin_token,
-            runtime_token: settings.runtime_token,
             domains: settings.domains,
             login_tokens,
             credential_tokens,
@@ -146,9 +146,13 @@ impl AppState {
             keytool: settings.keytool,
             max_upload_bytes: settings.max_upload_bytes,
             feed: Default::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_SLOTS)),
         })
     }
 }
+
+/// Password hashes computed at once (each takes tens of milliseconds and 19 MiB).
+const HASHING_SLOTS: usize = 4;
 
 /// Longest time a management request may take before it is answered with 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -265,8 +269,6 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/openapi.json", get(openapi::serve))
-        // The long poll bounds its own wait.
-        .route("/v1/runtime/snapshot", get(runtime::snapshot))
         .merge(management)
         .fallback(|| async { ApiError::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
@@ -276,6 +278,18 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this resource",
             )
         })
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// The runtime snapshot feed, on its own listener (mutual TLS, see `serve`): the gateways'
+/// filter long-polls it. Apart from the management API, so a caller's request proxied to the
+/// control plane never arrives wearing a gateway's identity.
+pub fn feed_router(state: AppState) -> Router {
+    Router::new()
+        // The long poll bounds its own wait.
+        .route("/v1/runtime/snapshot", get(runtime::snapshot))
+        .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -353,5 +367,7 @@ pub fn check_account(account: &str) -> Result<(), ApiError> {
 
 #[cfg(test)]
 mod handler_tests;
+#[cfg(test)]
+mod login_tests;
 #[cfg(test)]
 mod tests;

@@ -14,8 +14,6 @@ pub enum Auth {
     Bearer,
     /// Bearer token or OAuth1 AppKey signature.
     BearerOrAppKey,
-    /// The gateway's runtime token (`--runtime-token`) as a Bearer token.
-    Runtime,
 }
 
 /// What an operation's request body is.
@@ -330,14 +328,6 @@ pub const OPERATIONS: &[Operation] = &[
         Body::Json("Egress"),
         [200, 400, 401, 403, 413, 415]
     ),
-    op!(
-        "GET",
-        "/v1/runtime/snapshot",
-        "Runtime snapshot for the gateway (long poll; carries secrets)",
-        Auth::Runtime,
-        Body::None,
-        [200, 304, 400, 401, 503]
-    ),
 ];
 
 /// A path with the prefixes resolved.
@@ -360,7 +350,7 @@ fn reason(status: u16) -> &'static str {
         415 => "Unsupported media type",
         422 => "Unusable P12 file or key store",
         502 => "The token endpoint refused the exchange or failed",
-        503 => "Secret store unavailable, or (snapshot) no runtime token configured",
+        503 => "Secret store unavailable",
         _ => "",
     }
 }
@@ -395,7 +385,6 @@ pub fn document() -> Value {
                 Auth::None => json!([]),
                 Auth::Bearer => json!([{"bearer": []}]),
                 Auth::BearerOrAppKey => json!([{"bearer": []}, {"appKey": []}]),
-                Auth::Runtime => json!([{"runtimeToken": []}]),
             },
         });
         match op.body {
@@ -420,8 +409,6 @@ pub fn document() -> Value {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "appKey": {"type": "apiKey", "in": "header", "name": "Authorization",
                            "description": "OAuth 1.0a (RFC 5849) HMAC-SHA1 signature"},
-                "runtimeToken": {"type": "http", "scheme": "bearer",
-                                 "description": "the control plane's --runtime-token, held by the gateway"},
             },
             "schemas": {
                 "Error": {"type": "object", "required": ["code", "message", "requestId"], "properties": {

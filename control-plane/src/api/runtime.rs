@@ -1,7 +1,8 @@
 //! The runtime snapshot feed the filter long-polls.
 //!
-//! The snapshot carries AppKey secrets, so it is served only to a caller presenting the
-//! runtime token (`--runtime-token`), and not at all when none is configured.
+//! The snapshot carries AppKey secrets, so it is served only on the feed's own listener, over
+//! mutual TLS, to a gateway whose certificate (issued by the link CA) names the node it asks
+//! for: a process that reaches the port gets nothing, and gateway A cannot read node B's.
 //!
 //! A node sees a mapping only once it has acknowledged the mapping's cluster and client
 //! certificate over ADS, and a fallback host only once it has acknowledged its plain-TLS
@@ -16,7 +17,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mtlsgate_filter::snapshot::Snapshot;
 use serde::Deserialize;
@@ -25,7 +26,6 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::AppState;
 use crate::desired::{short_hash, Desired};
-use crate::secret::Secret;
 use crate::xds::acks::NodeAcks;
 
 const MAX_WAIT: u64 = 120;
@@ -161,27 +161,27 @@ fn unversioned(desired: &Desired, acks: &NodeAcks) -> Snapshot {
     }
 }
 
-/// Checks `Authorization: Bearer <runtime token>`.
-fn authorize(expected: Option<&Secret>, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = expected else {
+/// The node the feed's TLS peer proved to be (its certificate's node id), set by the feed
+/// listener on every request; `None` when the certificate names no node.
+#[derive(Debug, Clone)]
+pub struct PeerNode(pub Option<String>);
+
+/// The node a request may read: the one its peer's certificate names, and only that one.
+fn authorize<'a>(peer: Option<&'a PeerNode>, requested: Option<&str>) -> Result<&'a str, ApiError> {
+    let Some(node) = peer.and_then(|p| p.0.as_deref()) else {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "runtime_token_not_configured",
-            "the control plane has no runtime token (--runtime-token); the snapshot is not served",
-        ));
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(token) if expected.matches(token.as_bytes()) => Ok(()),
-        _ => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "the runtime snapshot needs the runtime token as a Bearer token",
+            "the runtime snapshot is served to gateways presenting a certificate that names their node",
+        ));
+    };
+    match requested {
+        Some(r) if r != node => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_node",
+            "this certificate is another node's",
         )),
+        _ => Ok(node),
     }
 }
 
@@ -189,12 +189,13 @@ fn authorize(expected: Option<&Secret>, headers: &HeaderMap) -> Result<(), ApiEr
 /// as soon as its version differs from `version`, or 304 after `waitSeconds`.
 pub async fn snapshot(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    peer: Option<axum::Extension<PeerNode>>,
     query: Result<Query<Poll>, QueryRejection>,
 ) -> Response {
     // Authenticate before reading anything else: an outsider learns nothing, not even
     // whether its query was well formed.
-    if let Err(e) = authorize(state.runtime_token.as_ref(), &headers) {
+    let peer = peer.map(|axum::Extension(p)| p);
+    if let Err(e) = authorize(peer.as_ref(), None) {
         return e.into_response();
     }
     let q = match query {
@@ -203,6 +204,9 @@ pub async fn snapshot(
             return ApiError::bad_request("invalid_query", e.body_text()).into_response();
         }
     };
+    if let Err(e) = authorize(peer.as_ref(), Some(&q.node)) {
+        return e.into_response();
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait_seconds.min(MAX_WAIT));
     let mut desired = state.reconciler.subscribe();
     let mut acks = state.acks.subscribe();

@@ -17,7 +17,6 @@ use crate::secret_store::MemoryStore;
 use crate::store::AppKeyRow;
 
 pub(super) const DEV: &str = "dev-admin";
-const RUNTIME: &str = "runtime-token";
 const NODE: &str = "node-1";
 
 pub(super) struct Env {
@@ -35,7 +34,7 @@ impl Drop for Env {
 
 /// A control plane built as `serve` builds it, on an empty database and an in-memory
 /// secret store, the reconciler running, and node `NODE` connected over "ADS".
-pub(super) async fn env(runtime_token: Option<&str>) -> Env {
+pub(super) async fn env() -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = std::env::temp_dir().join(format!(
         "mtlsgate-api-test-{}",
@@ -49,7 +48,6 @@ pub(super) async fn env(runtime_token: Option<&str>) -> Env {
         Secrets::new(memory.clone()),
         Settings {
             dev_admin_token: Some(Secret::new(DEV)),
-            runtime_token: runtime_token.map(Secret::new),
             domains: csds::Domains {
                 gateway: "gw".into(),
                 api: "api".into(),
@@ -110,20 +108,39 @@ fn egress_uri(account: &str) -> String {
     format!("/api/account/{account}/egress")
 }
 
+/// A GET on the feed's router, as the feed listener hands it over: `peer` is what the TLS
+/// client's certificate proved (`None`: no extension at all).
+async fn feed(state: &AppState, uri: &str, peer: Option<Option<&str>>) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(Method::GET).uri(uri);
+    if let Some(node) = peer {
+        req = req.extension(PeerNode(node.map(str::to_owned)));
+    }
+    let resp = feed_router(state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, v)
+}
+
 async fn snapshot(state: &AppState, version: &str, wait: u64) -> (StatusCode, Value) {
-    call(
+    feed(
         state,
-        Method::GET,
         &format!("/v1/runtime/snapshot?node={NODE}&version={version}&waitSeconds={wait}"),
-        Some(RUNTIME),
-        None,
+        Some(Some(NODE)),
     )
     .await
 }
 
 #[tokio::test]
 async fn egress_lists_are_validated_stored_and_replaced() {
-    let env = env(Some(RUNTIME)).await;
+    let env = env().await;
     let s = &env.state;
     let (st, v) = call(s, Method::GET, &egress_uri("a"), Some(DEV), None).await;
     assert_eq!((st, v), (StatusCode::OK, json!({"plainTlsHosts": []})));
@@ -196,7 +213,7 @@ async fn egress_lists_are_validated_stored_and_replaced() {
 
 #[tokio::test]
 async fn egress_needs_manage_rights_in_the_same_account() {
-    let env = env(Some(RUNTIME)).await;
+    let env = env().await;
     let s = &env.state;
     let admin_b = s
         .store
@@ -253,57 +270,38 @@ async fn egress_needs_manage_rights_in_the_same_account() {
 }
 
 #[tokio::test]
-async fn the_snapshot_is_never_served_without_the_runtime_token() {
-    let env = env(None).await;
-    let uri = format!("/v1/runtime/snapshot?node={NODE}");
-    for bearer in [None, Some(DEV), Some(RUNTIME), Some("")] {
-        let (st, v) = call(&env.state, Method::GET, &uri, bearer, None).await;
-        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(v["code"], "runtime_token_not_configured");
-    }
-    let env = env_with_empty_token().await;
-    let (st, _) = call(&env.state, Method::GET, &uri, Some(""), None).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED);
-
-    let env = self::env(Some(RUNTIME)).await;
-    for bearer in [
-        None,
-        Some(DEV),
-        Some("runtime-toke"),
-        Some("runtime-token "),
-    ] {
-        let (st, v) = call(&env.state, Method::GET, &uri, bearer, None).await;
-        if bearer == Some("runtime-token ") {
-            // Surrounding blanks are not part of a token; trimmed, like the API's Bearer.
-            assert_eq!(st, StatusCode::OK);
-            continue;
-        }
+async fn the_snapshot_is_served_only_to_the_node_its_certificate_names() {
+    let env = env().await;
+    let uri = format!("/v1/runtime/snapshot?node={NODE}&waitSeconds=0");
+    // No certificate, or one that names no node: nothing, not even whether the query is good.
+    for peer in [None, Some(None)] {
+        let (st, v) = feed(&env.state, &uri, peer).await;
         assert_eq!(
             (st, v["code"].as_str()),
-            (StatusCode::UNAUTHORIZED, Some("unauthorized")),
-            "{bearer:?}"
+            (StatusCode::UNAUTHORIZED, Some("unauthorized"))
         );
+        let (st, _) = feed(&env.state, "/v1/runtime/snapshot", peer).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
     }
-    // A bad query is only reported to an authenticated caller.
-    let (st, _) = call(&env.state, Method::GET, "/v1/runtime/snapshot", None, None).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED);
-    let (st, v) = call(
-        &env.state,
-        Method::GET,
-        "/v1/runtime/snapshot",
-        Some(RUNTIME),
-        None,
-    )
-    .await;
+    // Another node's certificate.
+    let (st, v) = feed(&env.state, &uri, Some(Some("node-2"))).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden_node"))
+    );
+    // The node's own: served; a bad query is reported to it.
+    let (st, _) = feed(&env.state, &uri, Some(Some(NODE))).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = feed(&env.state, "/v1/runtime/snapshot", Some(Some(NODE))).await;
     assert_eq!(
         (st, v["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_query"))
     );
-}
-
-/// A configured but empty token (an empty environment variable) never matches anything.
-async fn env_with_empty_token() -> Env {
-    env(Some("")).await
+    // The management API does not serve it at all, whatever the credential.
+    for bearer in [None, Some(DEV)] {
+        let (st, _) = call(&env.state, Method::GET, &uri, bearer, None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+    }
 }
 
 fn appkey(id: i64) -> AppKey {
@@ -325,7 +323,7 @@ fn appkey(id: i64) -> AppKey {
 
 #[tokio::test]
 async fn the_snapshot_carries_credentials_and_long_polls_wake_on_every_change() {
-    let env = env(Some(RUNTIME)).await;
+    let env = env().await;
     let s = &env.state;
     s.appkeys.insert(appkey(1));
     let user = s
@@ -460,7 +458,7 @@ async fn change(s: &AppState, what: &str) {
 
 #[tokio::test]
 async fn login_publishes_a_user_added_by_another_process_before_answering() {
-    let env = env(Some(RUNTIME)).await;
+    let env = env().await;
     let s = &env.state;
     let hash = crate::identity::hash_password(&Secret::new("a-long-password")).unwrap();
     // Written straight to the database, as `mtlsgate user add` does: nobody kicks.
@@ -496,19 +494,15 @@ async fn login_publishes_a_user_added_by_another_process_before_answering() {
 /// credentials (the e2e suite does the same against a real control plane).
 #[tokio::test]
 async fn every_operation_answers_a_documented_status() {
-    let env = env(Some(RUNTIME)).await;
+    let env = env().await;
     let mut checked = 0;
     for op in openapi::OPERATIONS {
         let path = openapi::full_path(op.path)
             .replace("{accountId}", "4004")
             .replace("{id}", "1")
             .replace("{serviceName}", "mtlsGateway");
-        let uri = if path.ends_with("/snapshot") {
-            format!("{path}?node=nobody&waitSeconds=0")
-        } else {
-            path
-        };
-        for bearer in [None, Some(DEV), Some(RUNTIME)] {
+        let uri = path;
+        for bearer in [None, Some(DEV), Some("not-a-token")] {
             let mut req = Request::builder()
                 .method(op.method)
                 .uri(&uri)

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::extract::{Json, Path};
+use super::extract::{ClientAddr, Json, Path};
 use super::{check_account, views, AppState, Principal};
-use crate::identity;
+use crate::identity::{self, LoginPolicy};
 use crate::secret::Secret;
 use crate::store::UserRow;
 
@@ -180,23 +180,71 @@ pub struct Login {
 pub async fn login(
     State(state): State<AppState>,
     Path(account): Path<String>,
+    ClientAddr(client): ClientAddr,
     Json(input): Json<Login>,
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
-    let user = if input.username.len() <= 128 {
+    // why: guessing is slowed per (account, user name) and per client address, with the
+    // counters in the database so they hold across control planes; a locked scope is
+    // refused before any hash is computed. Unknown names are counted like real ones, and
+    // verified against a dummy hash, so neither the answer nor its timing tells them apart.
+    let user_scope = LoginPolicy::user_scope(&account, &input.username);
+    let mut scopes = vec![user_scope.clone()];
+    if let Some(ip) = client {
+        scopes.push(LoginPolicy::address_scope(ip));
+    }
+    let now = crate::clock::now();
+    if let Some(until) = state.store.login_locked_until(&scopes, now).await? {
+        let wait = u64::try_from(until.saturating_sub(now)).unwrap_or(1);
+        tracing::info!(account, "login refused: too many failed attempts");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many failed logins for this user or from this address; try again later",
+        )
+        .retry_after(wait));
+    }
+    let user = if identity::check_username(&input.username).is_ok() {
         state.store.user_named(&account, &input.username).await?
     } else {
         None
     };
+    let Ok(Ok(permit)) = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.hashing.clone().acquire_owned(),
+    )
+    .await
+    else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "login_busy",
+            "too many logins at once; try again shortly",
+        )
+        .retry_after(1));
+    };
     let password = input.password;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let ok =
-        tokio::task::spawn_blocking(move || identity::verify_password(&password, hash.as_deref()))
-            .await
-            .unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        identity::verify_password(&password, hash.as_deref())
+    })
+    .await
+    .unwrap_or(false);
     let user = match (ok, user) {
         (true, Some(u)) => u,
         _ => {
+            for (scope, lock) in scopes.iter().zip([
+                LoginPolicy::user_lock as fn(i64) -> i64,
+                LoginPolicy::address_lock,
+            ]) {
+                if let Err(e) = state
+                    .store
+                    .login_failed(scope, now, LoginPolicy::WINDOW_SECS, lock)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot count a failed login");
+                }
+            }
             tracing::info!(account, "login refused");
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -205,6 +253,9 @@ pub async fn login(
             ));
         }
     };
+    if let Err(e) = state.store.login_succeeded(&user_scope).await {
+        tracing::warn!(error = %e, "cannot reset the failed-login counter");
+    }
     // why: a user added with `mtlsgate user add` (another process) reaches the gateway's
     // snapshot only at the next rebuild; make sure it is published before handing out a token
     // the gateway would otherwise refuse. Bounded: a slow rebuild delays the login, no more.

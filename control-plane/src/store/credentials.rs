@@ -189,11 +189,13 @@ impl Store {
     /// Ids and names of live mappings that use a credential.
     pub async fn mappings_using_credential(
         tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
         id: i64,
     ) -> Result<Vec<(i64, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name FROM mappings WHERE credential_id = ? AND deleted = 0 ORDER BY id",
+            "SELECT id, name FROM mappings WHERE account = ? AND credential_id = ? AND deleted = 0 ORDER BY id",
         )
+        .bind(account)
         .bind(id)
         .fetch_all(&mut **tx)
         .await?;

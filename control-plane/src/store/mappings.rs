@@ -91,11 +91,13 @@ impl Store {
     /// Live, enabled mappings that use a certificate.
     pub async fn mappings_using(
         tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
         certificate_id: i64,
     ) -> Result<Vec<MappingRow>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM mappings WHERE certificate_id = ? AND enabled = 1 AND deleted = 0 ORDER BY id"
+            "SELECT {COLUMNS} FROM mappings WHERE account = ? AND certificate_id = ? AND enabled = 1 AND deleted = 0 ORDER BY id"
         ))
+        .bind(account)
         .bind(certificate_id)
         .fetch_all(&mut **tx)
         .await?;

@@ -7,6 +7,7 @@ mod appkeys;
 mod certificates;
 mod credentials;
 mod egress;
+mod login_failures;
 mod mappings;
 mod settings;
 mod users;
@@ -36,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_credentials.sql"),
     include_str!("../../migrations/0005_account_settings.sql"),
     include_str!("../../migrations/0006_generation.sql"),
+    include_str!("../../migrations/0007_login_failures.sql"),
 ];
 
 /// The tables whose rows are deleted by marking them.

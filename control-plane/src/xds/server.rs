@@ -55,9 +55,20 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        // why: the stream carries private keys. Only a gateway certificate of mtlsgate's link
+        // CA (checked in the TLS handshake) that names a node gets a stream, and only for
+        // that node: a process that reaches the port, or gateway A asking as node B, gets
+        // nothing, and cannot send ACKs in another node's name either.
+        let peer = request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| crate::pki::node_id_of(c)))
+            .ok_or_else(|| {
+                Status::unauthenticated("a gateway certificate that names its node is required")
+            })?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(serve_stream(
+            peer,
             inbound,
             tx,
             self.desired.clone(),
@@ -79,7 +90,23 @@ impl AggregatedDiscoveryService for Ads {
     }
 }
 
+/// Whether a request may be served on a stream whose certificate names `peer`: a node id, when
+/// the request carries one, must be that node; the first request must carry one.
+fn node_allowed(peer: &str, req: &DiscoveryRequest, first: bool) -> Result<(), Status> {
+    match req.node.as_ref().map(|n| n.id.as_str()) {
+        Some(id) if id == peer => Ok(()),
+        None if !first => Ok(()),
+        Some(id) => Err(Status::permission_denied(format!(
+            "this certificate is node {peer:?}'s, not {id:?}'s"
+        ))),
+        None => Err(Status::invalid_argument(
+            "the first request must name its node",
+        )),
+    }
+}
+
 async fn serve_stream(
+    peer: String,
     mut inbound: Streaming<DiscoveryRequest>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     mut desired: watch::Receiver<Arc<Desired>>,
@@ -91,6 +118,11 @@ async fn serve_stream(
         let responses = tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
+                    if let Err(denied) = node_allowed(&peer, &req, node.is_none()) {
+                        tracing::warn!(node = %peer, error = %denied.message(), "ADS request refused");
+                        let _ = tx.send(Err(denied)).await;
+                        break;
+                    }
                     let current = desired.borrow_and_update().clone();
                     let out = conn.handle_request(req, &current);
                     if node.is_none() {
@@ -130,5 +162,33 @@ async fn serve_stream(
     if let Some(id) = node {
         tracing::info!(node = %id, "Envoy disconnected");
         acks.disconnected(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::Node;
+
+    fn req(node: Option<&str>) -> DiscoveryRequest {
+        DiscoveryRequest {
+            node: node.map(|id| Node {
+                id: id.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_stream_serves_only_the_node_its_certificate_names() {
+        assert!(node_allowed("gw-a", &req(Some("gw-a")), true).is_ok());
+        assert!(node_allowed("gw-a", &req(None), false).is_ok());
+        let e = node_allowed("gw-a", &req(Some("gw-b")), true).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let e = node_allowed("gw-a", &req(Some("gw-b")), false).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let e = node_allowed("gw-a", &req(None), true).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 }

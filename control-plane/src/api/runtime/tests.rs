@@ -220,39 +220,22 @@ fn fallback_entries_wait_for_their_cluster_to_be_acknowledged() {
 }
 
 #[test]
-fn the_runtime_token_is_required_and_compared_exactly() {
-    let token = Secret::new("runtime-secret");
-    let headers = |v: Option<&str>| {
-        let mut h = HeaderMap::new();
-        if let Some(v) = v {
-            h.insert(header::AUTHORIZATION, v.parse().unwrap());
-        }
-        h
+fn a_peer_reads_only_the_node_its_certificate_names() {
+    let code = |r: Result<&str, ApiError>| {
+        r.map(str::to_owned)
+            .map_err(|e| (e.status.as_u16(), e.code))
     };
-    let code = |r: Result<(), ApiError>| r.map_err(|e| (e.status.as_u16(), e.code));
+    let gw = PeerNode(Some("gw-a".into()));
+    assert_eq!(code(authorize(Some(&gw), Some("gw-a"))), Ok("gw-a".into()));
+    assert_eq!(code(authorize(Some(&gw), None)), Ok("gw-a".into()));
     assert_eq!(
-        code(authorize(None, &headers(Some("Bearer runtime-secret")))),
-        Err((503, "runtime_token_not_configured"))
+        code(authorize(Some(&gw), Some("gw-b"))),
+        Err((403, "forbidden_node"))
     );
-    assert_eq!(
-        code(authorize(
-            Some(&token),
-            &headers(Some("Bearer runtime-secret"))
-        )),
-        Ok(())
-    );
-    for bad in [
-        None,
-        Some("Bearer runtime-secre"),
-        Some("Bearer runtime-secret2"),
-        Some("Bearer "),
-        Some("runtime-secret"),
-        Some("Basic runtime-secret"),
-    ] {
+    for anonymous in [None, Some(&PeerNode(None))] {
         assert_eq!(
-            code(authorize(Some(&token), &headers(bad))),
-            Err((401, "unauthorized")),
-            "{bad:?}"
+            code(authorize(anonymous, Some("gw-a"))),
+            Err((401, "unauthorized"))
         );
     }
 }
