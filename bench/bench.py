@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -261,7 +262,8 @@ class Stack:
         self.cpus = server_cpus
         self.concurrency = concurrency
         self.dev_token = "bench-" + secrets.token_hex(16)
-        self.runtime_token = secrets.token_hex(24)
+        # The links to the gateway are mutual TLS: a link PKI per run (mtlsgate pki).
+        self.pki = os.path.join(RUN, "pki")
         self.bao_token = secrets.token_hex(16)
         self.password = secrets.token_hex(12)
         self.bearer = None
@@ -280,6 +282,9 @@ class Stack:
                     env={"HOME": RUN}, cpus=self.cpus)
         wait_http("127.0.0.1", p["bao"], "/v1/sys/health", 30, "openbao")
 
+        shutil.rmtree(self.pki, ignore_errors=True)
+        subprocess.run([MTLSGATE, "pki", "init", "--dir", self.pki, "--gateway", NODE_ID],
+                       check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
         subprocess.run([MTLSGATE, "user", "add", "--database", db, "--account", ACCOUNT,
                         "--username", "bench", "--admin"], input=(self.password + "\n").encode(),
                        check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
@@ -288,19 +293,23 @@ class Stack:
         PROCS.start("control-plane", [
             MTLSGATE, "serve", "--http-addr", "127.0.0.1:%d" % p["api"],
             "--xds-addr", "127.0.0.1:%d" % p["xds"], "--database", db,
+            "--feed-addr", "127.0.0.1:%d" % p["feed"],
+            "--link-cert-file", os.path.join(self.pki, "control-plane.pem"),
+            "--link-key-file", os.path.join(self.pki, "control-plane.key"),
+            "--link-ca-file", os.path.join(self.pki, "ca.pem"),
             "--vault-addr", "http://127.0.0.1:%d" % p["bao"],
             "--public-gateway", "127.0.0.1:%d" % p["gateway"],
             "--public-api", "127.0.0.1:%d" % p["api"],
             "--upstream-max-connection-seconds", str(MAX_CONN_SECONDS),
-        ], env={"VAULT_TOKEN": self.bao_token, "MTLSGATE_DEV_ADMIN_TOKEN": self.dev_token,
-                "MTLSGATE_RUNTIME_TOKEN": self.runtime_token}, cpus=self.cpus)
+        ], env={"VAULT_TOKEN": self.bao_token, "MTLSGATE_DEV_ADMIN_TOKEN": self.dev_token},
+            cpus=self.cpus)
         wait_http("127.0.0.1", p["api"], "/healthz", 60, "control-plane")
 
         log("starting Envoy + filter on 127.0.0.1:%d (admin %d, --concurrency %d)"
             % (p["gateway"], p["admin"], self.concurrency))
         bootstrap = os.path.join(RUN, "envoy.yaml")
         # The bootstrap is rendered exactly as scripts/up does, with scripts/lib.sh.
-        pairs = ["NODE_ID=" + NODE_ID, "WASM=" + WASM, "RUNTIME_TOKEN=" + self.runtime_token,
+        pairs = ["NODE_ID=" + NODE_ID, "WASM=" + WASM] + self.link_pairs(NODE_ID) + [
                  # A throttle far above what the benchmark sends (the maximum the filter takes).
                  "THROTTLE_RATE=1000000", "THROTTLE_BURST=1000000", "XFF_TRUSTED_HOPS=0",
                  "LISTEN_ADDRESS=127.0.0.1", "LISTEN_PORT=%d" % p["gateway"],
@@ -393,11 +402,29 @@ class Stack:
         finally:
             gw.close()
 
+    def link_pairs(self, node):
+        """The bootstrap values of the links for `node`, its certificate issued if needed."""
+        gw = os.path.join(self.pki, "gateways", node)
+        if not os.path.exists(os.path.join(gw, "gateway.pem")):
+            subprocess.run([MTLSGATE, "pki", "issue-gateway", "--dir", self.pki, "--node-id", node],
+                           check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+        return ["LINK_DIR=" + gw, "LINK_CA=" + os.path.join(self.pki, "ca.pem"),
+                "FEED_PORT=%d" % self.p["feed"]]
+
     def snapshot_bytes(self):
-        st, _, body = self.api("GET", "/v1/runtime/snapshot?node=%s&waitSeconds=0" % NODE_ID,
-                               {"Authorization": "Bearer " + self.runtime_token})
-        if st != 200:
-            raise Unavailable("runtime snapshot answered %d" % st)
+        """The gateway's snapshot, read from the feed as the gateway does (its certificate)."""
+        ctx = ssl.create_default_context(cafile=os.path.join(self.pki, "ca.pem"))
+        gw = os.path.join(self.pki, "gateways", NODE_ID)
+        ctx.load_cert_chain(os.path.join(gw, "gateway.pem"), os.path.join(gw, "gateway.key"))
+        conn = http.client.HTTPSConnection("127.0.0.1", self.p["feed"], context=ctx, timeout=120)
+        try:
+            conn.request("GET", "/v1/runtime/snapshot?node=%s&waitSeconds=0" % NODE_ID)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise Unavailable("runtime snapshot answered %d" % resp.status)
         return body
 
     def envoy_stat(self, name):
@@ -899,7 +926,7 @@ def variant_bootstrap(stack, ports, name, node, listen, admin, drop):
     """mtlsgate's bootstrap rendered for another node and ports, minus one YAML block (the
     block starting at the line that begins with `drop`, up to the next line as indented)."""
     path = os.path.join(RUN, "envoy-%s.yaml" % name)
-    pairs = ["NODE_ID=" + node, "WASM=" + WASM, "RUNTIME_TOKEN=" + stack.runtime_token,
+    pairs = ["NODE_ID=" + node, "WASM=" + WASM] + stack.link_pairs(node) + [
              "THROTTLE_RATE=1000000", "THROTTLE_BURST=1000000", "XFF_TRUSTED_HOPS=0",
              "LISTEN_ADDRESS=127.0.0.1", "LISTEN_PORT=%d" % listen, "ADMIN_ADDRESS=127.0.0.1",
              "ADMIN_PORT=%d" % admin, "CONTROL_ADDRESS=127.0.0.1", "XDS_PORT=%d" % ports["xds"],
@@ -1201,6 +1228,7 @@ def main():
 
     base = env_int("BENCH_PORT_BASE", 17100)
     ports = {"bao": base, "bao_cluster": base + 1, "api": base + 10, "xds": base + 11,
+             "feed": base + 12,
              "gateway": base + 20, "admin": base + 21, "baseline": base + 30,
              "baseline_admin": base + 31, "nginx": base + 40, "upstream": base + 50,
              "upstream_close": base + 51, "variant": base + 60, "variant_admin": base + 61,
@@ -1247,9 +1275,9 @@ def main():
         report(cfg, results, started)
         if args.hold:
             log("holding (Ctrl-C stops): gateway 127.0.0.1:%d, admin %d, API %d, upstream %d; "
-                "dev token %s, runtime token %s, bearer in %s"
+                "dev token %s, link PKI in %s, bearer in %s"
                 % (ports["gateway"], ports["admin"], ports["api"], ports["upstream"],
-                   stack.dev_token, stack.runtime_token, os.path.join(RUN, "bearer")))
+                   stack.dev_token, stack.pki, os.path.join(RUN, "bearer")))
             with open(os.path.join(RUN, "bearer"), "w") as f:
                 f.write(stack.bearer or "")
             while True:

@@ -37,8 +37,12 @@ const IDLE: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How long an authorization request may wait for its callback.
 const AUTHORIZATION_TTL: Duration = Duration::from_secs(600);
-/// Open authorization requests kept at most (the oldest is dropped beyond).
-const MAX_PENDING: usize = 1000;
+/// Open authorization requests kept at most per account: beyond, that account's oldest is
+/// dropped (never another account's).
+const MAX_PENDING_PER_ACCOUNT: usize = 50;
+/// Open authorization requests kept at most in all: beyond, new ones are refused until some
+/// expire or complete, rather than evicting other accounts' users mid-consent.
+const MAX_PENDING: usize = 10_000;
 
 /// Where a credential stands, as its answers show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +210,15 @@ pub struct Authorization {
     pub state: String,
     pub redirect_uri: String,
     pub expires_in: Duration,
+}
+
+/// Why an authorization could not be started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorizeError {
+    #[error("only oauth2AuthorizationCode credentials are authorized by a user")]
+    NotAuthorizable,
+    #[error("too many authorizations are waiting for their callback; try again in a few minutes")]
+    TooManyPending,
 }
 
 /// Why a callback was refused.
@@ -545,9 +558,9 @@ impl CredentialTokens {
     }
 
     /// The URL to send the user to for an authorization-code credential.
-    pub fn authorize(&self, row: &CredentialRow) -> Option<Authorization> {
+    pub fn authorize(&self, row: &CredentialRow) -> Result<Authorization, AuthorizeError> {
         let CredentialSettings::Oauth2AuthorizationCode(settings) = &row.settings else {
-            return None;
+            return Err(AuthorizeError::NotAuthorizable);
         };
         let auth_url = &settings.auth_url;
         let state = base64_url(&crate::random::bytes::<32>());
@@ -569,14 +582,21 @@ impl CredentialTokens {
         {
             let mut pending = self.pending();
             pending.retain(|_, p| p.created.elapsed() < AUTHORIZATION_TTL);
-            if pending.len() >= MAX_PENDING {
+            let own = pending
+                .values()
+                .filter(|p| p.account == row.account)
+                .count();
+            if own >= MAX_PENDING_PER_ACCOUNT {
                 if let Some(oldest) = pending
                     .iter()
+                    .filter(|(_, p)| p.account == row.account)
                     .min_by_key(|(_, p)| p.created)
                     .map(|(k, _)| k.clone())
                 {
                     pending.remove(&oldest);
                 }
+            } else if pending.len() >= MAX_PENDING {
+                return Err(AuthorizeError::TooManyPending);
             }
             pending.insert(
                 state.clone(),
@@ -588,7 +608,7 @@ impl CredentialTokens {
                 },
             );
         }
-        Some(Authorization {
+        Ok(Authorization {
             url,
             state,
             redirect_uri: self.settings.redirect_uri.clone(),
@@ -772,6 +792,69 @@ mod tests {
         let mut back = Entry::default();
         back.restore(&kept, now);
         e.failed("x".into(), now);
+    }
+
+    #[tokio::test]
+    async fn one_account_cannot_evict_another_accounts_pending_authorizations() {
+        use crate::credential_kind::{AuthorizationCodeSettings, OAuthClient};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = std::env::temp_dir().join(format!(
+            "mtlsgate-pending-test-{}",
+            hex::encode(crate::random::bytes::<8>())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("db.sqlite")).await.unwrap();
+        let secrets = Secrets::new(Arc::new(crate::secret_store::MemoryStore::new()));
+        let tokens = CredentialTokens::new(
+            store,
+            secrets,
+            oauth2::Client::new(None, Duration::from_secs(1)).unwrap(),
+            Settings {
+                redirect_uri: "https://cp/api/oauth2/callback".into(),
+                messaging_token_url: None,
+            },
+        );
+        let row = |account: &str, id: i64| CredentialRow {
+            id,
+            account: account.into(),
+            name: format!("c{id}"),
+            settings: CredentialSettings::Oauth2AuthorizationCode(AuthorizationCodeSettings {
+                client: OAuthClient {
+                    client_id: "web".into(),
+                    client_authentication: ClientAuth::Basic,
+                },
+                scope: None,
+                auth_url: "https://idp/auth".into(),
+                token_url: "https://idp/token".into(),
+                pkce: true,
+            }),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let victim = tokens.authorize(&row("b", 2)).unwrap();
+        // An attacker account starts far more authorizations than it may keep.
+        for _ in 0..(MAX_PENDING_PER_ACCOUNT * 3) {
+            tokens.authorize(&row("a", 1)).unwrap();
+        }
+        let pending = tokens.pending();
+        assert!(
+            pending.contains_key(&victim.state),
+            "another account's was evicted"
+        );
+        let own = pending.values().filter(|p| p.account == "a").count();
+        assert_eq!(own, MAX_PENDING_PER_ACCOUNT);
+        drop(pending);
+        // A kind that is not authorized by a user is refused as such.
+        let mut basic = row("a", 3);
+        basic.settings =
+            CredentialSettings::BasicAuthentication(crate::credential_kind::BasicSettings {
+                username: "u".into(),
+            });
+        assert_eq!(
+            tokens.authorize(&basic).err(),
+            Some(AuthorizeError::NotAuthorizable)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -332,8 +332,12 @@ impl Desired {
 /// id or `c<credential id>`: readable in Envoy's stats and admin pages, and different
 /// whenever anything the cluster is built from differs.
 fn cluster_name(key: &str, target: &Target<'_>, trust: &Trust, tls: TlsRange) -> String {
-    let host = sanitise(target.host());
-    let mut name = format!("mtls_{key}_{host}_{}", target.port());
+    let mut name = format!(
+        "mtls_{key}_{}_{}{}",
+        sanitise(target.host()),
+        target.port(),
+        host_suffix(target.host())
+    );
     if let Trust::Bundle(pem) = trust {
         let mut h = Sha256::new();
         h.update(pem.as_bytes());
@@ -350,15 +354,19 @@ fn cluster_name(key: &str, target: &Target<'_>, trust: &Trust, tls: TlsRange) ->
 /// changed the host (an IPv6 literal's colons), a hash of the real host is appended, so
 /// `::1` and a host literally named `__1` never share a cluster.
 pub fn tls_cluster_name(host: &str, port: u16) -> String {
-    let clean = sanitise(host);
-    let mut name = format!("tls_{clean}_{port}");
-    if clean != host {
-        let mut h = Sha256::new();
-        h.update(host.as_bytes());
-        name.push('_');
-        name.push_str(&short_hash(h)[..8]);
+    format!("tls_{}_{port}{}", sanitise(host), host_suffix(host))
+}
+
+/// `_<hash of the host>` when sanitising changed the host (an IPv6 literal's colons), else
+/// nothing: `[::1]` and a host literally named `__1` never share a cluster, and so never a
+/// connection pool or a client certificate.
+fn host_suffix(host: &str) -> String {
+    if sanitise(host) == host {
+        return String::new();
     }
-    name
+    let mut h = Sha256::new();
+    h.update(host.as_bytes());
+    format!("_{}", &short_hash(h)[..8])
 }
 
 /// A host as it may appear in a cluster name (Envoy stats): lower-case letters, digits, `.`

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use super::extract::{Json, Path};
 use super::{check_account, views, AppState, Principal};
-use crate::credential_tokens::CallbackError;
+use crate::credential_tokens::{AuthorizeError, CallbackError};
 use crate::credentials::{Input, Validated};
 use crate::store::{CredentialRow, Store};
 
@@ -268,12 +268,20 @@ pub async fn authorize(
     principal: Principal,
 ) -> Result<JsonOut<Value>, ApiError> {
     let row = managed(&state, &principal, &account, id).await?;
-    let a = state.credential_tokens.authorize(&row).ok_or_else(|| {
-        ApiError::conflict(
-            "credential_not_authorizable",
-            "only oauth2AuthorizationCode credentials are authorized by a user",
-        )
-    })?;
+    let a = state
+        .credential_tokens
+        .authorize(&row)
+        .map_err(|e| match e {
+            AuthorizeError::NotAuthorizable => {
+                ApiError::conflict("credential_not_authorizable", e.to_string())
+            }
+            AuthorizeError::TooManyPending => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_pending_authorizations",
+                e.to_string(),
+            )
+            .retry_after(60),
+        })?;
     tracing::info!(account, credential = id, by = %principal.describe(), "authorization started");
     Ok(JsonOut(json!({
         "authorizationUrl": a.url,

@@ -226,3 +226,41 @@ async fn hashing_is_bounded_and_a_saturated_pool_answers_503() {
         StatusCode::OK
     );
 }
+
+/// Finding 12: the last-admin check raced with the delete. Two admins deleting each other at
+/// the same moment: exactly one delete succeeds, the account keeps an admin.
+#[tokio::test]
+async fn two_admins_deleting_each_other_at_once_leave_one() {
+    let env = env().await;
+    let s = &env.state;
+    add_user(s, "a", "admin1", "admin1-password").await;
+    add_user(s, "a", "admin2", "admin2-password").await;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM users WHERE account = 'a' ORDER BY id")
+        .fetch_all(s.store.pool())
+        .await
+        .unwrap();
+    let delete = |id: i64| async move {
+        let uri = format!("/api/account/a/users/{id}");
+        super::tests::call(s, Method::DELETE, &uri, Some(super::tests::DEV), None).await
+    };
+    let (first, second) = tokio::join!(delete(ids[0]), delete(ids[1]));
+    let mut outcomes = [
+        (first.0, first.1["code"].as_str().map(str::to_owned)),
+        (second.0, second.1["code"].as_str().map(str::to_owned)),
+    ];
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            (StatusCode::OK, None),
+            (StatusCode::CONFLICT, Some("last_admin".to_owned()))
+        ]
+    );
+    let admins: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE account = 'a' AND is_admin = 1 AND deleted = 0",
+    )
+    .fetch_one(s.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(admins, 1);
+}

@@ -70,7 +70,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Log in (agentVep): a Bearer token",
         Auth::None,
         Body::Json("Login"),
-        [200, 400, 401, 413, 415]
+        [200, 400, 401, 413, 415, 429, 503]
     ),
     op!(
         "GET",
@@ -110,7 +110,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Delete a user (admins)",
         Auth::Bearer,
         Body::None,
-        [200, 400, 401, 403, 404, 409]
+        [200, 400, 401, 403, 404, 409, 429]
     ),
     op!(
         "GET",
@@ -349,8 +349,9 @@ fn reason(status: u16) -> &'static str {
         413 => "Body too large",
         415 => "Unsupported media type",
         422 => "Unusable P12 file or key store",
+        429 => "Too many attempts or pending requests; see Retry-After",
         502 => "The token endpoint refused the exchange or failed",
-        503 => "Secret store unavailable",
+        503 => "Secret store unavailable, or (login) too many logins at once",
         _ => "",
     }
 }

@@ -12,7 +12,7 @@ use super::extract::{ClientAddr, Json, Path};
 use super::{check_account, views, AppState, Principal};
 use crate::identity::{self, LoginPolicy};
 use crate::secret::Secret;
-use crate::store::UserRow;
+use crate::store::{UserDeletion, UserRow};
 
 /// A user as shown: never the password or its hash.
 fn user_view(u: &UserRow) -> Value {
@@ -148,19 +148,21 @@ pub async fn delete(
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
     principal.require_admin(&account)?;
-    let user = state
+    match state
         .store
-        .user(&account, id)
+        .delete_user_keeping_an_admin(&account, id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no user {id} in this account")))?;
-    if user.is_admin && state.store.admin_count(&account).await? <= 1 {
-        return Err(ApiError::conflict(
-            "last_admin",
-            "the last admin of an account cannot be deleted",
-        ));
-    }
-    if !state.store.delete_user(&account, id).await? {
-        return Err(ApiError::not_found(format!("no user {id} in this account")));
+    {
+        UserDeletion::Deleted => {}
+        UserDeletion::NotFound => {
+            return Err(ApiError::not_found(format!("no user {id} in this account")))
+        }
+        UserDeletion::LastAdmin => {
+            return Err(ApiError::conflict(
+                "last_admin",
+                "the last admin of an account cannot be deleted",
+            ))
+        }
     }
     // The gateway refuses a deleted user's tokens once its snapshot no longer lists them.
     state.reconciler.kick();

@@ -216,3 +216,23 @@ fn the_cds_version_follows_the_allowlist_and_mtls_clusters_keep_their_secret() {
         "same clusters, whichever account allows the host"
     );
 }
+
+#[test]
+fn mapping_clusters_of_an_ipv6_literal_and_its_sanitised_twin_differ() {
+    let certs = [cert(1)];
+    let maps = [
+        mapping(10, 1, Service::Idp, "https://[::1]:9443/x", None),
+        mapping(11, 1, Service::Idp, "https://__1:9443/x", None),
+    ];
+    let d = Desired::build(&certs, &maps, &materials(&[1]), &Attachments::default());
+    let names: Vec<&str> = d
+        .mappings
+        .iter()
+        .map(|r| r.entry.cluster.as_str())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert_ne!(names[0], names[1], "{names:?}");
+    assert!(names[0].starts_with("mtls_1___1_9443_"), "{names:?}");
+    assert_eq!(names[1], "mtls_1___1_9443");
+    assert_eq!(d.clusters.len(), 2);
+}

@@ -27,7 +27,7 @@ pub use certificates::{CertificateRow, NewCertificate};
 pub use credentials::CredentialRow;
 pub use egress::EgressRow;
 pub use mappings::{MappingRow, NewMapping};
-pub use users::UserRow;
+pub use users::{UserDeletion, UserRow};
 
 /// Schema migrations, applied in order, tracked in `PRAGMA user_version`.
 const MIGRATIONS: &[&str] = &[

@@ -44,6 +44,15 @@ fn from_row(r: &SqliteRow) -> Result<UserRow, sqlx::Error> {
     })
 }
 
+/// What [`Store::delete_user_keeping_an_admin`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserDeletion {
+    Deleted,
+    NotFound,
+    /// Refused: the user is the account's last admin.
+    LastAdmin,
+}
+
 impl Store {
     pub async fn user_named(
         &self,
@@ -131,19 +140,42 @@ impl Store {
         Ok(Some(from_row(&row)?))
     }
 
-    /// Marks a user deleted; false when there was no such user.
-    pub async fn delete_user(&self, account: &str, id: i64) -> Result<bool, StoreError> {
+    /// Deletes a user unless it is the account's last admin: the check and the delete are one
+    /// transaction under the write lock, so two admins deleting each other at the same time
+    /// cannot leave the account without one.
+    pub async fn delete_user_keeping_an_admin(
+        &self,
+        account: &str,
+        id: i64,
+    ) -> Result<UserDeletion, StoreError> {
         let _w = self.write_lock().await;
-        Store::mark_deleted(self.pool(), SoftDeleted::Users, account, id).await
-    }
-
-    /// Number of live admins of the account (the last one cannot be deleted).
-    pub async fn admin_count(&self, account: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM users WHERE account = ? AND is_admin = 1 AND deleted = 0",
+        let mut tx = self.begin().await?;
+        let is_admin: Option<bool> = sqlx::query_scalar(
+            "SELECT is_admin FROM users WHERE account = ? AND id = ? AND deleted = 0",
         )
         .bind(account)
-        .fetch_one(self.pool())
-        .await?)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match is_admin {
+            None => return Ok(UserDeletion::NotFound),
+            Some(true) => {
+                let admins: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM users WHERE account = ? AND is_admin = 1 AND deleted = 0",
+                )
+                .bind(account)
+                .fetch_one(&mut *tx)
+                .await?;
+                if admins <= 1 {
+                    return Ok(UserDeletion::LastAdmin);
+                }
+            }
+            Some(false) => {}
+        }
+        if !Store::mark_deleted(&mut *tx, SoftDeleted::Users, account, id).await? {
+            return Ok(UserDeletion::NotFound);
+        }
+        tx.commit().await?;
+        Ok(UserDeletion::Deleted)
     }
 }
