@@ -6,7 +6,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub status: u16,
-    /// Stable, machine-readable; see `API.md`.
+    /// Stable, machine-readable; see `docs/api.md`.
     pub code: &'static str,
     /// For a person; never contains a secret.
     pub message: String,

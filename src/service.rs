@@ -1,4 +1,4 @@
-//! The services a mapping can be made for, as the seeds number them.
+//! The services a mapping can be made for, as LivePerson's mTLS API "Overview" numbers them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// A LivePerson service that sends traffic through the gateway.
 ///
-/// The seeds define them as a Java enum with string ids: `TEST_SERVICE("0")`, `IDP("1")`,
+/// LivePerson's mTLS API "Overview" defines them as a Java enum with string ids: `TEST_SERVICE("0")`, `IDP("1")`,
 /// `WEBHOOKS("2")`. Callers may name a service either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "u8", try_from = "u8")]
@@ -34,7 +34,7 @@ impl Service {
         }
     }
 
-    /// The id as the seeds write it in JSON and headers: `"0"`, `"1"`, `"2"`.
+    /// The id as LivePerson's documents write it in JSON and headers: `"0"`, `"1"`, `"2"`.
     pub fn id_text(self) -> &'static str {
         match self {
             Service::TestService => "0",
@@ -63,7 +63,7 @@ impl Service {
 impl FromStr for Service {
     type Err = UnknownService;
 
-    /// Accepts the enum name or the numeric id. Names are case sensitive, as the seeds'
+    /// Accepts the enum name or the numeric id. Names are case sensitive, as LivePerson's documents'
     /// Java enum is.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL

@@ -4,7 +4,7 @@
 //! derives the upstream cluster's host and port from it; the filter parses the caller's header
 //! with it. A URL that one side accepts, the other reads the same way.
 //!
-//! The URL is matched against mappings as a whole, byte for byte (the seeds: "the entire URL
+//! The URL is matched against mappings as a whole, byte for byte (LivePerson's mTLS API "Overview": "the entire URL
 //! will be checked"), so nothing here normalises it; it only refuses what must never reach an
 //! upstream and splits out what Envoy needs (authority, host, port, path).
 

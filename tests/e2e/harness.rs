@@ -459,7 +459,7 @@ impl Stack {
         b.build().expect("link client")
     }
 
-    /// Uploads a P12 through the gateway's mtlsGateway domain, as the seeds do.
+    /// Uploads a P12 through the gateway's mtlsGateway domain, as LivePerson's MTLS "Onboarding" does.
     pub async fn upload(
         &self,
         account: &str,

@@ -694,7 +694,7 @@ async fn certificates_by_json_and_by_file_with_status() {
     let stack = Stack::start().await;
     let ca = Ca::new("ca");
     let p12 = ca.client("json-client").p12(&ca, "pw");
-    // Bytes as the seeds show them, and signed Java bytes.
+    // Bytes as LivePerson's mTLS API "Overview" shows them, and signed Java bytes.
     let as_numbers: Vec<i64> = p12.iter().map(|b| i64::from(*b)).collect();
     let as_java: Vec<i64> = p12.iter().map(|b| i64::from(*b as i8)).collect();
     let r = stack

@@ -22,7 +22,7 @@ pub fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).expect("tool output")
 }
 
-/// A P12 as the seeds' Bot Accounts page makes it: `keytool -genkeypair -keyalg RSA
+/// A P12 as LivePerson's Bot Accounts "Credentials" page makes it: `keytool -genkeypair -keyalg RSA
 /// -keysize 2048 -storetype PKCS12`. Self-signed: the upstream trusts the certificate itself.
 /// Answers (p12, certificate DER).
 pub fn keytool_p12(dir: &Path, password: &str) -> (Vec<u8>, Vec<u8>) {
@@ -71,7 +71,7 @@ pub fn keytool_p12(dir: &Path, password: &str) -> (Vec<u8>, Vec<u8>) {
     (read(dir, "client.p12"), read(dir, "client.der"))
 }
 
-/// A P12 as the seeds' onboarding recipe makes it: an openssl CA signs a client certificate,
+/// A P12 as LivePerson's MTLS "Onboarding" recipe makes it: an openssl CA signs a client certificate,
 /// then `openssl pkcs12 -export` (with `-legacy`: RC2/3DES and a SHA-1 MAC, as older tools and
 /// Windows do). Answers (p12, CA DER, client certificate DER).
 pub fn openssl_p12(dir: &Path, password: &str, legacy: bool) -> (Vec<u8>, Vec<u8>, Vec<u8>) {

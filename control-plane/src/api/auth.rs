@@ -75,7 +75,7 @@ impl Principal {
         }
     }
 
-    /// Like [`Self::require_manage`], for the methods the seeds open to Bearer tokens only
+    /// Like [`Self::require_manage`], for the methods LivePerson's mTLS API opens to Bearer tokens only
     /// (by-file uploads, the P12 tester).
     pub fn require_bearer_manage(&self, account: &str) -> Result<(), ApiError> {
         if matches!(self, Principal::AppKey { .. }) {

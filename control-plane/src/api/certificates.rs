@@ -296,7 +296,7 @@ pub struct CertificateJson {
     id: Option<Value>,
 }
 
-/// The P12 file in a JSON body: an array of byte values as the seeds show (Java's signed
+/// The P12 file in a JSON body: an array of byte values as LivePerson's mTLS API "Overview" shows (Java's signed
 /// bytes, -128..127, are accepted too), or a base64 string as Java's Jackson writes `byte[]`.
 pub struct P12Bytes(Vec<u8>);
 

@@ -20,7 +20,7 @@ const BATCH_MAX: usize = 1000;
 /// Largest `caCertificates` bundle.
 const CA_MAX: usize = 64 * 1024;
 
-/// A mapping as the seeds' POST body has it. Ids may come as strings or numbers.
+/// A mapping as the POST body of LivePerson's mTLS API "Overview" has it. Ids may come as strings or numbers.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MappingInput {

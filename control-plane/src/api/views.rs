@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::store::{CertificateRow, MappingRow};
 
 /// `Available` when the certificate is in both the database and Vault and not expired;
-/// `Expired` past its end date; `UnAvailable` otherwise (the seeds' definitions).
+/// `Expired` past its end date; `UnAvailable` otherwise (the definitions of LivePerson's mTLS API "Overview").
 pub fn certificate_status(row: &CertificateRow, in_vault: bool, now: i64) -> &'static str {
     if row.info.not_after < now {
         "Expired"
@@ -39,7 +39,7 @@ pub fn certificate(row: &CertificateRow, in_vault: bool, now: i64) -> Value {
     })
 }
 
-/// A mapping object, in the shape the seeds' POST body uses.
+/// A mapping object, in the shape the POST body of LivePerson's mTLS API "Overview" uses.
 pub fn mapping(row: &MappingRow) -> Value {
     let mut v = json!({
         "id": row.id,
