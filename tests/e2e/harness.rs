@@ -439,6 +439,29 @@ impl Stack {
         )
     }
 
+    /// A gateway certificate and key for `node` from another link CA than this stack's (made
+    /// with `mtlsgate pki init` in a directory of its own): what must get nothing.
+    pub fn foreign_identity(&self, node: &str) -> (String, String) {
+        let other = self
+            .pki
+            .with_file_name(format!("foreign-pki-{}", hex::encode(rand_bytes())));
+        let made = Command::new(&self.mtlsgate_bin)
+            .args([
+                "pki",
+                "init",
+                "--dir",
+                &other.to_string_lossy(),
+                "--gateway",
+                node,
+            ])
+            .output()
+            .expect("mtlsgate pki init");
+        assert!(made.status.success(), "pki init: {made:?}");
+        let read =
+            |f: &str| std::fs::read_to_string(other.join("gateways").join(node).join(f)).expect(f);
+        (read("gateway.pem"), read("gateway.key"))
+    }
+
     /// The link CA (PEM).
     pub fn link_ca(&self) -> String {
         std::fs::read_to_string(self.pki.join("ca.pem")).expect("ca.pem")

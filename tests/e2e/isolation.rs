@@ -383,27 +383,7 @@ async fn ads_serves_only_the_node_a_link_certificate_names() {
     let e = ads_as(&stack, None, &victim).await;
     assert!(e.is_err(), "no certificate got {e:?}");
     // Another CA's certificate for the very node: the handshake fails.
-    let other = stack.pki.with_file_name("other-ads-pki");
-    let made = std::process::Command::new(&stack.mtlsgate_bin)
-        .args([
-            "pki",
-            "init",
-            "--dir",
-            &other.to_string_lossy(),
-            "--gateway",
-            &victim,
-        ])
-        .output()
-        .expect("other pki");
-    assert!(made.status.success());
-    let read =
-        |f: &str| std::fs::read_to_string(other.join("gateways").join(&victim).join(f)).expect(f);
-    let e = ads_as(
-        &stack,
-        Some((read("gateway.pem"), read("gateway.key"))),
-        &victim,
-    )
-    .await;
+    let e = ads_as(&stack, Some(stack.foreign_identity(&victim)), &victim).await;
     assert!(e.is_err(), "another CA's certificate got {e:?}");
     // Gateway A's certificate asking as the victim: refused, no resource.
     let a = stack.gateway_identity("gateway-a");

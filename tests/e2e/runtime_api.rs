@@ -239,23 +239,8 @@ async fn the_snapshot_needs_the_nodes_certificate_and_carries_what_the_gateway_c
     // No certificate, or one of another CA: the handshake fails, nothing is answered.
     let r = stack.link_client(None).get(&url).send().await;
     assert!(r.is_err(), "served without a certificate: {r:?}");
-    let other = stack.pki.with_file_name("other-pki");
-    let made = std::process::Command::new(&stack.mtlsgate_bin)
-        .args([
-            "pki",
-            "init",
-            "--dir",
-            &other.to_string_lossy(),
-            "--gateway",
-            &node,
-        ])
-        .output()
-        .expect("other pki");
-    assert!(made.status.success());
-    let read =
-        |f: &str| std::fs::read_to_string(other.join("gateways").join(&node).join(f)).expect(f);
     let r = stack
-        .link_client(Some((read("gateway.pem"), read("gateway.key"))))
+        .link_client(Some(stack.foreign_identity(&node)))
         .get(&url)
         .send()
         .await;

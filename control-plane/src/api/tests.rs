@@ -35,6 +35,10 @@ impl Drop for Env {
 /// A control plane built as `serve` builds it, on an empty database and an in-memory
 /// secret store, the reconciler running, and node `NODE` connected over "ADS".
 pub(super) async fn env() -> Env {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn,mtlsgate=debug")
+        .try_init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = std::env::temp_dir().join(format!(
         "mtlsgate-api-test-{}",
@@ -93,7 +97,12 @@ pub(super) async fn call(
 
 /// Sends a request through the router; answers its status and JSON body (`Null` if empty).
 pub(super) async fn send(state: &AppState, req: Request<Body>) -> (StatusCode, Value) {
-    let resp = router(state.clone()).oneshot(req).await.unwrap();
+    answer(router(state.clone()), req).await
+}
+
+/// What `app` answers `req`: its status and JSON body (`Null` if empty).
+async fn answer(app: Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = app.oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let v = if bytes.is_empty() {
@@ -115,18 +124,7 @@ async fn feed(state: &AppState, uri: &str, peer: Option<Option<&str>>) -> (Statu
     if let Some(node) = peer {
         req = req.extension(PeerNode(node.map(str::to_owned)));
     }
-    let resp = feed_router(state.clone())
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    (status, v)
+    answer(feed_router(state.clone()), req.body(Body::empty()).unwrap()).await
 }
 
 async fn snapshot(state: &AppState, version: &str, wait: u64) -> (StatusCode, Value) {
