@@ -10,8 +10,9 @@
 //!      the xDS server and the HTTP API, and stops them on Ctrl-C or SIGTERM.
 //!    - [`cli`]: commands against the database (`mtlsgate user add`).
 //! 2. **HTTP API** — `api`: the management API (login, users, AppKeys, certificates,
-//!    mappings, credentials, settings, egress, CSDS, the P12 tester), `/openapi.json`, and
-//!    the runtime snapshot feed Envoy's filter long-polls (`api::runtime`).
+//!    mappings, credentials, settings, egress, CSDS, the P12 tester), `/openapi.json`, and,
+//!    on a listener of its own (mutual TLS), the runtime snapshot feed Envoy's filter
+//!    long-polls (`api::runtime`).
 //! 3. **Domain** — the rules of what may be stored.
 //!    - `credentials`: a credential request body checked and turned into typed settings and
 //!      secrets.
@@ -34,6 +35,9 @@
 //!    - `tls_versions`, `egress` (allowlisted host values), `oauth2` (the token-endpoint
 //!      client and PKCE), `p12` and `keystore` (opening PKCS#12 and JKS), `certinfo`,
 //!      `secret` (a string that never prints), `clock`, `random`.
+//!    - `pki` (the link CA and the certificates of control planes and gateways) and
+//!      `link_tls` (the mutual-TLS listeners of ADS and the feed: a gateway certificate of
+//!      the link CA required, its node id read from it).
 //!
 //! # From a mapping write to the gateway's decision
 //! 1. `api::mappings` validates the body (URL, certificate and credential in the same
@@ -45,7 +49,8 @@
 //!    certificate. A mapping whose certificate material is not loaded, or whose credential
 //!    cannot be applied, gets no cluster and is marked unavailable
 //!    (`certificate_unavailable` / `credential_unavailable`), never dropped.
-//! 3. `xds` sends the new clusters and secrets to every connected Envoy and records its ACKs.
+//! 3. `xds` sends the new clusters and secrets to every connected Envoy (over mutual TLS, each
+//!    stream only the node its certificate names) and records its ACKs.
 //! 4. `api::runtime` serves each node a snapshot holding only the mappings whose cluster and
 //!    secret that node has acknowledged (unavailable ones need nothing acknowledged).
 //! 5. The filter (the `mtlsgate-filter` crate) polls that snapshot into shared data, and per
