@@ -301,6 +301,8 @@ class Stack:
             "--public-gateway", "127.0.0.1:%d" % p["gateway"],
             "--public-api", "127.0.0.1:%d" % p["api"],
             "--upstream-max-connection-seconds", str(MAX_CONN_SECONDS),
+            # The benchmark's partners listen on loopback; Envoy's admin port stays denied.
+            "--egress-allow", "127.0.0.1,::1", "--egress-deny", "127.0.0.1:%d" % p["admin"],
         ], env={"VAULT_TOKEN": self.bao_token, "MTLSGATE_DEV_ADMIN_TOKEN": self.dev_token},
             cpus=self.cpus)
         wait_http("127.0.0.1", p["api"], "/healthz", 60, "control-plane")

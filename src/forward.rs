@@ -348,7 +348,7 @@ fn forward(
             audit.certificate_id = route.certificate_id.to_string();
             audit.certificate_serial = route.certificate_serial.clone();
             if let Some(why) = route.unavailable {
-                return Err(Refusal::new(503, why.code(), why.message()));
+                return Err(Refusal::new(why.status(), why.code(), why.message()));
             }
             audit.decision = "forwarded";
             (route.cluster.clone(), Some(route.clone()))
@@ -356,6 +356,9 @@ fn forward(
         None if stop => return Err(no_mapping()),
         None => match index.fallback(account, target.host(), target.port()) {
             Some(f) => {
+                if let Some(why) = f.unavailable {
+                    return Err(Refusal::new(why.status(), why.code(), why.message()));
+                }
                 audit.decision = "forwarded_plain_tls";
                 (f.cluster, None)
             }

@@ -86,8 +86,11 @@ pub struct FallbackEntry {
     /// Lower-case host name or IP literal, as `Target::host` gives it.
     pub host: String,
     pub port: u16,
-    /// The plain-TLS cluster for that host and port.
+    /// The plain-TLS cluster for that host and port (empty when unavailable).
     pub cluster: String,
+    /// Why the host cannot be reached now (its address is refused or unknown), if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<Unavailable>,
 }
 
 /// One enabled mapping: the triplet and where it goes.
@@ -130,14 +133,31 @@ pub enum Unavailable {
     /// The certificate's key and chain are not loaded from the secret store (missing there,
     /// unreadable, or not opened yet).
     Certificate,
+    /// The target's host is, or resolves to, an address the operator does not let tenants
+    /// reach (internal, denied, or the deployment's own).
+    TargetNotAllowed,
+    /// The target's host name does not resolve (and never did since it was mapped).
+    TargetUnresolved,
 }
 
 impl Unavailable {
-    /// The refusal code forwards through such a mapping get (with status 503).
+    /// The refusal code forwards through such a mapping get.
     pub fn code(self) -> &'static str {
         match self {
             Unavailable::Credential => "credential_unavailable",
             Unavailable::Certificate => "certificate_unavailable",
+            Unavailable::TargetNotAllowed => "target_not_allowed",
+            Unavailable::TargetUnresolved => "target_unresolved",
+        }
+    }
+
+    /// The HTTP status of that refusal: 403 for a target the gateway will not reach, 502
+    /// for one it cannot find, 503 for what may come back by itself.
+    pub fn status(self) -> u16 {
+        match self {
+            Unavailable::Credential | Unavailable::Certificate => 503,
+            Unavailable::TargetNotAllowed => 403,
+            Unavailable::TargetUnresolved => 502,
         }
     }
 
@@ -152,6 +172,11 @@ impl Unavailable {
                 "the certificate of this mapping is not available right now (its key and \
                  chain cannot be read from the secret store); its status says why"
             }
+            Unavailable::TargetNotAllowed => {
+                "the target's host is, or resolves to, an address this gateway does not reach \
+                 for tenants (internal, or the gateway's own); its operator can allow a range"
+            }
+            Unavailable::TargetUnresolved => "the target's host name does not resolve",
         }
     }
 }
@@ -184,7 +209,7 @@ pub struct Index {
     app_keys: HashMap<(String, String), AppKeyEntry>,
     users: std::collections::HashSet<(String, u64)>,
     // account -> (host, port) -> plain-TLS cluster
-    fallback: HashMap<String, HashMap<(String, u16), String>>,
+    fallback: HashMap<String, HashMap<(String, u16), FallbackRoute>>,
     // why: an Ed25519 verification costs ~160 µs in wasm, more than half the filter's time
     // per request (docs/benchmarks.md). Tokens verified against *this* snapshot's keys are
     // remembered; a new snapshot (key rotation) starts empty. Expiry and user liveness are
@@ -199,6 +224,7 @@ const VERIFIED_CAPACITY: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FallbackRoute {
     pub cluster: String,
+    pub unavailable: Option<Unavailable>,
 }
 
 /// Where the decision gets the current snapshot: in Envoy, the worker's compiled copy,
@@ -239,12 +265,15 @@ impl Index {
             .into_iter()
             .map(|u| (u.account, u.id))
             .collect();
-        let mut fallback: HashMap<String, HashMap<(String, u16), String>> = HashMap::new();
+        let mut fallback: HashMap<String, HashMap<(String, u16), FallbackRoute>> = HashMap::new();
         for f in snapshot.fallback {
-            fallback
-                .entry(f.account)
-                .or_default()
-                .insert((f.host, f.port), f.cluster);
+            fallback.entry(f.account).or_default().insert(
+                (f.host, f.port),
+                FallbackRoute {
+                    cluster: f.cluster,
+                    unavailable: f.unavailable,
+                },
+            );
         }
         let mut accounts: HashMap<String, [HashMap<String, Route>; 3]> = HashMap::new();
         let mut len = 0;
@@ -309,10 +338,7 @@ impl Index {
     /// The plain-TLS cluster for a host the account allows without a mapping.
     pub fn fallback(&self, account: &str, host: &str, port: u16) -> Option<FallbackRoute> {
         let host = host.to_ascii_lowercase();
-        self.fallback
-            .get(account)?
-            .get(&(host, port))
-            .map(|c| FallbackRoute { cluster: c.clone() })
+        self.fallback.get(account)?.get(&(host, port)).cloned()
     }
 
     /// Parses the wire form and compiles it.

@@ -139,6 +139,30 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub max_upload_bytes: u64,
+
+    /// Internal address ranges tenants' targets and token endpoints may have (`10.0.0.0/8`,
+    /// `fd00::/8`, `127.0.0.1`; repeat the flag or separate with commas). Loopback,
+    /// private, link-local, shared, multicast and reserved addresses are refused unless
+    /// allowed here; the control plane's own endpoints and `--egress-deny` always are.
+    #[arg(long = "egress-allow", env = "MTLSGATE_EGRESS_ALLOW", value_delimiter = ',',
+          value_parser = crate::address_policy::parse_range)]
+    pub egress_allow: Vec<ipnet::IpNet>,
+
+    /// Ranges or endpoints (`address:port`) tenants' targets and token endpoints may never
+    /// have, whatever `--egress-allow` says: e.g. the gateway's admin port, the hosts' own
+    /// public addresses, another internal service.
+    #[arg(
+        long = "egress-deny",
+        env = "MTLSGATE_EGRESS_DENY",
+        value_delimiter = ','
+    )]
+    pub egress_deny: Vec<crate::address_policy::DenyEntry>,
+
+    /// How often target hosts are looked up again (seconds, 1 to 3600): a name that now
+    /// points somewhere refused stops being served within this.
+    #[arg(long, env = "MTLSGATE_DNS_REFRESH_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub dns_refresh_seconds: u64,
 }
 
 impl ServeConfig {

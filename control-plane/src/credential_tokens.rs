@@ -808,7 +808,12 @@ mod tests {
         let tokens = CredentialTokens::new(
             store,
             secrets,
-            oauth2::Client::new(None, Duration::from_secs(1)).unwrap(),
+            oauth2::Client::new(
+                None,
+                Duration::from_secs(1),
+                crate::guarded_dns::GuardedDns::new(Default::default(), Duration::from_secs(1)),
+            )
+            .unwrap(),
             Settings {
                 redirect_uri: "https://cp/api/oauth2/callback".into(),
                 messaging_token_url: None,

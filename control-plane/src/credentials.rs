@@ -12,6 +12,7 @@ use mtlsgate_filter::target::Target;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::address_policy::AddressPolicy;
 use crate::credential_kind::{
     AccessTokenSecrets, AccessTokenSettings, AuthorizationCodeSettings, BasicSecrets,
     BasicSettings, ClientCredentialsSettings, ClientSecret, CredentialKind, CredentialSecrets,
@@ -133,7 +134,10 @@ fn required(field: &str, value: &str) -> Result<(), Invalid> {
 /// An OAuth endpoint: HTTPS, or plain HTTP on a loopback address only (an authorization
 /// server on the control plane's own host; RFC 8252 §8.3 allows the same for redirects).
 /// Anywhere else a client secret or a code must not travel in clear.
-fn endpoint_url(field: &str, value: &str) -> Result<(), Invalid> {
+/// An authorization or token endpoint: `https://…` (plain `http://` only to loopback), at an
+/// address the operator lets tenants reach (`policy`; names are checked again each time
+/// they are looked up, when the token keeper connects).
+fn endpoint_url(field: &str, value: &str, policy: &AddressPolicy) -> Result<(), Invalid> {
     if let Some(rest) = value.strip_prefix("http://") {
         let loopback = url::Url::parse(value).ok().and_then(|u| match u.host() {
             Some(url::Host::Ipv4(ip)) => Some(ip.is_loopback()),
@@ -141,17 +145,23 @@ fn endpoint_url(field: &str, value: &str) -> Result<(), Invalid> {
             Some(url::Host::Domain(d)) => Some(d.eq_ignore_ascii_case("localhost")),
             None => None,
         });
-        return match loopback {
-            Some(true) if !rest.contains('@') && value.len() <= 4096 => Ok(()),
-            _ => Err(invalid(
+        if !matches!(loopback, Some(true)) || rest.contains('@') || value.len() > 4096 {
+            return Err(invalid(
                 "invalid_credential",
                 format!("{field} must be https (plain http only to a loopback address)"),
-            )),
-        };
+            ));
+        }
+    } else {
+        Target::parse(value).map_err(|e| invalid("invalid_credential", format!("{field}: {e}")))?;
     }
-    Target::parse(value)
-        .map(|_| ())
-        .map_err(|e| invalid("invalid_credential", format!("{field}: {e}")))
+    if let Ok(url) = url::Url::parse(value) {
+        if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
+            policy
+                .check_written(host, port)
+                .map_err(|why| invalid("target_not_allowed", format!("{field}: {why}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// The confidential client every token-getting kind has: `clientId` and
@@ -210,7 +220,7 @@ fn protocols(names: Option<Vec<String>>) -> Result<Vec<TlsVersion>, Invalid> {
 }
 
 impl Input {
-    pub(crate) fn validate(self) -> Result<Validated, Invalid> {
+    pub(crate) fn validate(self, policy: &AddressPolicy) -> Result<Validated, Invalid> {
         let (settings, secrets) = match self {
             Input::Oauth2ClientCredentials {
                 client_id,
@@ -219,7 +229,7 @@ impl Input {
                 token_url,
                 client_authentication,
             } => {
-                endpoint_url("tokenUrl", &token_url)?;
+                endpoint_url("tokenUrl", &token_url, policy)?;
                 optional_scope(&scope)?;
                 let (client, secrets) = client(client_id, client_secret, client_authentication)?;
                 (
@@ -240,8 +250,8 @@ impl Input {
                 pkce,
                 client_authentication,
             } => {
-                endpoint_url("authUrl", &auth_url)?;
-                endpoint_url("tokenUrl", &token_url)?;
+                endpoint_url("authUrl", &auth_url, policy)?;
+                endpoint_url("tokenUrl", &token_url, policy)?;
                 optional_scope(&scope)?;
                 let (client, secrets) = client(client_id, client_secret, client_authentication)?;
                 (
@@ -340,7 +350,7 @@ impl Input {
                 client_authentication,
             } => {
                 if let Some(u) = &token_url {
-                    endpoint_url("tokenUrl", u)?;
+                    endpoint_url("tokenUrl", u, policy)?;
                 }
                 let (client, secrets) = client(client_id, client_secret, client_authentication)?;
                 (
@@ -385,10 +395,51 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Loopback allowed, as an operator testing against a local authorization server would.
     fn validate(v: Value) -> Result<Validated, Invalid> {
+        let loopback = AddressPolicy::new(
+            vec![
+                crate::address_policy::parse_range("127.0.0.0/8").unwrap(),
+                crate::address_policy::parse_range("::1").unwrap(),
+            ],
+            vec![],
+            vec![],
+        );
         serde_json::from_value::<Input>(v)
             .map_err(|e| invalid("invalid_body", e.to_string()))?
-            .validate()
+            .validate(&loopback)
+    }
+
+    #[test]
+    fn endpoints_at_internal_addresses_are_refused_unless_the_operator_allows_them() {
+        let strict = AddressPolicy::default();
+        for url in [
+            "http://127.0.0.1:9901/quitquitquit",
+            "http://localhost:9901/logging?level=debug",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://10.0.0.1/token",
+            "https://[::1]:8200/v1/sys/seal",
+            "https://[::ffff:7f00:1]/token",
+        ] {
+            let e = serde_json::from_value::<Input>(json!({
+                "type": "oauth2ClientCredentials", "clientId": "c", "clientSecret": "s",
+                "tokenUrl": url
+            }))
+            .unwrap()
+            .validate(&strict)
+            .err()
+            .unwrap_or_else(|| panic!("{url} accepted"));
+            assert_eq!(e.code, "target_not_allowed", "{url}");
+            // The refusal names the field and the rule, never the tenant's URL.
+            assert!(!e.message.contains(url), "{}", e.message);
+        }
+        let ok = serde_json::from_value::<Input>(json!({
+            "type": "oauth2AuthorizationCode", "clientId": "c", "clientSecret": "s",
+            "authUrl": "https://idp.example/authorize", "tokenUrl": "https://idp.example/token"
+        }))
+        .unwrap()
+        .validate(&strict);
+        assert!(ok.is_ok());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! AppKeys, live users): they are part of the runtime snapshot, and keeping them here means
 //! one rebuild and one change signal wake every waiting snapshot poll, whatever changed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mtlsgate_filter::snapshot::{
@@ -32,6 +33,46 @@ pub enum Trust {
     Bundle(String),
 }
 
+/// What a target's host resolved to, as `guarded_dns` answered: Envoy connects only to
+/// these addresses (static endpoints), never resolving the name itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Every address allowed, sorted.
+    Addresses(Vec<SocketAddr>),
+    /// The host is, or resolves to, an address tenants may not reach.
+    NotAllowed,
+    /// No address (yet).
+    Unresolved,
+}
+
+/// (lower-case host, port) → its resolution.
+pub type Resolutions = HashMap<(String, u16), Resolution>;
+
+/// Every (lower-case host, port) the gateway connects to for these mappings and allowlist
+/// hosts: what must be resolved before a build.
+pub fn target_hosts(mappings: &[MappingRow], egress: &[EgressRow]) -> BTreeSet<(String, u16)> {
+    let mut out: BTreeSet<(String, u16)> = mappings
+        .iter()
+        .filter(|m| m.enabled && !m.deleted)
+        .filter_map(|m| Target::parse(&m.url).ok().map(|t| host_key(&t)))
+        .collect();
+    out.extend(
+        egress
+            .iter()
+            .map(|e| (e.host.host.to_ascii_lowercase(), e.host.port)),
+    );
+    out
+}
+
+fn host_key(t: &Target<'_>) -> (String, u16) {
+    (t.host().to_ascii_lowercase(), t.port())
+}
+
+/// The resolution of a host, `Unresolved` when it was not looked up.
+fn resolution<'a>(resolutions: &'a Resolutions, key: &(String, u16)) -> &'a Resolution {
+    resolutions.get(key).unwrap_or(&Resolution::Unresolved)
+}
+
 /// One upstream cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSpec {
@@ -39,6 +80,8 @@ pub struct ClusterSpec {
     pub host: String,
     pub port: u16,
     pub host_is_ip: bool,
+    /// The checked addresses Envoy connects to.
+    pub endpoints: Vec<SocketAddr>,
     /// Name of the SDS secret with the client certificate; `None` for a plain-TLS cluster
     /// (egress allowlist), which presents no client certificate.
     pub secret: Option<String>,
@@ -156,13 +199,15 @@ impl Desired {
     /// Builds the desired state. Mappings whose certificate is deleted or has no material in
     /// the secret store, or whose credential brings nothing usable, get no cluster: the
     /// gateway refuses them with `certificate_unavailable` or `credential_unavailable`,
-    /// never as unmapped. A Mutual Authentication credential replaces the mapping's
-    /// certificate, trust and TLS versions.
+    /// never as unmapped. So does a mapping whose target is refused by the address policy
+    /// or does not resolve (`target_not_allowed`, `target_unresolved`). A Mutual
+    /// Authentication credential replaces the mapping's certificate, trust and TLS versions.
     pub fn build(
         certificates: &[CertificateRow],
         mappings: &[MappingRow],
         materials: &HashMap<i64, (u64, Arc<Material>)>,
         attachments: &Attachments,
+        resolutions: &Resolutions,
     ) -> Desired {
         let live: HashMap<i64, &CertificateRow> = certificates.iter().map(|c| (c.id, c)).collect();
         let mut out = Desired::default();
@@ -175,6 +220,19 @@ impl Desired {
                     "stored mapping has an invalid url; not served"
                 );
                 continue;
+            };
+            let endpoints = match resolution(resolutions, &host_key(&target)) {
+                Resolution::Addresses(a) => a.clone(),
+                Resolution::NotAllowed => {
+                    out.mappings
+                        .push(Routed::unavailable(m, Unavailable::TargetNotAllowed));
+                    continue;
+                }
+                Resolution::Unresolved => {
+                    out.mappings
+                        .push(Routed::unavailable(m, Unavailable::TargetUnresolved));
+                    continue;
+                }
             };
             let mapping_trust = match &m.ca_certificates {
                 Some(pem) if !pem.trim().is_empty() => Trust::Bundle(pem.clone()),
@@ -243,6 +301,7 @@ impl Desired {
                     host: target.host().to_owned(),
                     port: target.port(),
                     host_is_ip: target.host_is_ip(),
+                    endpoints,
                     secret: Some(secret.clone()),
                     trust,
                     tls,
@@ -270,9 +329,28 @@ impl Desired {
     }
 
     /// Adds the egress allowlist: one plain-TLS cluster per distinct (host, port), trusted
-    /// through the system store, and one fallback entry per account and host.
-    pub fn with_egress(mut self, hosts: &[EgressRow]) -> Desired {
+    /// through the system store, and one fallback entry per account and host (without a
+    /// cluster, and refused with its code, when the host's address is refused or unknown).
+    pub fn with_egress(mut self, hosts: &[EgressRow], resolutions: &Resolutions) -> Desired {
         for row in hosts {
+            let key = (row.host.host.to_ascii_lowercase(), row.host.port);
+            let endpoints = match resolution(resolutions, &key) {
+                Resolution::Addresses(a) => a.clone(),
+                other => {
+                    self.fallback.push(FallbackEntry {
+                        account: row.account.clone(),
+                        host: row.host.host.clone(),
+                        port: row.host.port,
+                        cluster: String::new(),
+                        unavailable: Some(if *other == Resolution::NotAllowed {
+                            Unavailable::TargetNotAllowed
+                        } else {
+                            Unavailable::TargetUnresolved
+                        }),
+                    });
+                    continue;
+                }
+            };
             let name = tls_cluster_name(&row.host.host, row.host.port);
             self.clusters
                 .entry(name.clone())
@@ -281,6 +359,7 @@ impl Desired {
                     host: row.host.host.clone(),
                     port: row.host.port,
                     host_is_ip: row.host.is_ip(),
+                    endpoints,
                     secret: None,
                     trust: Trust::System,
                     tls: TlsRange::DEFAULT,
@@ -290,6 +369,7 @@ impl Desired {
                 host: row.host.host.clone(),
                 port: row.host.port,
                 cluster: name,
+                unavailable: None,
             });
         }
         self.seal();
@@ -303,12 +383,17 @@ impl Desired {
     }
 
     /// Recomputes the CDS version. Cluster names encode everything a cluster is built from
-    /// (certificate, host, port, trust, and whether it is plain TLS), so names suffice.
+    /// (certificate, host, port, trust, and whether it is plain TLS) but its addresses, which
+    /// change when its host resolves differently.
     fn seal(&mut self) {
         let mut h = Sha256::new();
         for c in self.clusters.values() {
             h.update(c.name.as_bytes());
             h.update([0]);
+            for e in &c.endpoints {
+                h.update(e.to_string().as_bytes());
+                h.update([1]);
+            }
         }
         self.cds_version = short_hash(h);
     }
@@ -388,4 +473,4 @@ pub(crate) fn short_hash(h: Sha256) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

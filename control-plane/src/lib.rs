@@ -35,6 +35,10 @@
 //!    - `tls_versions`, `egress` (allowlisted host values), `oauth2` (the token-endpoint
 //!      client and PKCE), `p12` and `keystore` (opening PKCS#12 and JKS), `certinfo`,
 //!      `secret` (a string that never prints), `clock`, `random`.
+//!    - `address_policy` (which addresses mtlsgate may connect to for a tenant: internal
+//!      ranges only where the operator allowed them, its own endpoints never) and
+//!      `guarded_dns` (name lookups checked against it; who connects gets the checked
+//!      addresses, never the name).
 //!    - `pki` (the link CA and the certificates of control planes and gateways) and
 //!      `link_tls` (the mutual-TLS listeners of ADS and the feed: a gateway certificate of
 //!      the link CA required, its node id read from it).
@@ -44,11 +48,13 @@
 //!    account) and writes the row through `store` in one transaction; then it kicks the
 //!    `reconciler`.
 //! 2. The `reconciler` reads certificates, mappings and attached credentials from `store`
-//!    and their material from `secret_store` (cached), and `desired::Desired::build` makes
-//!    one cluster per (certificate, host, port, trust, TLS range) and one SDS secret per
-//!    certificate. A mapping whose certificate material is not loaded, or whose credential
-//!    cannot be applied, gets no cluster and is marked unavailable
-//!    (`certificate_unavailable` / `credential_unavailable`), never dropped.
+//!    and their material from `secret_store` (cached), resolves each target host through
+//!    `guarded_dns`, and `desired::Desired::build` makes one cluster per (certificate, host,
+//!    port, trust, TLS range) with the checked addresses as static endpoints, and one SDS
+//!    secret per certificate. A mapping whose certificate material is not loaded, whose
+//!    credential cannot be applied, or whose target is refused or does not resolve gets no
+//!    cluster and is marked unavailable (`certificate_unavailable`, `credential_unavailable`,
+//!    `target_not_allowed`, `target_unresolved`), never dropped.
 //! 3. `xds` sends the new clusters and secrets to every connected Envoy (over mutual TLS, each
 //!    stream only the node its certificate names) and records its ACKs.
 //! 4. `api::runtime` serves each node a snapshot holding only the mappings whose cluster and
@@ -61,6 +67,7 @@ pub mod cli;
 pub mod config;
 pub mod serve;
 
+mod address_policy;
 mod api;
 mod appkeys;
 mod certinfo;
@@ -70,6 +77,7 @@ mod credential_tokens;
 mod credentials;
 mod desired;
 mod egress;
+mod guarded_dns;
 mod identity;
 mod keystore;
 mod link_tls;

@@ -5,11 +5,14 @@
 //! Nothing secret leaves this module in an error: errors carry the endpoint's status, its
 //! `error` code and a bounded, sanitised `error_description`, never a request parameter.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::address_policy::Forbidden;
+use crate::guarded_dns::{GuardedDns, LookupError};
 use crate::secret::Secret;
 
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3.1), named as a
@@ -72,6 +75,9 @@ pub enum GrantError {
         error: String,
         description: Option<String>,
     },
+    /// The endpoint's address is one mtlsgate does not connect to for a tenant.
+    #[error("token endpoint not allowed: {0}")]
+    NotAllowed(Forbidden),
     /// An answer that is not a usable token answer.
     #[error("token endpoint answered HTTP {status} without a usable token: {reason}")]
     Malformed { status: u16, reason: &'static str },
@@ -93,10 +99,18 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// lived this long.
 pub(crate) const MAX_TOKEN_LIFETIME_SECS: u64 = 365 * 24 * 3600;
 
-/// Makes token requests. Cheap to clone (one connection pool).
+/// Makes token requests. Cheap to clone.
+///
+/// why: each request gets its own HTTP client, pinned to the addresses [`GuardedDns`]
+/// checked for the endpoint's name, so the name is resolved once and the connection goes
+/// to a checked address (no DNS rebinding between the check and the connect). Token
+/// requests are rare (a refresh per credential per token life), so the pool a shared client
+/// would keep is worth less than that guarantee.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    dns: GuardedDns,
+    roots: Vec<reqwest::Certificate>,
+    timeout: Duration,
 }
 
 /// Why the client could not be built.
@@ -110,24 +124,46 @@ pub enum ClientError {
 
 impl Client {
     /// A client trusting the system's roots plus `extra_roots_pem` (a PEM bundle: private
-    /// authorization servers), with `timeout` per request and no redirects (a token endpoint
-    /// that redirects is misconfigured, and following it would resend the client secret).
-    pub fn new(extra_roots_pem: Option<&[u8]>, timeout: Duration) -> Result<Client, ClientError> {
+    /// authorization servers), with `timeout` per request, no redirects (a token endpoint
+    /// that redirects is misconfigured, and following it would resend the client secret),
+    /// no proxy from the environment, and only addresses `dns` allows.
+    pub fn new(
+        extra_roots_pem: Option<&[u8]>,
+        timeout: Duration,
+        dns: GuardedDns,
+    ) -> Result<Client, ClientError> {
+        let roots = match extra_roots_pem {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Roots("(PEM)".into(), e.to_string()))?,
+            None => Vec::new(),
+        };
+        let client = Client {
+            dns,
+            roots,
+            timeout,
+        };
+        // Fail at start, not at the first token request, if the TLS setup cannot be built.
+        client
+            .http(None)
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(client)
+    }
+
+    /// An HTTP client for one request, `pin` naming the only addresses a host name may use.
+    fn http(&self, pin: Option<(&str, &[SocketAddr])>) -> Result<reqwest::Client, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .user_agent(concat!("mtlsgate/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = extra_roots_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| ClientError::Roots("(PEM)".into(), e.to_string()))?;
-            builder = builder.tls_certs_merge(certs);
+        if !self.roots.is_empty() {
+            builder = builder.tls_certs_merge(self.roots.iter().cloned());
         }
-        Ok(Client {
-            http: builder
-                .build()
-                .map_err(|e| ClientError::Build(e.to_string()))?,
-        })
+        if let Some((host, addrs)) = pin {
+            builder = builder.resolve_to_addrs(host, addrs);
+        }
+        builder.build()
     }
 
     /// Asks `token_url` for tokens.
@@ -137,9 +173,23 @@ impl Client {
         client: &ClientCredentials<'_>,
         grant: &Grant<'_>,
     ) -> Result<TokenSet, GrantError> {
-        let mut req = self
-            .http
-            .post(token_url)
+        let url = url::Url::parse(token_url)
+            .map_err(|_| GrantError::Unreachable("the token URL is not a valid URL".into()))?;
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            return Err(GrantError::Unreachable(
+                "the token URL names no host".into(),
+            ));
+        };
+        let addrs = self.dns.resolve(host, port).await.map_err(|e| match e {
+            LookupError::NotAllowed(why) => GrantError::NotAllowed(why),
+            other => GrantError::Unreachable(other.to_string()),
+        })?;
+        let is_name = url.domain().is_some();
+        let http = self
+            .http(is_name.then_some((host, addrs.as_slice())))
+            .map_err(|_| GrantError::Unreachable("cannot set up the connection".into()))?;
+        let mut req = http
+            .post(url)
             .header("accept", "application/json")
             .header("content-type", "application/x-www-form-urlencoded");
         if client.auth == ClientAuth::Basic {
@@ -149,8 +199,7 @@ impl Client {
             .body(form_body(client, grant))
             .send()
             .await
-            // why: reqwest's error text names the URL and the cause, never the body.
-            .map_err(|e| GrantError::Unreachable(describe(&e)))?;
+            .map_err(|e| GrantError::Unreachable(describe(&e).into()))?;
         let status = resp.status().as_u16();
         let body = read_bounded(resp)
             .await
@@ -208,16 +257,35 @@ fn basic_authorization(client: &ClientCredentials<'_>) -> String {
     )
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// What failed, as a category: never the error's text, which can carry what the other end
+/// sent (a TLS alert, a proxy's words) and, for an internal endpoint, would make `lastError`
+/// a probe of the internal network.
+fn describe(e: &reqwest::Error) -> &'static str {
     use std::error::Error;
-    let mut text = e.to_string();
+    if e.is_timeout() {
+        return "the request timed out";
+    }
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        // why: an `io::Error` hides what it wraps from `source()`; look inside it.
+        let inner = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn Error + 'static));
+        if [Some(s), inner]
+            .into_iter()
+            .flatten()
+            .any(|x| x.downcast_ref::<rustls::Error>().is_some())
+        {
+            return "the TLS handshake failed (is the endpoint's certificate trusted?)";
+        }
         source = s.source();
     }
-    clean(&text, 300)
+    if e.is_connect() {
+        "could not connect"
+    } else {
+        "the connection failed"
+    }
 }
 
 async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, &'static str> {

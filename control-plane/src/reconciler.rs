@@ -12,7 +12,7 @@
 //! If Vault is unreachable, the last known material keeps being served: an outage of the
 //! secret store must not take certificates away from a running gateway.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,10 @@ use tokio::sync::{watch, Mutex, Notify};
 use crate::appkeys::Directory;
 use crate::credential_kind::{fixed_authorization, CredentialSecrets, CredentialSettings};
 use crate::credential_tokens::CredentialTokens;
-use crate::desired::{Attachments, Callers, CredentialTls, Desired};
+use crate::desired::{
+    target_hosts, Attachments, Callers, CredentialTls, Desired, Resolution, Resolutions,
+};
+use crate::guarded_dns::{GuardedDns, LookupError};
 use crate::p12::Material;
 use crate::secret_store::Secrets;
 use crate::store::{Store, StoreError};
@@ -134,7 +137,14 @@ pub struct Reconciler {
     kick: Notify,
     tx: watch::Sender<Arc<Desired>>,
     built: Mutex<Built>,
+    /// Looks up and checks target hosts; Envoy gets only what it answered.
+    dns: GuardedDns,
+    /// The last resolution of every target host in use.
+    resolutions: Mutex<Resolutions>,
 }
+
+/// Lookups made at once when many hosts need resolving.
+const LOOKUPS_AT_ONCE: usize = 16;
 
 impl Reconciler {
     pub fn new(
@@ -142,6 +152,7 @@ impl Reconciler {
         secrets: Secrets,
         callers: CallerSources,
         access_tokens: Arc<CredentialTokens>,
+        dns: GuardedDns,
     ) -> Arc<Self> {
         let (tx, _) = watch::channel(Arc::new(Desired::default()));
         Arc::new(Reconciler {
@@ -154,7 +165,80 @@ impl Reconciler {
             kick: Notify::new(),
             tx,
             built: Mutex::default(),
+            dns,
+            resolutions: Mutex::default(),
         })
+    }
+
+    /// Resolves `hosts`, from `previous` where given: a failed lookup of a host that had
+    /// addresses keeps them (a DNS outage must not take partners away), a refused one never
+    /// does.
+    async fn resolve(
+        &self,
+        hosts: impl IntoIterator<Item = (String, u16)>,
+        previous: &Resolutions,
+    ) -> Resolutions {
+        use futures::StreamExt;
+        futures::stream::iter(hosts)
+            .map(|(host, port)| async move {
+                let found = self.dns.resolve(&host, port).await;
+                let resolution = match found {
+                    Ok(addrs) => Resolution::Addresses(addrs),
+                    Err(LookupError::NotAllowed(why)) => {
+                        tracing::warn!(host = %host, port, reason = %why, "target refused by the address policy; its mappings are refused with target_not_allowed");
+                        Resolution::NotAllowed
+                    }
+                    Err(e) => match previous.get(&(host.clone(), port)) {
+                        Some(last @ Resolution::Addresses(_)) => {
+                            tracing::warn!(host = %host, port, error = %e, "target lookup failed; keeping its last addresses");
+                            last.clone()
+                        }
+                        _ => {
+                            tracing::warn!(host = %host, port, error = %e, "target does not resolve; its mappings are refused with target_unresolved");
+                            Resolution::Unresolved
+                        }
+                    },
+                };
+                ((host, port), resolution)
+            })
+            .buffer_unordered(LOOKUPS_AT_ONCE)
+            .collect()
+            .await
+    }
+
+    /// The resolutions of `hosts`: cached ones as they are, new ones looked up now.
+    async fn resolutions_for(&self, hosts: &BTreeSet<(String, u16)>) -> Resolutions {
+        let cached = self.resolutions.lock().await.clone();
+        let missing: Vec<(String, u16)> = hosts
+            .iter()
+            .filter(|h| !cached.contains_key(*h))
+            .cloned()
+            .collect();
+        let fresh = self.resolve(missing, &cached).await;
+        let mut cache = self.resolutions.lock().await;
+        cache.extend(fresh);
+        cache.retain(|h, _| hosts.contains(h));
+        cache.clone()
+    }
+
+    /// Looks every target host up again; answers whether any resolves differently, which
+    /// the caller turns into a rebuild.
+    async fn refresh_dns(&self) -> bool {
+        let cached = self.resolutions.lock().await.clone();
+        let fresh = self.resolve(cached.keys().cloned(), &cached).await;
+        let mut cache = self.resolutions.lock().await;
+        let mut changed = false;
+        for (host, r) in fresh {
+            // Only hosts still in use (a rebuild may have dropped some meanwhile).
+            if let Some(slot) = cache.get_mut(&host) {
+                if *slot != r {
+                    tracing::info!(host = %host.0, port = host.1, "target resolves differently; updating its endpoints");
+                    *slot = r;
+                    changed = true;
+                }
+            }
+        }
+        changed
     }
 
     /// The current desired state and its changes.
@@ -402,9 +486,18 @@ impl Reconciler {
                 .collect(),
         };
         let (attachments, attached_all) = self.attachments().await?;
-        let desired = Desired::build(&certificates, &mappings, &materials, &attachments)
-            .with_egress(&egress)
-            .with_callers(callers);
+        let resolutions = self
+            .resolutions_for(&target_hosts(&mappings, &egress))
+            .await;
+        let desired = Desired::build(
+            &certificates,
+            &mappings,
+            &materials,
+            &attachments,
+            &resolutions,
+        )
+        .with_egress(&egress, &resolutions)
+        .with_callers(callers);
         self.tx.send_if_modified(|cur| {
             if **cur == desired {
                 false
@@ -421,15 +514,24 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Runs until the process ends: rebuild on every kick, and check Vault every `watch`.
-    pub async fn run(self: Arc<Self>, watch_every: Duration) {
+    /// Runs until the process ends: rebuild on every kick, check Vault every `watch_every`,
+    /// and look target hosts up again every `dns_every`.
+    pub async fn run(self: Arc<Self>, watch_every: Duration, dns_every: Duration) {
         let mut tick = tokio::time::interval(watch_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dns_tick = tokio::time::interval(dns_every);
+        dns_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let check = tokio::select! {
                 _ = self.kick.notified() => false,
                 _ = self.access_tokens.changed() => false,
                 _ = tick.tick() => true,
+                _ = dns_tick.tick() => {
+                    if !self.refresh_dns().await {
+                        continue;
+                    }
+                    false
+                }
             };
             if let Err(e) = self.rebuild(check).await {
                 tracing::error!(error = %e, "rebuild failed; Envoy keeps its current configuration");

@@ -34,6 +34,24 @@ pub enum ServeError {
     LinkTls(#[from] crate::link_tls::LinkTlsError),
 }
 
+/// The deployment's own endpoints a tenant's URL must never reach, whatever range the
+/// operator allows: this process's listeners and its secret store.
+async fn own_endpoints(cfg: &ServeConfig) -> Vec<std::net::SocketAddr> {
+    let mut own = vec![cfg.http_addr, cfg.xds_addr, cfg.feed_addr];
+    if let Ok(url) = url::Url::parse(&cfg.vault_addr) {
+        if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match tokio::net::lookup_host((host, port)).await {
+                Ok(addrs) => own.extend(addrs),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot resolve the secret store's address; add it to --egress-deny")
+                }
+            }
+        }
+    }
+    own
+}
+
 pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     if cfg.dev_admin_token.is_some() {
         tracing::warn!(
@@ -59,6 +77,14 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         ),
         None => None,
     };
+    let dns = crate::guarded_dns::GuardedDns::new(
+        Arc::new(crate::address_policy::AddressPolicy::new(
+            cfg.egress_allow.clone(),
+            cfg.egress_deny.clone(),
+            own_endpoints(&cfg).await,
+        )),
+        Duration::from_secs(5),
+    );
     let settings = api::Settings {
         dev_admin_token: cfg.dev_admin_token.clone(),
         domains: crate::api::csds::Domains {
@@ -69,11 +95,17 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         max_upload_bytes: cfg.max_upload_bytes(),
         session_ttl_secs: cfg.session_ttl_seconds,
         watch_period: Duration::from_secs(cfg.vault_watch_seconds),
-        oauth2_client: crate::oauth2::Client::new(extra_roots.as_deref(), Duration::from_secs(10))?,
+        oauth2_client: crate::oauth2::Client::new(
+            extra_roots.as_deref(),
+            Duration::from_secs(10),
+            dns.clone(),
+        )?,
         credential_tokens: crate::credential_tokens::Settings {
             redirect_uri: cfg.oauth_redirect_uri(),
             messaging_token_url: cfg.messaging_token_url.clone(),
         },
+        dns,
+        dns_refresh: Duration::from_secs(cfg.dns_refresh_seconds),
     };
     let state = AppState::start(store, secrets, settings).await?;
     let opts = ResourceOptions {

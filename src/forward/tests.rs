@@ -70,12 +70,22 @@ fn index_of(
                 id: 2,
             },
         ],
-        fallback: vec![FallbackEntry {
-            account: ACC.into(),
-            host: "plain.example".into(),
-            port: 443,
-            cluster: "tls_plain.example_443".into(),
-        }],
+        fallback: vec![
+            FallbackEntry {
+                account: ACC.into(),
+                host: "plain.example".into(),
+                port: 443,
+                cluster: "tls_plain.example_443".into(),
+                unavailable: None,
+            },
+            FallbackEntry {
+                account: ACC.into(),
+                host: "inside.example".into(),
+                port: 443,
+                cluster: String::new(),
+                unavailable: Some(Unavailable::TargetNotAllowed),
+            },
+        ],
     })
 }
 
@@ -299,6 +309,18 @@ fn unmapped_triplets_are_refused_unless_the_host_is_allowed_in_plain_tls() {
     assert!(f
         .set
         .contains(&("x-mtlsgate-cluster", "tls_plain.example_443".to_owned())));
+    // An allowed host whose address the gateway will not reach is refused as such.
+    let d = decide_with(
+        "GET",
+        "/mtls/account/52653865",
+        &[
+            ("authorization", &auth),
+            ("lp-forward-url", "https://inside.example/x"),
+            ("lp-service-name", "IDP"),
+        ],
+        Some(&idx),
+    );
+    assert_eq!(refusal(d), (403, "target_not_allowed"));
     // ... but not when the caller asks to stop, nor on another port.
     let d = decide_with(
         "GET",
@@ -648,9 +670,11 @@ fn an_attached_credential_wins_over_the_callers_override_unless_the_account_allo
 
 #[wasm_bindgen_test::wasm_bindgen_test(unsupported = test)]
 fn a_mapping_that_cannot_be_served_is_refused_with_its_own_code_not_sent_bare() {
-    for (why, code) in [
-        (Unavailable::Credential, "credential_unavailable"),
-        (Unavailable::Certificate, "certificate_unavailable"),
+    for (why, status, code) in [
+        (Unavailable::Credential, 503, "credential_unavailable"),
+        (Unavailable::Certificate, 503, "certificate_unavailable"),
+        (Unavailable::TargetNotAllowed, 403, "target_not_allowed"),
+        (Unavailable::TargetUnresolved, 502, "target_unresolved"),
     ] {
         let idx = index_of(None, false, Some(why));
         let auth = good();
@@ -667,7 +691,7 @@ fn a_mapping_that_cannot_be_served_is_refused_with_its_own_code_not_sent_bare() 
         );
         match d {
             Decision::Refuse(r, audit) => {
-                assert_eq!((r.status, r.code), (503, code));
+                assert_eq!((r.status, r.code), (status, code));
                 assert_eq!(audit.mapping_id, "11");
                 assert_eq!(audit.decision, "refused");
             }

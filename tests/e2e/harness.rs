@@ -167,6 +167,15 @@ pub struct Options {
     pub token_endpoint_ca_pem: Option<String>,
     /// `--vault-watch-seconds` (how often certificates changed directly in Vault are seen).
     pub vault_watch_seconds: u64,
+    /// `--egress-allow`: internal ranges tenants may reach. The test partners and token
+    /// endpoints listen on loopback, so loopback by default; Envoy's admin port is denied
+    /// in every stack (`--egress-deny`), as `scripts/up` does.
+    pub egress_allow: Vec<String>,
+    /// `--dns-refresh-seconds`.
+    pub dns_refresh_seconds: u64,
+    /// A file the control plane sees as its `/etc/hosts` (bind-mounted in a mount namespace
+    /// of its own): a test rewrites it to make a name point elsewhere.
+    pub hosts_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -178,6 +187,9 @@ impl Default for Options {
             system_trust_pem: None,
             token_endpoint_ca_pem: None,
             vault_watch_seconds: 10,
+            egress_allow: vec!["127.0.0.1".into(), "::1".into()],
+            dns_refresh_seconds: 30,
+            hosts_file: None,
         }
     }
 }
@@ -244,11 +256,35 @@ impl Stack {
             .output()
             .expect("mtlsgate pki init");
         assert!(made.status.success(), "pki init: {made:?}");
+        let admin_port = free_port();
+        // With a hosts file: the control plane in its own mount namespace, that file
+        // bind-mounted over /etc/hosts (glibc reads it on every lookup).
+        let mut command = match &opts.hosts_file {
+            Some(hosts) => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+                    .arg(hosts)
+                    .arg(&mtlsgate_bin);
+                c
+            }
+            None => Command::new(&mtlsgate_bin),
+        };
         let mut control_plane = Proc::spawn(
             "control-plane",
             &dir,
-            Command::new(&mtlsgate_bin)
+            command
                 .arg("serve")
+                .args(["--egress-deny", &format!("127.0.0.1:{admin_port}")])
+                .args([
+                    "--dns-refresh-seconds",
+                    &opts.dns_refresh_seconds.to_string(),
+                ])
+                .args(if opts.egress_allow.is_empty() {
+                    vec![]
+                } else {
+                    vec!["--egress-allow".to_owned(), opts.egress_allow.join(",")]
+                })
                 .args(["--http-addr", &format!("127.0.0.1:{api_port}")])
                 .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
                 .args(["--feed-addr", &format!("127.0.0.1:{feed_port}")])
@@ -304,7 +340,6 @@ impl Stack {
         let api = format!("http://127.0.0.1:{api_port}");
         wait_ok(&client, &format!("{api}/healthz"), &mut control_plane).await;
 
-        let admin_port = free_port();
         let template = std::fs::read_to_string(root().join("envoy/bootstrap.yaml"))
             .expect("bootstrap template");
         let values = [

@@ -12,6 +12,7 @@ mod tools;
 mod upstream;
 
 mod credentials;
+mod egress_guard;
 mod forward;
 mod isolation;
 mod management;

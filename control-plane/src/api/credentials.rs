@@ -42,7 +42,10 @@ fn view(state: &AppState, row: &CredentialRow, secret_fields: &[String]) -> Valu
 }
 
 /// Splits `{"name": …, "type": …, …}` and validates the rest by type.
-fn parse(body: Value) -> Result<(String, Validated), ApiError> {
+fn parse(
+    body: Value,
+    policy: &crate::address_policy::AddressPolicy,
+) -> Result<(String, Validated), ApiError> {
     let Value::Object(mut obj) = body else {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -62,7 +65,7 @@ fn parse(body: Value) -> Result<(String, Validated), ApiError> {
     obj.remove("id");
     let input: Input = serde_json::from_value(Value::Object(obj))
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-    let validated = input.validate().map_err(|e| {
+    let validated = input.validate(policy).map_err(|e| {
         let status = if e.code.starts_with("p12_") || e.code == "keystore_unsupported" {
             StatusCode::UNPROCESSABLE_ENTITY
         } else {
@@ -109,7 +112,7 @@ pub async fn create(
 ) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
     check_account(&account)?;
     principal.require_manage(&account)?;
-    let (name, v) = parse(body)?;
+    let (name, v) = parse(body, state.dns.policy())?;
     let row = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;
@@ -172,7 +175,7 @@ pub async fn update(
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
     principal.require_manage(&account)?;
-    let (name, v) = parse(body)?;
+    let (name, v) = parse(body, state.dns.policy())?;
     let row = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;

@@ -56,6 +56,19 @@ pub async fn put(
         ApiError::bad_request("invalid_host", format!("plainTlsHosts[{index}]: {e}"))
             .with("index", serde_json::json!(index))
     })?;
+    for (index, h) in hosts.iter().enumerate() {
+        state
+            .dns
+            .policy()
+            .check_written(&h.host, h.port)
+            .map_err(|why| {
+                ApiError::bad_request(
+                    "target_not_allowed",
+                    format!("plainTlsHosts[{index}]: {why}"),
+                )
+                .with("index", serde_json::json!(index))
+            })?;
+    }
     state.store.replace_egress_hosts(&account, &hosts).await?;
     state.reconciler.kick();
     tracing::info!(account, hosts = hosts.len(), by = %principal.describe(), "egress allowlist replaced");

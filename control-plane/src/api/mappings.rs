@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::extract::{Json, Path};
 use super::{check_account, views, AppState, Principal};
+use crate::address_policy::AddressPolicy;
 use crate::store::{NewMapping, Store};
 
 /// Most mappings in one request.
@@ -61,7 +62,12 @@ fn invalid(index: usize, code: &'static str, message: impl Into<String>) -> ApiE
 }
 
 /// Checks one mapping on its own (no database).
-fn validate(index: usize, account: &str, m: &MappingInput) -> Result<NewMapping, ApiError> {
+fn validate(
+    index: usize,
+    account: &str,
+    m: &MappingInput,
+    policy: &AddressPolicy,
+) -> Result<NewMapping, ApiError> {
     let certificate_id = text_of(&m.certification_id)
         .and_then(|s| s.parse::<i64>().ok())
         .filter(|id| *id > 0)
@@ -90,7 +96,13 @@ fn validate(index: usize, account: &str, m: &MappingInput) -> Result<NewMapping,
             ));
         }
     }
-    Target::parse(&m.url).map_err(|e| invalid(index, "invalid_url", format!("url: {e}")))?;
+    let target =
+        Target::parse(&m.url).map_err(|e| invalid(index, "invalid_url", format!("url: {e}")))?;
+    // An IP literal or `localhost` can be judged now; names are judged each time they
+    // resolve (the reconciler), and refused at the gateway with the same code.
+    policy
+        .check_written(target.host(), target.port())
+        .map_err(|why| invalid(index, "target_not_allowed", format!("url: {why}")))?;
     if m.name.trim().is_empty()
         || m.name.chars().count() > 128
         || m.name.chars().any(char::is_control)
@@ -195,7 +207,7 @@ pub async fn create(
     let mut names = HashSet::new();
     let mut triplets = HashSet::new();
     for (i, m) in input.iter().enumerate() {
-        let v = validate(i, &account, m)?;
+        let v = validate(i, &account, m, state.dns.policy())?;
         if !names.insert(v.name.clone()) {
             return Err(ApiError::conflict(
                 "duplicate_mapping_name",
@@ -368,7 +380,7 @@ pub async fn update(
 ) -> Result<(HeaderMap, JsonOut<Value>), ApiError> {
     check_account(&account)?;
     principal.require_manage(&account)?;
-    let v = validate(0, &account, &input)?;
+    let v = validate(0, &account, &input, state.dns.policy())?;
     let (row, revision) = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;

@@ -63,6 +63,8 @@ pub struct AppState {
     /// Password hashes computed at once (Argon2id is made to be slow and big): a flood of
     /// logins waits here, briefly, then gets 503, instead of exhausting the blocking pool.
     pub hashing: Arc<tokio::sync::Semaphore>,
+    /// Which addresses tenants' targets and token endpoints may have.
+    pub dns: crate::guarded_dns::GuardedDns,
 }
 
 /// What [`AppState::start`] needs besides the store and the secret store.
@@ -78,6 +80,10 @@ pub struct Settings {
     /// The client credential tokens are obtained with, and where users are sent back to.
     pub oauth2_client: crate::oauth2::Client,
     pub credential_tokens: crate::credential_tokens::Settings,
+    /// Looks up and checks the hosts the gateway connects to for tenants.
+    pub dns: crate::guarded_dns::GuardedDns,
+    /// How often target hosts are looked up again.
+    pub dns_refresh: Duration,
 }
 
 /// Why the application state could not be built.
@@ -125,9 +131,14 @@ impl AppState {
                 ),
             },
             credential_tokens.clone(),
+            settings.dns.clone(),
         );
         reconciler.rebuild(true).await?;
-        tokio::spawn(reconciler.clone().run(settings.watch_period));
+        tokio::spawn(
+            reconciler
+                .clone()
+                .run(settings.watch_period, settings.dns_refresh),
+        );
         let nonces = Arc::new(std::sync::Mutex::new(NonceCache::new(
             mtlsgate_filter::oauth1::DEFAULT_MAX_SKEW_SECS * 2,
             mtlsgate_filter::oauth1::DEFAULT_NONCE_CAPACITY,
@@ -147,6 +158,7 @@ impl AppState {
             max_upload_bytes: settings.max_upload_bytes,
             feed: Default::default(),
             hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_SLOTS)),
+            dns: settings.dns,
         })
     }
 }

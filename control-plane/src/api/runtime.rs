@@ -147,7 +147,9 @@ fn unversioned(desired: &Desired, acks: &NodeAcks) -> Snapshot {
     let fallback = desired
         .fallback
         .iter()
-        .filter(|f| acks.clusters.contains(&f.cluster))
+        // A host refused or unresolved has no cluster to wait for: its refusal is served at
+        // once, like an unavailable mapping's.
+        .filter(|f| f.unavailable.is_some() || acks.clusters.contains(&f.cluster))
         .cloned()
         .collect();
     let c = &desired.callers;

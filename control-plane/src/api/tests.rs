@@ -34,6 +34,11 @@ impl Drop for Env {
 
 /// A control plane built as `serve` builds it, on an empty database and an in-memory
 /// secret store, the reconciler running, and node `NODE` connected over "ADS".
+/// The default address policy: nothing internal allowed.
+pub(crate) fn dns() -> crate::guarded_dns::GuardedDns {
+    crate::guarded_dns::GuardedDns::new(Default::default(), Duration::from_secs(1))
+}
+
 pub(super) async fn env() -> Env {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -60,11 +65,13 @@ pub(super) async fn env() -> Env {
             max_upload_bytes: 1024,
             session_ttl_secs: 3600,
             watch_period: Duration::from_secs(3600),
-            oauth2_client: crate::oauth2::Client::new(None, Duration::from_secs(1)).unwrap(),
+            oauth2_client: crate::oauth2::Client::new(None, Duration::from_secs(1), dns()).unwrap(),
             credential_tokens: crate::credential_tokens::Settings {
                 redirect_uri: "http://api/api/oauth2/callback".into(),
                 messaging_token_url: None,
             },
+            dns: dns(),
+            dns_refresh: Duration::from_secs(3600),
         },
     )
     .await
@@ -143,9 +150,9 @@ async fn egress_lists_are_validated_stored_and_replaced() {
     let (st, v) = call(s, Method::GET, &egress_uri("a"), Some(DEV), None).await;
     assert_eq!((st, v), (StatusCode::OK, json!({"plainTlsHosts": []})));
 
-    let body = json!({"plainTlsHosts": ["API.example.com", "other.example:8443", "api.example.com:443", "[::1]:9443"]});
+    let body = json!({"plainTlsHosts": ["API.example.com", "other.example:8443", "api.example.com:443", "[2606:4700::1111]:9443"]});
     let (st, v) = call(s, Method::PUT, &egress_uri("a"), Some(DEV), Some(body)).await;
-    let want = json!({"plainTlsHosts": ["api.example.com", "other.example:8443", "[::1]:9443"]});
+    let want = json!({"plainTlsHosts": ["api.example.com", "other.example:8443", "[2606:4700::1111]:9443"]});
     assert_eq!((st, &v), (StatusCode::OK, &want));
     let (_, v) = call(s, Method::GET, &egress_uri("a"), Some(DEV), None).await;
     assert_eq!(v, want);
@@ -170,6 +177,24 @@ async fn egress_lists_are_validated_stored_and_replaced() {
         .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
         assert_eq!(v["code"], "invalid_host");
+        assert_eq!(v["index"], index);
+    }
+    // An internal address: refused by the address policy, nothing stored.
+    for (bad, index) in [
+        (json!(["ok.example", "[::1]:9443"]), 1),
+        (json!(["localhost:8200"]), 0),
+        (json!(["169.254.169.254"]), 0),
+    ] {
+        let (st, v) = call(
+            s,
+            Method::PUT,
+            &egress_uri("a"),
+            Some(DEV),
+            Some(json!({ "plainTlsHosts": bad })),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["code"], "target_not_allowed");
         assert_eq!(v["index"], index);
     }
     let too_many: Vec<String> = (0..=1000).map(|i| format!("h{i}.example")).collect();
@@ -394,7 +419,7 @@ async fn the_snapshot_carries_credentials_and_long_polls_wake_on_every_change() 
                     .iter()
                     .map(|f| (f.account.as_str(), f.host.as_str(), f.port))
                     .collect();
-                assert_eq!(got, [("a", "x.example", 443)]);
+                assert_eq!(got, [("a", "93.184.216.34", 443)]);
             }
             // Withdrawn at once, whatever the node acknowledged.
             "allowlist emptied" => assert!(snap.fallback.is_empty()),
@@ -427,12 +452,13 @@ async fn change(s: &AppState, what: &str) {
             assert_eq!(st, StatusCode::CREATED);
         }
         "allowlist changed" => {
-            let body = json!({"plainTlsHosts": ["x.example"]});
+            // A public IP literal: no name lookup in a unit test.
+            let body = json!({"plainTlsHosts": ["93.184.216.34"]});
             let (st, _) = call(s, Method::PUT, &egress_uri("a"), Some(DEV), Some(body)).await;
             assert_eq!(st, StatusCode::OK);
             // The node sees the host only once it has the cluster: ack it, as Envoy does
             // when CDS pushes it.
-            let name = crate::desired::tls_cluster_name("x.example", 443);
+            let name = crate::desired::tls_cluster_name("93.184.216.34", 443);
             let mut rx = s.reconciler.subscribe();
             let pushed = rx
                 .wait_for(|d| d.clusters.contains_key(&name))

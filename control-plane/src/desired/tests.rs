@@ -56,6 +56,36 @@ fn materials(ids: &[i64]) -> HashMap<i64, (u64, Arc<Material>)> {
         .collect()
 }
 
+/// Every host of these mappings and hosts resolved to one public address.
+pub(crate) fn resolve_all(maps: &[MappingRow], egress: &[EgressRow]) -> Resolutions {
+    target_hosts(maps, egress)
+        .into_iter()
+        .map(|(host, port)| {
+            let ip = host
+                .parse::<std::net::IpAddr>()
+                .unwrap_or(std::net::IpAddr::from([8, 8, 8, 8]));
+            let addr = SocketAddr::new(ip, port);
+            ((host, port), Resolution::Addresses(vec![addr]))
+        })
+        .collect()
+}
+
+fn build(
+    certs: &[CertificateRow],
+    maps: &[MappingRow],
+    materials: &HashMap<i64, (u64, Arc<Material>)>,
+    attachments: &Attachments,
+) -> Desired {
+    Desired::build(certs, maps, materials, attachments, &resolve_all(maps, &[]))
+}
+
+impl Desired {
+    pub(crate) fn with_egress_resolved(self, hosts: &[EgressRow]) -> Desired {
+        let r = resolve_all(&[], hosts);
+        self.with_egress(hosts, &r)
+    }
+}
+
 #[test]
 fn mappings_share_a_cluster_only_when_certificate_host_port_and_trust_match() {
     let certs = [cert(1), cert(2)];
@@ -66,7 +96,7 @@ fn mappings_share_a_cluster_only_when_certificate_host_port_and_trust_match() {
         mapping(13, 2, Service::Idp, "https://a.example/z", None),
         mapping(14, 1, Service::Idp, "https://a.example/w", Some("PEM")),
     ];
-    let d = Desired::build(&certs, &maps, &materials(&[1, 2]), &Attachments::default());
+    let d = build(&certs, &maps, &materials(&[1, 2]), &Attachments::default());
     assert_eq!(d.mappings.len(), 5);
     let cluster_of = |id: u64| {
         d.mappings
@@ -100,7 +130,7 @@ fn mappings_without_material_or_live_certificate_are_refused_as_certificate_unav
         // A live certificate whose material is not loaded.
         mapping(12, 3, Service::Idp, "https://c.example/", None),
     ];
-    let d = Desired::build(&certs, &maps, &materials(&[1, 2]), &Attachments::default());
+    let d = build(&certs, &maps, &materials(&[1, 2]), &Attachments::default());
     let state: Vec<(u64, Option<Unavailable>, bool)> = d
         .mappings
         .iter()
@@ -122,7 +152,7 @@ fn mappings_without_material_or_live_certificate_are_refused_as_certificate_unav
 fn versions_change_with_content() {
     let certs = [cert(1)];
     let maps = [mapping(10, 1, Service::Idp, "https://a.example/", None)];
-    let d1 = Desired::build(&certs, &maps, &materials(&[1]), &Attachments::default());
+    let d1 = build(&certs, &maps, &materials(&[1]), &Attachments::default());
     let mut rotated = materials(&[1]);
     rotated.insert(
         1,
@@ -134,7 +164,7 @@ fn versions_change_with_content() {
             }),
         ),
     );
-    let d2 = Desired::build(&certs, &maps, &rotated, &Attachments::default());
+    let d2 = build(&certs, &maps, &rotated, &Attachments::default());
     let names = vec![secret_name(1)];
     assert_eq!(d1.cds_version, d2.cds_version, "same clusters");
     assert_ne!(
@@ -145,7 +175,7 @@ fn versions_change_with_content() {
     let maps2 = [mapping(10, 1, Service::Idp, "https://b.example/", None)];
     assert_ne!(
         d1.cds_version,
-        Desired::build(&certs, &maps2, &materials(&[1]), &Attachments::default()).cds_version
+        build(&certs, &maps2, &materials(&[1]), &Attachments::default()).cds_version
     );
 }
 
@@ -160,7 +190,7 @@ fn egress(rows: &[(&str, &str)]) -> Vec<EgressRow> {
 
 #[test]
 fn allowlisted_hosts_get_one_plain_tls_cluster_per_host_and_port() {
-    let d = Desired::default().with_egress(&egress(&[
+    let d = Desired::default().with_egress_resolved(&egress(&[
         ("a", "x.example"),
         ("b", "x.example"),
         ("a", "x.example:8443"),
@@ -200,8 +230,10 @@ fn allowlisted_hosts_get_one_plain_tls_cluster_per_host_and_port() {
 fn the_cds_version_follows_the_allowlist_and_mtls_clusters_keep_their_secret() {
     let certs = [cert(1)];
     let maps = [mapping(10, 1, Service::Idp, "https://x.example/", None)];
-    let base = Desired::build(&certs, &maps, &materials(&[1]), &Attachments::default());
-    let with = base.clone().with_egress(&egress(&[("a", "x.example")]));
+    let base = build(&certs, &maps, &materials(&[1]), &Attachments::default());
+    let with = base
+        .clone()
+        .with_egress_resolved(&egress(&[("a", "x.example")]));
     assert_ne!(base.cds_version, with.cds_version);
     assert_eq!(
         with.clusters.len(),
@@ -210,7 +242,9 @@ fn the_cds_version_follows_the_allowlist_and_mtls_clusters_keep_their_secret() {
     );
     let mtls = &with.clusters[&with.mappings[0].entry.cluster];
     assert_eq!(mtls.secret.as_deref(), Some("cert-1"));
-    let again = base.clone().with_egress(&egress(&[("b", "x.example")]));
+    let again = base
+        .clone()
+        .with_egress_resolved(&egress(&[("b", "x.example")]));
     assert_eq!(
         with.cds_version, again.cds_version,
         "same clusters, whichever account allows the host"
@@ -224,7 +258,7 @@ fn mapping_clusters_of_an_ipv6_literal_and_its_sanitised_twin_differ() {
         mapping(10, 1, Service::Idp, "https://[::1]:9443/x", None),
         mapping(11, 1, Service::Idp, "https://__1:9443/x", None),
     ];
-    let d = Desired::build(&certs, &maps, &materials(&[1]), &Attachments::default());
+    let d = build(&certs, &maps, &materials(&[1]), &Attachments::default());
     let names: Vec<&str> = d
         .mappings
         .iter()

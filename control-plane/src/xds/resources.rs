@@ -3,9 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::cluster::v3::cluster::{
-    ClusterDiscoveryType, DiscoveryType, DnsLookupFamily,
-};
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::config::core::v3::Address;
@@ -137,34 +135,36 @@ pub fn cluster(spec: &ClusterSpec, opts: &ResourceOptions) -> Cluster {
         )),
         ..Default::default()
     };
-    let endpoint = LbEndpoint {
-        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-            address: Some(Address {
-                address: Some(address::Address::SocketAddress(SocketAddress {
-                    address: spec.host.clone(),
-                    port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
-                        spec.port,
-                    ))),
-                    ..Default::default()
-                })),
-            }),
+    // why: static endpoints, the addresses the control plane resolved and checked against
+    // the address policy; Envoy never resolves a tenant's host name itself, so a name that
+    // later points inside reaches nothing before the control plane has checked it again.
+    let endpoints = spec
+        .endpoints
+        .iter()
+        .map(|addr| LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: addr.ip().to_string(),
+                        port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                            addr.port(),
+                        ))),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
             ..Default::default()
-        })),
-        ..Default::default()
-    };
+        })
+        .collect();
     Cluster {
         name: spec.name.clone(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(if spec.host_is_ip {
-            DiscoveryType::Static
-        } else {
-            DiscoveryType::LogicalDns
-        } as i32)),
-        dns_lookup_family: DnsLookupFamily::V4Preferred as i32,
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
         connect_timeout: Some(pb_duration(opts.connect_timeout)),
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: spec.name.clone(),
             endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![endpoint],
+                lb_endpoints: endpoints,
                 ..Default::default()
             }],
             ..Default::default()

@@ -48,9 +48,15 @@ fn egress(hosts: &[(&str, &str)]) -> Vec<EgressRow> {
 }
 
 fn desired(c: Callers, hosts: &[(&str, &str)]) -> Desired {
-    Desired::build(&[], &[], &Default::default(), &Default::default())
-        .with_egress(&egress(hosts))
-        .with_callers(c)
+    Desired::build(
+        &[],
+        &[],
+        &Default::default(),
+        &Default::default(),
+        &Default::default(),
+    )
+    .with_egress_resolved(&egress(hosts))
+    .with_callers(c)
 }
 
 /// A node that has acknowledged every cluster and secret of `d`.

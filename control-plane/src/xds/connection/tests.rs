@@ -72,7 +72,13 @@ fn desired(urls: &[(i64, &str)], material_version: u64) -> Desired {
             (*id, (material_version, Arc::new(m)))
         })
         .collect();
-    Desired::build(&certs, &maps, &materials, &Default::default())
+    Desired::build(
+        &certs,
+        &maps,
+        &materials,
+        &Default::default(),
+        &crate::desired::tests::resolve_all(&maps, &[]),
+    )
 }
 
 fn request(type_url: &str, nonce: &str, names: &[&str], error: Option<&str>) -> DiscoveryRequest {
@@ -217,10 +223,11 @@ fn allowlist_clusters_are_plain_tls_verified_against_the_system_store() {
     use prost::Message;
 
     let host = crate::egress::EgressHost::parse("api.example.com:8443").unwrap();
-    let d = desired(&[(1, "https://a.example/")], 1).with_egress(&[crate::store::EgressRow {
-        account: "a".into(),
-        host,
-    }]);
+    let d =
+        desired(&[(1, "https://a.example/")], 1).with_egress_resolved(&[crate::store::EgressRow {
+            account: "a".into(),
+            host,
+        }]);
     let mut c = Connection::new(opts());
     let r = c
         .handle_request(request(CLUSTER_TYPE, "", &[], None), &d)
