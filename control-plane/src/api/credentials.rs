@@ -63,7 +63,7 @@ fn parse(body: Value) -> Result<(String, Validated), ApiError> {
     let input: Input = serde_json::from_value(Value::Object(obj))
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
     let validated = input.validate().map_err(|e| {
-        let status = if e.code.starts_with("p12_") || e.code == "keystore_unsupported" {
+        let status = if e.code.starts_with("p12_") || e.code.starts_with("keystore_") {
             StatusCode::UNPROCESSABLE_ENTITY
         } else {
             StatusCode::BAD_REQUEST
@@ -109,7 +109,9 @@ pub async fn create(
 ) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
     check_account(&account)?;
     principal.require_manage(&account)?;
-    let (name, v) = parse(body)?;
+    // why: a Mutual Authentication credential carries key stores to open (key derivations
+    // within the key-store budget): on the CPU pool, off the async threads.
+    let (name, v) = super::on_cpu_pool(&state, move || parse(body)).await??;
     let row = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;
@@ -172,7 +174,7 @@ pub async fn update(
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
     principal.require_manage(&account)?;
-    let (name, v) = parse(body)?;
+    let (name, v) = super::on_cpu_pool(&state, move || parse(body)).await??;
     let row = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;
