@@ -33,6 +33,8 @@ pub(crate) mod config;
 #[cfg_attr(not(all(target_arch = "wasm32", target_os = "wasi")), allow(dead_code))]
 pub(crate) mod forward;
 #[cfg_attr(not(all(target_arch = "wasm32", target_os = "wasi")), allow(dead_code))]
+pub(crate) mod nonce;
+#[cfg_attr(not(all(target_arch = "wasm32", target_os = "wasi")), allow(dead_code))]
 pub(crate) mod refusal;
 #[cfg_attr(not(all(target_arch = "wasm32", target_os = "wasi")), allow(dead_code))]
 pub(crate) mod throttle;

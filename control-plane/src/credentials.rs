@@ -318,7 +318,12 @@ impl Input {
                 let trust_certificate = trust_certificate
                     .map(|t| {
                         crate::keystore::trust_bundle(&t, trust_certificate_password.expose())
-                            .map_err(|m| invalid("invalid_trust_certificate", m))
+                            .map_err(|e| match e {
+                                crate::keystore::TrustError::Store(
+                                    s @ crate::p12::P12Error::TooCostly(_),
+                                ) => invalid(s.code(), format!("trustCertificate: {s}")),
+                                e => invalid("invalid_trust_certificate", e.to_string()),
+                            })
                     })
                     .transpose()?;
                 let protocols = protocols(names)?;

@@ -63,7 +63,8 @@ fn load_jks(bytes: &[u8], password: &str) -> Result<jks::KeyStore, P12Error> {
     }
     // why: the decoder trusts the lengths and counts inside the file (it reserves what a
     // count says before reading); a hostile file must be refused before it gets there.
-    check_jks_structure(bytes).ok_or(P12Error::Unreadable)?;
+    let entries = check_jks_structure(bytes).ok_or(P12Error::Unreadable)?;
+    crate::keystore_budget::jks_entries(entries).map_err(P12Error::TooCostly)?;
     let mut store = jks::KeyStore::new();
     let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         store
@@ -78,8 +79,9 @@ fn load_jks(bytes: &[u8], password: &str) -> Result<jks::KeyStore, P12Error> {
 }
 
 /// Walks a JKS file's layout (magic, version, entries, 20-byte digest) checking that every
-/// length and count fits in what is left. `None` when it does not.
-fn check_jks_structure(b: &[u8]) -> Option<()> {
+/// length and count fits in what is left. `None` when it does not; else how many entries
+/// and chain certificates it holds (what the key-store budget bounds).
+fn check_jks_structure(b: &[u8]) -> Option<usize> {
     struct R<'a>(&'a [u8]);
     impl R<'_> {
         fn take(&mut self, n: usize) -> Option<&[u8]> {
@@ -120,6 +122,7 @@ fn check_jks_structure(b: &[u8]) -> Option<()> {
     if count > r.0.len() / 14 {
         return None;
     }
+    let mut entries = count;
     for _ in 0..count {
         let tag = r.u32()?;
         let alias = r.u16()?;
@@ -133,6 +136,7 @@ fn check_jks_structure(b: &[u8]) -> Option<()> {
                 if certs > r.0.len() / 4 {
                     return None;
                 }
+                entries = entries.saturating_add(certs);
                 for _ in 0..certs {
                     r.cert(version)?;
                 }
@@ -141,15 +145,37 @@ fn check_jks_structure(b: &[u8]) -> Option<()> {
             _ => return None,
         }
     }
-    (r.0.len() == 20).then_some(())
+    (r.0.len() == 20).then_some(entries)
+}
+
+/// Why a trust certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustError {
+    #[error("{0}")]
+    Invalid(String),
+    /// The trust store (a key store) could not be opened, or is over the key-store budget.
+    #[error("trust store: {0}")]
+    Store(P12Error),
+}
+
+impl From<&str> for TrustError {
+    fn from(message: &str) -> Self {
+        TrustError::Invalid(message.to_owned())
+    }
+}
+
+impl From<String> for TrustError {
+    fn from(message: String) -> Self {
+        TrustError::Invalid(message)
+    }
 }
 
 /// A trust certificate as a PEM bundle: PEM text as is (checked), DER in base64 converted,
 /// or a key store (JKS or PKCS#12, base64, opened with `password`) whose certificates are
 /// all trusted.
-pub fn trust_bundle(text: &str, password: &str) -> Result<String, String> {
+pub fn trust_bundle(text: &str, password: &str) -> Result<String, TrustError> {
     if text.contains("-----BEGIN") {
-        return checked_pem(text);
+        return Ok(checked_pem(text)?);
     }
     use base64::Engine;
     let der = base64::engine::general_purpose::STANDARD
@@ -159,7 +185,7 @@ pub fn trust_bundle(text: &str, password: &str) -> Result<String, String> {
         return Ok(p12::pem("CERTIFICATE", &der));
     }
     let certs: Vec<Vec<u8>> = if is_java(&der) {
-        let store = load_jks(&der, password).map_err(|e| format!("trust store: {e}"))?;
+        let store = load_jks(&der, password).map_err(TrustError::Store)?;
         store
             .aliases()
             .iter()
@@ -167,7 +193,7 @@ pub fn trust_bundle(text: &str, password: &str) -> Result<String, String> {
             .map(|e| e.certificate.content)
             .collect()
     } else {
-        p12::certificates(&der, password).map_err(|e| format!("trust store: {e}"))?
+        p12::certificates(&der, password).map_err(TrustError::Store)?
     };
     if certs.is_empty() {
         return Err("the trust store holds no trusted certificate".into());
@@ -208,7 +234,7 @@ mod tests {
         ok.extend_from_slice(&2u32.to_be_bytes());
         ok.extend_from_slice(&0u32.to_be_bytes());
         ok.extend_from_slice(&[0; 20]);
-        assert_eq!(check_jks_structure(&ok), Some(()));
+        assert_eq!(check_jks_structure(&ok), Some(0));
 
         // A count far beyond the bytes present.
         let mut huge = ok.clone();

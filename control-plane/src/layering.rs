@@ -31,6 +31,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("oauth2", 6),
     ("p12", 6),
     ("keystore", 6),
+    ("keystore_budget", 6),
+    ("cpu_pool", 6),
     ("certinfo", 6),
     ("secret", 6),
     ("clock", 6),

@@ -33,7 +33,9 @@
 //! 6. **Leaf helpers** — no `crate::` imports above this layer.
 //!    - `credential_kind`: the eight credential kinds and their typed settings and secrets.
 //!    - `tls_versions`, `egress` (allowlisted host values), `oauth2` (the token-endpoint
-//!      client and PKCE), `p12` and `keystore` (opening PKCS#12 and JKS), `certinfo`,
+//!      client and PKCE), `p12` and `keystore` (opening PKCS#12 and JKS), `keystore_budget`
+//!      (the one budget of work and entries an uploaded key store may cost), `cpu_pool` (the
+//!      bounded pool CPU-heavy request work runs on, off the async threads), `certinfo`,
 //!      `secret` (a string that never prints), `clock`, `random`.
 //!    - `address_policy` (which addresses mtlsgate may connect to for a tenant: internal
 //!      ranges only where the operator allowed them, its own endpoints never) and
@@ -72,6 +74,7 @@ mod api;
 mod appkeys;
 mod certinfo;
 mod clock;
+mod cpu_pool;
 mod credential_kind;
 mod credential_tokens;
 mod credentials;
@@ -80,6 +83,7 @@ mod egress;
 mod guarded_dns;
 mod identity;
 mod keystore;
+mod keystore_budget;
 mod link_tls;
 mod oauth2;
 mod p12;

@@ -6,6 +6,7 @@ use base64::Engine;
 use p12_keystore::{KeyStore, KeyStoreEntry, Pkcs12ImportPolicy};
 
 use crate::certinfo::CertInfo;
+use crate::keystore_budget::{self, OverBudget};
 use crate::secret::Secret;
 
 /// A client certificate chain and its private key, in PEM, as Envoy takes them.
@@ -50,6 +51,9 @@ pub enum P12Error {
     BadCertificate,
     #[error("JCEKS key stores are not supported; convert with keytool -importkeystore -deststoretype PKCS12")]
     Unsupported,
+    /// Over the one budget of `keystore_budget`: refused before any key is derived.
+    #[error("the key store is refused: {0}")]
+    TooCostly(OverBudget),
 }
 
 impl P12Error {
@@ -63,6 +67,8 @@ impl P12Error {
             P12Error::SeveralKeys => "p12_several_keys",
             P12Error::BadCertificate => "p12_bad_certificate",
             P12Error::Unsupported => "keystore_unsupported",
+            P12Error::TooCostly(OverBudget::Unreadable) => "p12_unreadable",
+            P12Error::TooCostly(_) => OverBudget::CODE,
         }
     }
 }
@@ -72,6 +78,7 @@ pub fn open(bytes: &[u8], password: &str) -> Result<Opened, P12Error> {
     if bytes.is_empty() {
         return Err(P12Error::Empty);
     }
+    within_budget(bytes, password)?;
     // why: the crate parses attacker-supplied DER; a panic in it must become a refusal,
     // never take the process down.
     let parsed = std::panic::catch_unwind(|| {
@@ -110,6 +117,7 @@ pub fn open(bytes: &[u8], password: &str) -> Result<Opened, P12Error> {
 
 /// Every certificate in a PKCS#12 file (a trust store), as DER.
 pub fn certificates(bytes: &[u8], password: &str) -> Result<Vec<Vec<u8>>, P12Error> {
+    within_budget(bytes, password)?;
     let store = std::panic::catch_unwind(|| {
         KeyStore::from_pkcs12(bytes, password, Pkcs12ImportPolicy::Strict)
     })
@@ -130,6 +138,17 @@ pub fn certificates(bytes: &[u8], password: &str) -> Result<Vec<Vec<u8>>, P12Err
             _ => Vec::new(),
         })
         .collect())
+}
+
+/// The key-store budget, before `p12-keystore` derives any key. A file whose structure
+/// the budget's reader cannot walk is unreadable here too.
+fn within_budget(bytes: &[u8], password: &str) -> Result<(), P12Error> {
+    keystore_budget::pkcs12(bytes, password)
+        .map(|_| ())
+        .map_err(|e| match e {
+            OverBudget::Unreadable => P12Error::Unreadable,
+            e => P12Error::TooCostly(e),
+        })
 }
 
 /// PEM-encodes DER with 64-column lines.

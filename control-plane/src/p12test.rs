@@ -17,6 +17,7 @@ use p12_keystore::Pkcs12Archive;
 use serde::Serialize;
 
 use crate::clock::rfc3339;
+use crate::keystore_budget::{self, der, layout, OverBudget};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 #[cfg(test)]
@@ -43,6 +44,9 @@ pub mod codes {
     pub const KEY_USAGE_WITHOUT_DIGITAL_SIGNATURE: &str = "key_usage_without_digital_signature";
     pub const CHAIN_OUT_OF_ORDER: &str = "chain_out_of_order";
     pub const JAVA_UNREADABLE: &str = "java_unreadable";
+    /// Over the key-store budget (key-derivation work or entries); also the API's refusal
+    /// code on every upload path.
+    pub const KEYSTORE_TOO_COSTLY: &str = crate::keystore_budget::OverBudget::CODE;
 }
 
 /// How much a finding matters: only `Error` makes a file unusable, so the HTTP layer can
@@ -153,14 +157,6 @@ impl Report {
     }
 }
 
-/// The most key-derivation work (in PBKDF2/PKCS#12-KDF iterations, summed over the MAC
-/// and every encrypted part) the tester spends on one file, so a hostile upload cannot
-/// pin a core for seconds. Real tools use 2,048 (OpenSSL) to 10,000 (Java) per part.
-pub const MAX_TOTAL_KDF_ITERATIONS: u64 = 2_000_000;
-
-/// Per part, as `p12-keystore` itself refuses more.
-const MAX_PART_KDF_ITERATIONS: u64 = 1_000_000;
-
 /// Analyzes a PKCS#12 file as of `now_unix_seconds` (a parameter so validity can be
 /// judged at any instant, and tests need not wait for certificates to expire).
 pub fn analyze(bytes: &[u8], password: &str, now_unix_seconds: i64) -> Report {
@@ -268,23 +264,28 @@ fn open(bytes: &[u8], password: &str, report: &mut Report) -> Option<Pkcs12Archi
         );
         return None;
     }
-    let works = layout
-        .mac
-        .iter()
-        .map(|m| m.iterations)
-        .chain(layout.protections.iter().map(|p| p.iterations));
-    let (total, largest) = works.fold((0u64, 0u64), |(t, l), i| (t.saturating_add(i), l.max(i)));
-    if largest > MAX_PART_KDF_ITERATIONS || total > MAX_TOTAL_KDF_ITERATIONS {
-        report.push(
-            codes::P12_UNSUPPORTED,
-            Severity::Error,
-            format!(
-                "The file asks for {total} key-derivation iterations in all, more than the \
-                 gateway spends on one file ({MAX_TOTAL_KDF_ITERATIONS} in all, \
-                 {MAX_PART_KDF_ITERATIONS} per part). Re-export it with default settings."
-            ),
-        );
-        return None;
+    // why: the one budget every path that opens a key store spends (keystore_budget),
+    // checked before any key is derived.
+    match keystore_budget::pkcs12_layout(&layout, password) {
+        Ok(_) => {}
+        Err(OverBudget::Unreadable) => {
+            report.push(
+                codes::P12_CORRUPTED,
+                Severity::Error,
+                "An encrypted part of the file decrypts to something that is not PKCS#12 \
+                 content. Export the key store again."
+                    .into(),
+            );
+            return None;
+        }
+        Err(e) => {
+            report.push(
+                codes::KEYSTORE_TOO_COSTLY,
+                Severity::Error,
+                format!("The file is refused: {e}."),
+            );
+            return None;
+        }
     }
     // why: the crate parses attacker-supplied DER; a panic in it must become a finding,
     // never take the process down.
@@ -980,416 +981,6 @@ fn ec_scalar_matches_point(curve: &str, scalar: &[u8], point: &[u8]) -> Option<b
     };
     padded.fill(0);
     answer
-}
-
-/// The PFX structure, read without the password: what protects it, and whether the
-/// gateway's PKCS#12 reader supports that.
-mod layout {
-    use super::der::{self, Error, Reader};
-
-    pub(super) struct Layout {
-        pub mac: Option<Mac>,
-        pub protections: Vec<Protection>,
-        /// Set when the file uses a PKCS#12 mode the reader does not implement.
-        pub unsupported_structure: Option<&'static str>,
-    }
-
-    pub(super) struct Mac {
-        pub name: String,
-        pub iterations: u64,
-        pub supported: bool,
-    }
-
-    pub(super) struct Protection {
-        pub name: String,
-        /// Key-derivation work, in iterations (scrypt converted to a comparable figure).
-        pub iterations: u64,
-        pub supported: bool,
-        /// OpenSSL 3 needs its legacy provider for it (RC2, RC4, single DES).
-        pub legacy: bool,
-    }
-
-    const DATA: &str = "1.2.840.113549.1.7.1";
-    const SIGNED_DATA: &str = "1.2.840.113549.1.7.2";
-    const ENVELOPED_DATA: &str = "1.2.840.113549.1.7.3";
-    const ENCRYPTED_DATA: &str = "1.2.840.113549.1.7.6";
-    const SHROUDED_KEY_BAG: &str = "1.2.840.113549.1.12.10.1.2";
-
-    pub(super) fn read(bytes: &[u8]) -> Result<Layout, Error> {
-        let mut top = Reader::new(bytes);
-        let mut pfx = Reader::new(top.take(der::SEQUENCE)?);
-        if !top.is_empty() {
-            return Err(Error::Malformed);
-        }
-        if pfx.take(der::INTEGER)? != [3] {
-            return Err(Error::Malformed);
-        }
-        let auth_safe = pfx.take(der::SEQUENCE)?;
-        let mac = pfx.optional(der::SEQUENCE)?.map(mac).transpose()?;
-        if !pfx.is_empty() {
-            return Err(Error::Malformed);
-        }
-        let mut layout = Layout {
-            mac,
-            protections: Vec::new(),
-            unsupported_structure: None,
-        };
-        let mut ci = Reader::new(auth_safe);
-        match der::oid(ci.take(der::OID)?)?.as_str() {
-            DATA => {}
-            SIGNED_DATA => {
-                layout.unsupported_structure = Some("public-key integrity mode (signedData)");
-                return Ok(layout);
-            }
-            _ => return Err(Error::Malformed),
-        }
-        let content = Reader::new(ci.take(der::CONTEXT_0)?).take(der::OCTET_STRING)?;
-        let mut safes = Reader::new(content);
-        let mut safes = Reader::new(safes.take(der::SEQUENCE)?);
-        while !safes.is_empty() {
-            safe(safes.take(der::SEQUENCE)?, &mut layout)?;
-        }
-        Ok(layout)
-    }
-
-    fn mac(seq: &[u8]) -> Result<Mac, Error> {
-        let mut r = Reader::new(seq);
-        let mut digest_info = Reader::new(r.take(der::SEQUENCE)?);
-        let mut alg = Reader::new(digest_info.take(der::SEQUENCE)?);
-        let oid = der::oid(alg.take(der::OID)?)?;
-        digest_info.take(der::OCTET_STRING)?;
-        r.take(der::OCTET_STRING)?;
-        let iterations = match r.optional(der::INTEGER)? {
-            Some(i) => der::uint(i)?,
-            None => 1,
-        };
-        let (name, supported) = match oid.as_str() {
-            "1.3.14.3.2.26" => ("HMAC-SHA1", true),
-            "2.16.840.1.101.3.4.2.4" => ("HMAC-SHA224", true),
-            "2.16.840.1.101.3.4.2.1" => ("HMAC-SHA256", true),
-            "2.16.840.1.101.3.4.2.2" => ("HMAC-SHA384", true),
-            "2.16.840.1.101.3.4.2.3" => ("HMAC-SHA512", true),
-            "2.16.840.1.101.3.4.2.5" => ("HMAC-SHA512/224", true),
-            "2.16.840.1.101.3.4.2.6" => ("HMAC-SHA512/256", true),
-            "1.2.840.113549.2.5" => ("HMAC-MD5", false),
-            "1.2.840.113549.1.5.14" => ("PBMAC1", false),
-            _ => {
-                return Ok(Mac {
-                    name: oid,
-                    iterations,
-                    supported: false,
-                })
-            }
-        };
-        Ok(Mac {
-            name: name.into(),
-            iterations,
-            supported,
-        })
-    }
-
-    /// One ContentInfo of the AuthenticatedSafe.
-    fn safe(ci: &[u8], layout: &mut Layout) -> Result<(), Error> {
-        let mut r = Reader::new(ci);
-        match der::oid(r.take(der::OID)?)?.as_str() {
-            DATA => {
-                let contents = Reader::new(r.take(der::CONTEXT_0)?).take(der::OCTET_STRING)?;
-                let mut bags = Reader::new(Reader::new(contents).take(der::SEQUENCE)?);
-                while !bags.is_empty() {
-                    let mut bag = Reader::new(bags.take(der::SEQUENCE)?);
-                    let id = der::oid(bag.take(der::OID)?)?;
-                    let value = bag.take(der::CONTEXT_0)?;
-                    if id == SHROUDED_KEY_BAG {
-                        let mut epki = Reader::new(Reader::new(value).take(der::SEQUENCE)?);
-                        let p = protection(epki.take(der::SEQUENCE)?)?;
-                        layout.protections.push(p);
-                    }
-                }
-            }
-            ENCRYPTED_DATA => {
-                let mut ed = Reader::new(Reader::new(r.take(der::CONTEXT_0)?).take(der::SEQUENCE)?);
-                ed.take(der::INTEGER)?;
-                let mut eci = Reader::new(ed.take(der::SEQUENCE)?);
-                eci.take(der::OID)?;
-                let p = protection(eci.take(der::SEQUENCE)?)?;
-                layout.protections.push(p);
-            }
-            ENVELOPED_DATA => {
-                layout.unsupported_structure = Some("public-key privacy mode (envelopedData)");
-            }
-            _ => {
-                layout.unsupported_structure = Some("an unknown content type");
-            }
-        }
-        Ok(())
-    }
-
-    /// Names an encryption AlgorithmIdentifier and measures its key-derivation work.
-    fn protection(alg: &[u8]) -> Result<Protection, Error> {
-        let mut r = Reader::new(alg);
-        let oid = der::oid(r.take(der::OID)?)?;
-        let pkcs12_pbe = |name: &str, supported: bool, legacy: bool| -> Result<Protection, Error> {
-            let mut p = Reader::new(r.clone().take(der::SEQUENCE)?);
-            p.take(der::OCTET_STRING)?;
-            let iterations = der::uint(p.take(der::INTEGER)?)?;
-            // The PKCS#12 KDF runs twice: once for the key, once for the IV.
-            Ok(Protection {
-                name: name.into(),
-                iterations: iterations.saturating_mul(2),
-                supported,
-                legacy,
-            })
-        };
-        match oid.as_str() {
-            "1.2.840.113549.1.12.1.1" => pkcs12_pbe("pbeWithSHAAnd128BitRC4", false, true),
-            "1.2.840.113549.1.12.1.2" => pkcs12_pbe("pbeWithSHAAnd40BitRC4", false, true),
-            "1.2.840.113549.1.12.1.3" => pkcs12_pbe("pbeWithSHAAnd3-KeyTripleDES-CBC", true, false),
-            "1.2.840.113549.1.12.1.4" => {
-                pkcs12_pbe("pbeWithSHAAnd2-KeyTripleDES-CBC", false, false)
-            }
-            "1.2.840.113549.1.12.1.5" => pkcs12_pbe("pbeWithSHAAnd128BitRC2-CBC", false, true),
-            "1.2.840.113549.1.12.1.6" => pkcs12_pbe("pbeWithSHAAnd40BitRC2-CBC", true, true),
-            "1.2.840.113549.1.5.13" => pbes2(r.take(der::SEQUENCE)?),
-            other => {
-                let name = match other {
-                    "1.2.840.113549.1.5.1" => "pbeWithMD2AndDES-CBC",
-                    "1.2.840.113549.1.5.3" => "pbeWithMD5AndDES-CBC",
-                    "1.2.840.113549.1.5.4" => "pbeWithMD2AndRC2-CBC",
-                    "1.2.840.113549.1.5.6" => "pbeWithMD5AndRC2-CBC",
-                    "1.2.840.113549.1.5.10" => "pbeWithSHA1AndDES-CBC",
-                    "1.2.840.113549.1.5.11" => "pbeWithSHA1AndRC2-CBC",
-                    other => other,
-                };
-                Ok(Protection {
-                    name: name.into(),
-                    iterations: 0,
-                    supported: false,
-                    legacy: name != other,
-                })
-            }
-        }
-    }
-
-    fn pbes2(params: &[u8]) -> Result<Protection, Error> {
-        let mut r = Reader::new(params);
-        let mut kdf = Reader::new(r.take(der::SEQUENCE)?);
-        let mut scheme = Reader::new(r.take(der::SEQUENCE)?);
-        let (cipher, cipher_ok, legacy) = match der::oid(scheme.take(der::OID)?)?.as_str() {
-            "2.16.840.1.101.3.4.1.2" => ("AES-128-CBC".to_string(), true, false),
-            "2.16.840.1.101.3.4.1.22" => ("AES-192-CBC".to_string(), true, false),
-            "2.16.840.1.101.3.4.1.42" => ("AES-256-CBC".to_string(), true, false),
-            "2.16.840.1.101.3.4.1.6" => ("AES-128-GCM".to_string(), true, false),
-            "2.16.840.1.101.3.4.1.46" => ("AES-256-GCM".to_string(), true, false),
-            "1.2.840.113549.3.7" => ("DES-EDE3-CBC".to_string(), false, false),
-            "1.3.14.3.2.7" => ("DES-CBC".to_string(), false, true),
-            "1.2.840.113549.3.2" => ("RC2-CBC".to_string(), false, true),
-            other => (other.to_string(), false, false),
-        };
-        let (kdf_name, kdf_ok, iterations) = match der::oid(kdf.take(der::OID)?)?.as_str() {
-            "1.2.840.113549.1.5.12" => {
-                let mut p = Reader::new(kdf.take(der::SEQUENCE)?);
-                p.any()?; // salt: OCTET STRING, or an AlgorithmIdentifier
-                let iterations = der::uint(p.take(der::INTEGER)?)?;
-                p.optional(der::INTEGER)?; // keyLength
-                let prf = match p.optional(der::SEQUENCE)? {
-                    Some(prf) => der::oid(Reader::new(prf).take(der::OID)?)?,
-                    None => "1.2.840.113549.2.7".into(),
-                };
-                let (prf, ok) = match prf.as_str() {
-                    "1.2.840.113549.2.7" => ("HMAC-SHA1".to_string(), true),
-                    "1.2.840.113549.2.8" => ("HMAC-SHA224".to_string(), true),
-                    "1.2.840.113549.2.9" => ("HMAC-SHA256".to_string(), true),
-                    "1.2.840.113549.2.10" => ("HMAC-SHA384".to_string(), true),
-                    "1.2.840.113549.2.11" => ("HMAC-SHA512".to_string(), true),
-                    _ => (prf, false),
-                };
-                (format!("PBKDF2-{prf}"), ok, iterations)
-            }
-            "1.3.6.1.4.1.11591.4.11" => {
-                let mut p = Reader::new(kdf.take(der::SEQUENCE)?);
-                p.take(der::OCTET_STRING)?;
-                let n = der::uint(p.take(der::INTEGER)?)?;
-                let block = der::uint(p.take(der::INTEGER)?)?;
-                let parallel = der::uint(p.take(der::INTEGER)?)?;
-                // ROMix fills and then walks N blocks of 128·r bytes, p times.
-                let work = n
-                    .saturating_mul(block)
-                    .saturating_mul(parallel)
-                    .saturating_mul(2);
-                ("scrypt".to_string(), true, work)
-            }
-            other => (other.to_string(), false, 0),
-        };
-        Ok(Protection {
-            name: format!("PBES2/{cipher} ({kdf_name})"),
-            iterations,
-            supported: cipher_ok && kdf_ok,
-            legacy,
-        })
-    }
-}
-
-/// A minimal, panic-free DER reader: the PFX envelope, PKCS#8 and SPKI need only a few
-/// tags, and owning the walk keeps hostile input away from code that might panic.
-mod der {
-    pub(super) const INTEGER: u8 = 0x02;
-    pub(super) const BIT_STRING: u8 = 0x03;
-    pub(super) const OCTET_STRING: u8 = 0x04;
-    pub(super) const OID: u8 = 0x06;
-    pub(super) const SEQUENCE: u8 = 0x30;
-    pub(super) const CONTEXT_0: u8 = 0xA0;
-    pub(super) const CONTEXT_1: u8 = 0xA1;
-    pub(super) const CONTEXT_1_PRIMITIVE: u8 = 0x81;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(super) enum Error {
-        Malformed,
-        /// Valid BER the DER-only reader refuses: indefinite length or constructed string.
-        Ber,
-    }
-
-    #[derive(Clone)]
-    pub(super) struct Reader<'a>(&'a [u8]);
-
-    impl<'a> Reader<'a> {
-        pub fn new(bytes: &'a [u8]) -> Self {
-            Reader(bytes)
-        }
-
-        pub fn is_empty(&self) -> bool {
-            self.0.is_empty()
-        }
-
-        /// The next element's tag and contents.
-        pub fn any(&mut self) -> Result<(u8, &'a [u8]), Error> {
-            let (&tag, rest) = self.0.split_first().ok_or(Error::Malformed)?;
-            if tag & 0x1f == 0x1f {
-                return Err(Error::Malformed);
-            }
-            if matches!(tag, 0x23 | 0x24) {
-                return Err(Error::Ber);
-            }
-            let (&first, mut rest) = rest.split_first().ok_or(Error::Malformed)?;
-            let len = match first {
-                0..=0x7f => usize::from(first),
-                0x80 => return Err(Error::Ber),
-                _ => {
-                    let n = usize::from(first & 0x7f);
-                    if n > 4 {
-                        return Err(Error::Malformed);
-                    }
-                    let (len_bytes, after) = rest.split_at_checked(n).ok_or(Error::Malformed)?;
-                    rest = after;
-                    if len_bytes.first() == Some(&0) {
-                        return Err(Error::Malformed);
-                    }
-                    let len = len_bytes
-                        .iter()
-                        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-                    if len < 0x80 {
-                        return Err(Error::Malformed);
-                    }
-                    len
-                }
-            };
-            let (value, rest) = rest.split_at_checked(len).ok_or(Error::Malformed)?;
-            self.0 = rest;
-            Ok((tag, value))
-        }
-
-        pub fn take(&mut self, tag: u8) -> Result<&'a [u8], Error> {
-            match self.any()? {
-                (t, value) if t == tag => Ok(value),
-                _ => Err(Error::Malformed),
-            }
-        }
-
-        pub fn optional(&mut self, tag: u8) -> Result<Option<&'a [u8]>, Error> {
-            if self.0.first() == Some(&tag) {
-                self.take(tag).map(Some)
-            } else {
-                Ok(None)
-            }
-        }
-    }
-
-    /// Dotted form of an OBJECT IDENTIFIER's contents.
-    pub(super) fn oid(bytes: &[u8]) -> Result<String, Error> {
-        let mut out = String::new();
-        let mut arc: u64 = 0;
-        let mut first = true;
-        if bytes.is_empty() || bytes.last().is_some_and(|b| b & 0x80 != 0) {
-            return Err(Error::Malformed);
-        }
-        for &b in bytes {
-            arc = arc
-                .checked_mul(128)
-                .and_then(|a| a.checked_add(u64::from(b & 0x7f)))
-                .ok_or(Error::Malformed)?;
-            if b & 0x80 != 0 {
-                continue;
-            }
-            if first {
-                let (a, b) = match arc {
-                    0..=39 => (0, arc),
-                    40..=79 => (1, arc - 40),
-                    _ => (2, arc - 80),
-                };
-                let _ = write!(out, "{a}.{b}");
-                first = false;
-            } else {
-                let _ = write!(out, ".{arc}");
-            }
-            arc = 0;
-        }
-        Ok(out)
-    }
-
-    use std::fmt::Write as _;
-
-    /// A non-negative INTEGER's magnitude without leading zeros; `None` if negative.
-    pub(super) fn unsigned(bytes: &[u8]) -> Option<&[u8]> {
-        if bytes.first().is_some_and(|b| b & 0x80 != 0) {
-            return None;
-        }
-        Some(strip_zeros(bytes))
-    }
-
-    pub(super) fn strip_zeros(bytes: &[u8]) -> &[u8] {
-        let zeros = bytes.iter().take_while(|&&b| b == 0).count();
-        bytes.get(zeros..).unwrap_or_default()
-    }
-
-    /// A small non-negative INTEGER; saturates at `u64::MAX` so huge counts stay huge.
-    pub(super) fn uint(bytes: &[u8]) -> Result<u64, Error> {
-        let magnitude = unsigned(bytes).ok_or(Error::Malformed)?;
-        if magnitude.len() > 8 {
-            return Ok(u64::MAX);
-        }
-        Ok(magnitude
-            .iter()
-            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
-    }
-
-    /// Bit length of an unsigned big-endian magnitude.
-    pub(super) fn bits(magnitude: &[u8]) -> u32 {
-        let magnitude = strip_zeros(magnitude);
-        match magnitude.first() {
-            None => 0,
-            Some(&b) => {
-                let len = u32::try_from(magnitude.len()).unwrap_or(u32::MAX / 8);
-                len.saturating_mul(8) - b.leading_zeros()
-            }
-        }
-    }
-
-    /// A BIT STRING's bytes, when it has no unused bits (as keys always do).
-    pub(super) fn bit_string(bytes: &[u8]) -> Option<&[u8]> {
-        match bytes.split_first() {
-            Some((0, rest)) => Some(rest),
-            _ => None,
-        }
-    }
 }
 
 /// Why keytool could not give an answer (as opposed to answering "no").

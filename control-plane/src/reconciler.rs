@@ -106,6 +106,20 @@ impl Attached {
     }
 }
 
+impl Attached {
+    /// [`Attached::open`] on a blocking thread: opening a key store derives keys (within the
+    /// key-store budget), which must not hold the async workers ADS and the feed share.
+    async fn open_blocking(
+        c: crate::store::CredentialRow,
+        secrets: serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Attached> {
+        tokio::task::spawn_blocking(move || Attached::open(&c, &secrets))
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
 /// What the last full rebuild was made from.
 #[derive(Debug, Clone, Default)]
 struct Built {
@@ -293,7 +307,7 @@ impl Reconciler {
             }
             if let std::collections::hash_map::Entry::Vacant(slot) = cache.entry(c.id) {
                 match self.secrets.get_credential(&c.account, c.id).await {
-                    Ok(Some(secrets)) => match Attached::open(c, &secrets) {
+                    Ok(Some(secrets)) => match Attached::open_blocking(c.clone(), secrets).await {
                         Some(a) => {
                             slot.insert(a);
                         }

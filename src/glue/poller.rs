@@ -62,6 +62,9 @@ impl Poller {
         if let Err(e) = hostcalls::set_tick_period(TICK) {
             return Err(format!("cannot set tick period: {e:?}"));
         }
+        // why: the poller is the one singleton per Envoy, so it alone makes the nonce
+        // hashing key every worker must share (shared data has no create-if-absent).
+        super::shared::ensure_nonce_key()?;
         Ok(Poller {
             cfg,
             in_flight: None,

@@ -1,4 +1,5 @@
-//! Cross-worker state in proxy-wasm shared data: per-IP throttle buckets and OAuth1 nonces.
+//! Cross-worker state in proxy-wasm shared data: per-IP throttle buckets and OAuth1 nonces
+//! (the nonces' shard choice and update rule live in the core, `crate::nonce`).
 //!
 //! Shared data cannot be listed or expired by the host, so each kind of state is split into a
 //! fixed number of shards, each one key holding a small list that is pruned on every write:
@@ -9,7 +10,10 @@ use std::cell::RefCell;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
+use proxy_wasm::types::LogLevel;
+
 use crate::auth::NonceGuard;
+use crate::nonce::{self, NonceKey};
 use crate::oauth1::Verified;
 use crate::throttle::{
     Bucket, Decision, Leases, Limits, Reserved, Throttle, Throttled, BUCKET_LEN,
@@ -18,9 +22,6 @@ use crate::throttle::{
 const THROTTLE_SHARDS: u64 = 1024;
 /// Client IPs remembered per shard; an idle bucket (full again) is dropped first.
 const THROTTLE_PER_SHARD: usize = 64;
-const NONCE_SHARDS: u64 = 256;
-/// Nonces remembered per shard (×256 shards ≈ 130,000 within the window).
-const NONCE_PER_SHARD: usize = 512;
 const CAS_RETRIES: usize = 16;
 
 /// FNV-1a, for shard selection (not security).
@@ -142,61 +143,63 @@ fn decode_buckets(mut bytes: &[u8]) -> Vec<(String, Bucket, Reserved)> {
 }
 
 /// OAuth1 nonces shared by every worker: a replay is refused whichever worker it reaches.
+/// The shard choice and the update rule are the core's ([`crate::nonce`]); this only reads
+/// and compare-and-swaps the shard.
 pub struct SharedNonces {
     pub window_secs: u64,
 }
 
+thread_local! {
+    // why: read once per VM; the poller writes it once per Envoy start, before any snapshot
+    // (and so any request this filter accepts) exists.
+    static NONCE_KEY: RefCell<Option<NonceKey>> = const { RefCell::new(None) };
+}
+
+/// The Envoy's nonce hashing key, from shared data; `None` until the poller has made it.
+fn nonce_key() -> Option<NonceKey> {
+    NONCE_KEY.with(|k| {
+        let mut k = k.borrow_mut();
+        if k.is_none() {
+            *k = hostcalls::get_shared_data(nonce::KEY_NAME)
+                .ok()
+                .and_then(|(v, _)| v)
+                .and_then(|v| NonceKey::from_bytes(&v));
+        }
+        k.clone()
+    })
+}
+
+/// Makes the Envoy's nonce hashing key unless one is there: called by the poller, the one
+/// singleton per Envoy, so a single writer makes it and every worker reads the same.
+pub(crate) fn ensure_nonce_key() -> Result<(), String> {
+    let present = hostcalls::get_shared_data(nonce::KEY_NAME)
+        .ok()
+        .and_then(|(v, _)| v)
+        .and_then(|v| NonceKey::from_bytes(&v))
+        .is_some();
+    if present {
+        return Ok(());
+    }
+    let mut key = [0u8; nonce::KEY_LEN];
+    getrandom::fill(&mut key).map_err(|e| format!("no randomness for the nonce key: {e}"))?;
+    hostcalls::set_shared_data(nonce::KEY_NAME, Some(&key), None)
+        .map_err(|e| format!("cannot store the nonce key: {e:?}"))
+}
+
 impl NonceGuard for SharedNonces {
     fn first_use(&mut self, v: &Verified, now: u64) -> bool {
-        let id = fnv(format!(
-            "{}\0{}\0{}",
-            v.consumer_key,
-            v.token.as_deref().unwrap_or_default(),
-            v.nonce
-        )
-        .as_bytes());
-        let key = format!("mtlsgate.n.{}", id % NONCE_SHARDS);
+        // Without the key no shard can be chosen the way the other workers do: refuse.
+        let Some(key) = nonce_key() else {
+            super::log(
+                LogLevel::Warn,
+                "no nonce key in shared data; OAuth1 refused",
+            );
+            return false;
+        };
+        let placement = key.place(v, now);
         let window = self.window_secs;
-        // Shard layout: floor (u64 LE), then (id u64, timestamp u64) pairs. A request at or
-        // below the floor is refused: the floor rises when a full shard must drop live
-        // entries, so a dropped nonce can never be replayed.
-        cas_update(&key, |value| {
-            let value = value.unwrap_or_default();
-            let floor = value
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes)
-                .unwrap_or(0);
-            let mut entries: Vec<(u64, u64)> = value
-                .get(8..)
-                .unwrap_or_default()
-                .chunks_exact(16)
-                .filter_map(|c| {
-                    Some((
-                        u64::from_le_bytes(c[..8].try_into().ok()?),
-                        u64::from_le_bytes(c[8..].try_into().ok()?),
-                    ))
-                })
-                .filter(|(_, ts)| ts.saturating_add(window) >= now)
-                .collect();
-            let fresh = v.timestamp > floor
-                && !entries.iter().any(|(i, ts)| *i == id && *ts == v.timestamp);
-            let mut floor = floor;
-            if fresh {
-                entries.push((id, v.timestamp));
-                if entries.len() > NONCE_PER_SHARD {
-                    entries.sort_by_key(|(_, ts)| *ts);
-                    let drop = entries.len() - NONCE_PER_SHARD;
-                    floor = floor.max(entries[drop - 1].1);
-                    entries.drain(..drop);
-                }
-            }
-            let mut out = floor.to_le_bytes().to_vec();
-            for (i, ts) in &entries {
-                out.extend_from_slice(&i.to_le_bytes());
-                out.extend_from_slice(&ts.to_le_bytes());
-            }
-            (out, fresh)
+        cas_update(&placement.shard, |value| {
+            nonce::record(value, placement.entry, now, window)
         })
         // If shared data fails, refuse: accepting could let a replay through.
         .unwrap_or(false)

@@ -122,8 +122,12 @@ fn p12_error(e: P12Error) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
 }
 
-fn open(file: &[u8], password: &Secret) -> Result<Opened, ApiError> {
-    p12::open(file, password.expose()).map_err(p12_error)
+/// Opens an uploaded P12 on the bounded CPU pool (its key derivations, within the
+/// key-store budget, take up to about a second), never on an async worker thread.
+async fn open(state: &AppState, file: Vec<u8>, password: Secret) -> Result<Opened, ApiError> {
+    super::on_cpu_pool(state, move || p12::open(&file, password.expose()))
+        .await?
+        .map_err(p12_error)
 }
 
 fn id_of(v: &Value) -> Option<i64> {
@@ -233,7 +237,7 @@ pub async fn create_by_file(
             "a new certificate has no 'id'; use PUT to update",
         ));
     }
-    let Opened { material, info } = open(&upload.file, &upload.meta.password)?;
+    let Opened { material, info } = open(&state, upload.file, upload.meta.password.clone()).await?;
     let name = upload.meta.name.as_str();
     let new = NewCertificate {
         account: &account,
@@ -267,7 +271,7 @@ pub async fn update_by_file(
             "the 'certificate' field needs the numeric 'id'",
         )
     })?;
-    let Opened { material, info } = open(&upload.file, &upload.meta.password)?;
+    let Opened { material, info } = open(&state, upload.file, upload.meta.password.clone()).await?;
     let name = upload.meta.name.as_str();
     let new = NewCertificate {
         account: &account,
@@ -330,8 +334,10 @@ impl<'de> Deserialize<'de> for P12Bytes {
 }
 
 /// Opens and checks every certificate of a JSON body before anything is written: a bad
-/// item refuses the whole request.
-fn open_all(
+/// item refuses the whole request. Each file is opened on the CPU pool in turn, so a
+/// batch takes one slot at a time and a dropped request stops after the current file.
+async fn open_all(
+    state: &AppState,
     items: &[CertificateJson],
     updating: bool,
     max_bytes: usize,
@@ -381,7 +387,10 @@ fn open_all(
             }
             _ => {}
         }
-        out.push((open(&c.p12.0, &c.password).map_err(at)?, id));
+        let opened = open(state, c.p12.0.clone(), c.password.clone())
+            .await
+            .map_err(at)?;
+        out.push((opened, id));
     }
     Ok(out)
 }
@@ -398,7 +407,7 @@ async fn save_json(
 ) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
     check_account(&account)?;
     principal.require_manage(&account)?;
-    let opened = open_all(&items, updating, state.max_upload_bytes)?;
+    let opened = open_all(&state, &items, updating, state.max_upload_bytes).await?;
     let _w = state.store.write_lock().await;
     let mut rows = Vec::new();
     let mut failed = Vec::new();

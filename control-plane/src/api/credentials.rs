@@ -44,7 +44,7 @@ fn view(state: &AppState, row: &CredentialRow, secret_fields: &[String]) -> Valu
 /// Splits `{"name": …, "type": …, …}` and validates the rest by type.
 fn parse(
     body: Value,
-    policy: &crate::address_policy::AddressPolicy,
+    policy: crate::address_policy::AddressPolicy,
 ) -> Result<(String, Validated), ApiError> {
     let Value::Object(mut obj) = body else {
         return Err(ApiError::bad_request(
@@ -65,8 +65,8 @@ fn parse(
     obj.remove("id");
     let input: Input = serde_json::from_value(Value::Object(obj))
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-    let validated = input.validate(policy).map_err(|e| {
-        let status = if e.code.starts_with("p12_") || e.code == "keystore_unsupported" {
+    let validated = input.validate(&policy).map_err(|e| {
+        let status = if e.code.starts_with("p12_") || e.code.starts_with("keystore_") {
             StatusCode::UNPROCESSABLE_ENTITY
         } else {
             StatusCode::BAD_REQUEST
@@ -112,7 +112,10 @@ pub async fn create(
 ) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
     check_account(&account)?;
     principal.require_manage(&account)?;
-    let (name, v) = parse(body, state.dns.policy())?;
+    // why: a Mutual Authentication credential carries key stores to open (key derivations
+    // within the key-store budget): on the CPU pool, off the async threads.
+    let policy = state.dns.policy().clone();
+    let (name, v) = super::on_cpu_pool(&state, move || parse(body, policy)).await??;
     let row = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;
@@ -175,7 +178,8 @@ pub async fn update(
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
     principal.require_manage(&account)?;
-    let (name, v) = parse(body, state.dns.policy())?;
+    let policy = state.dns.policy().clone();
+    let (name, v) = super::on_cpu_pool(&state, move || parse(body, policy)).await??;
     let row = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;

@@ -1056,3 +1056,296 @@ async fn failed_commit_of_an_appkey_leaves_no_secret_and_no_row() {
     assert_eq!(rows(s, "appkeys", "a").await, 0);
     assert!(s.appkeys.all().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------
+// The key-store budget and the CPU pool (issue 11, finding 6)
+// ---------------------------------------------------------------------------------------
+
+/// P12 files made by `openssl pkcs12 -export -iter N` (N for the key, the certificate safe
+/// and the MAC), with [`P12_PASSWORD`]: 700,000 is under p12-keystore's own cap per part
+/// but 2.1 million in all, over the budget; 450,000 is within it (1.8 million with the
+/// budget's own look inside the certificate safe) yet takes a while to open.
+fn costly_p12s() -> &'static (Vec<u8>, Vec<u8>) {
+    static FILES: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!(
+            "mtlsgate-costly-p12-{}",
+            hex::encode(crate::random::bytes::<8>())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-nodes",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-keyout",
+                "k.pem",
+                "-out",
+                "c.pem",
+                "-subj",
+                "/CN=costly",
+                "-days",
+                "30",
+            ],
+        );
+        let pass = format!("pass:{P12_PASSWORD}");
+        let make = |iter: &str| {
+            let out = format!("{iter}.p12");
+            openssl(
+                &dir,
+                &[
+                    "pkcs12", "-export", "-inkey", "k.pem", "-in", "c.pem", "-passout", &pass,
+                    "-iter", iter, "-out", &out,
+                ],
+            );
+            std::fs::read(dir.join(&out)).unwrap()
+        };
+        let files = (make("700000"), make("450000"));
+        let _ = std::fs::remove_dir_all(&dir);
+        files
+    })
+}
+
+/// `POST …/p12-test/multipart` with the `file` and `password` fields.
+async fn p12_tester(
+    s: &AppState,
+    account: &str,
+    file: &[u8],
+    password: &str,
+) -> (StatusCode, Value) {
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{password}\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.p12\"\r\n\
+         Content-Type: application/x-pkcs12\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/mtls/account/{account}/p12-test/multipart"))
+        .header("authorization", format!("Bearer {DEV}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(Body::from(body))
+        .unwrap();
+    send(s, req).await
+}
+
+fn assert_too_costly(st: StatusCode, v: &Value) {
+    assert_eq!(
+        (st, &v["code"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("keystore_too_costly")
+        ),
+        "{v}"
+    );
+    assert!(v["requestId"].is_string(), "{v}");
+    assert_not_in(v, &[P12_PASSWORD]);
+}
+
+#[tokio::test]
+async fn a_p12_over_the_key_store_budget_is_refused_on_every_path_and_nothing_is_stored() {
+    let env = setup().await;
+    let s = &env.state;
+    let costly = P12 {
+        bytes: costly_p12s().0.clone(),
+        cert_pem: String::new(),
+        cn: String::new(),
+    };
+
+    // Create: JSON and by file.
+    let (st, v) = call(
+        s,
+        Method::POST,
+        &certificates_uri("a"),
+        Some(DEV),
+        Some(json!([cert_item("c", &costly, P12_PASSWORD, None)])),
+    )
+    .await;
+    assert_too_costly(st, &v);
+    assert_eq!(v["index"], 0);
+    let meta = json!({"name": "c", "password": P12_PASSWORD});
+    let (st, v) = by_file(s, Method::POST, "a", &costly.bytes, meta).await;
+    assert_too_costly(st, &v);
+    assert_eq!(rows(s, "certificates", "a").await, 0);
+    assert_eq!(entries(&env, "a"), Vec::<String>::new());
+
+    // Update: by file and JSON leave the stored certificate as it was.
+    let good = &p12s()[0];
+    let meta = json!({"name": "c", "password": P12_PASSWORD});
+    let (st, v) = by_file(s, Method::POST, "a", &good.bytes, meta).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = id_of(saved(&v));
+    let meta = json!({"id": id, "name": "renamed", "password": P12_PASSWORD});
+    let (st, v) = by_file(s, Method::PUT, "a", &costly.bytes, meta).await;
+    assert_too_costly(st, &v);
+    let (st, v) = call(
+        s,
+        Method::PUT,
+        &certificates_uri("a"),
+        Some(DEV),
+        Some(json!([cert_item(
+            "renamed",
+            &costly,
+            P12_PASSWORD,
+            Some(id)
+        )])),
+    )
+    .await;
+    assert_too_costly(st, &v);
+    let (version, stored) = entry(&env, &format!("accounts/a/certificates/{id}")).await;
+    assert_eq!(version, 1);
+    assert_holds(&stored, good);
+    assert_eq!(rows(s, "certificates", "a").await, 1);
+    assert_eq!(entries(&env, "a").len(), 1);
+    let (_, one) = call(
+        s,
+        Method::GET,
+        &format!("{}/{id}", certificates_uri("a")),
+        Some(DEV),
+        None,
+    )
+    .await;
+    assert_eq!(one["name"], "c");
+
+    // The tester says so with the same code, beside its report.
+    let (st, v) = p12_tester(s, "a", &costly.bytes, P12_PASSWORD).await;
+    assert_too_costly(st, &v);
+    assert_eq!(v["usable"], false);
+    assert_eq!(v["findings"][0]["code"], "keystore_too_costly", "{v}");
+    // A file within the budget is still usable there.
+    let (st, v) = p12_tester(s, "a", &good.bytes, P12_PASSWORD).await;
+    assert_eq!((st, &v["usable"]), (StatusCode::OK, &json!(true)), "{v}");
+}
+
+#[tokio::test]
+async fn key_and_trust_stores_of_credentials_over_the_budget_are_refused() {
+    let env = setup().await;
+    let s = &env.state;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    // A JKS with more entries than the budget allows (65 trusted certificates).
+    let der = {
+        let pem = &p12s()[0].cert_pem;
+        base64::engine::general_purpose::STANDARD
+            .decode(base64_body(pem))
+            .unwrap()
+    };
+    let mut jks = jks::KeyStore::new();
+    for i in 0..=crate::keystore_budget::MAX_ENTRIES {
+        jks.set_trusted_certificate_entry(
+            &format!("ca-{i}"),
+            jks::TrustedCertificateEntry {
+                creation_time: std::time::SystemTime::now(),
+                certificate: jks::Certificate {
+                    cert_type: "X.509".into(),
+                    content: der.clone(),
+                },
+            },
+        )
+        .unwrap();
+    }
+    let mut jks_bytes = Vec::new();
+    jks.store(&mut jks_bytes, b"storepass").unwrap();
+    assert!(crate::keystore::is_java(&jks_bytes));
+
+    let mutual = |key_store: &[u8], trust: Option<&[u8]>| {
+        let mut v = json!({
+            "name": "ma", "type": "mutualAuthentication", "keyCertificate": b64(key_store),
+            "keyCertificatePassword": P12_PASSWORD, "protocols": ["TLSv1.2"],
+        });
+        if let Some(t) = trust {
+            v["trustCertificate"] = json!(b64(t));
+            v["trustCertificatePassword"] = json!(P12_PASSWORD);
+        }
+        v
+    };
+    for body in [
+        mutual(&jks_bytes, None),
+        mutual(&costly_p12s().0, None),
+        // A good key store, and a PKCS#12 trust store over the budget.
+        mutual(&p12s()[0].bytes, Some(&costly_p12s().0)),
+    ] {
+        let (st, v) = call(
+            s,
+            Method::POST,
+            &credentials_uri("a"),
+            Some(DEV),
+            Some(body),
+        )
+        .await;
+        assert_too_costly(st, &v);
+    }
+    // The JKS is refused as too costly whatever its password: counted before it is read.
+    let mut body = mutual(&jks_bytes, None);
+    body["keyCertificatePassword"] = json!("storepass");
+    let (st, v) = call(
+        s,
+        Method::POST,
+        &credentials_uri("a"),
+        Some(DEV),
+        Some(body),
+    )
+    .await;
+    assert_too_costly(st, &v);
+    assert_eq!(rows(s, "credentials", "a").await, 0);
+    assert_eq!(entries(&env, "a"), Vec::<String>::new());
+}
+
+/// `#[tokio::test]` runs on one thread: were a key store opened on it, nothing else would
+/// be answered until the opening ended.
+#[tokio::test]
+async fn key_stores_are_opened_off_the_async_threads() {
+    let env = setup().await;
+    let file = costly_p12s().1.clone();
+    let state = env.state.clone();
+    let upload = tokio::spawn(async move {
+        let meta = json!({"name": "slow", "password": P12_PASSWORD});
+        by_file(&state, Method::POST, "a", &file, meta).await
+    });
+    // Long enough for the upload to reach its key derivations.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let started = std::time::Instant::now();
+    let (st, v) = call(
+        &env.state,
+        Method::GET,
+        "/api/account/a/egress",
+        Some(DEV),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        !upload.is_finished(),
+        "the upload ended before another request was answered: it ran on the async thread"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_millis(100));
+    let (st, v) = upload.await.unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+}
+
+#[tokio::test]
+async fn a_saturated_cpu_pool_answers_503_busy_and_stores_nothing() {
+    let env = setup().await;
+    let s = &env.state;
+    let held = s.cpu.hold_all().await;
+    let meta = json!({"name": "c", "password": P12_PASSWORD});
+    let (st, v) = by_file(s, Method::POST, "a", &p12s()[0].bytes, meta.clone()).await;
+    assert_eq!(
+        (st, &v["code"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("busy")),
+        "{v}"
+    );
+    assert_eq!(rows(s, "certificates", "a").await, 0);
+    drop(held);
+    let (st, v) = by_file(s, Method::POST, "a", &p12s()[0].bytes, meta).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+}

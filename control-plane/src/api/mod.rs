@@ -28,6 +28,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::appkeys::Directory;
+use crate::cpu_pool::{CpuPool, PoolError};
 use crate::identity::LoginTokens;
 use crate::reconciler::Reconciler;
 use crate::secret::Secret;
@@ -65,6 +66,9 @@ pub struct AppState {
     pub hashing: Arc<tokio::sync::Semaphore>,
     /// Which addresses tenants' targets and token endpoints may have.
     pub dns: crate::guarded_dns::GuardedDns,
+    /// Where key stores are opened (their key derivations) and the P12 tester runs: a few
+    /// threads, never the async workers the API, ADS and the feed share.
+    pub cpu: CpuPool,
 }
 
 /// What [`AppState::start`] needs besides the store and the secret store.
@@ -159,12 +163,38 @@ impl AppState {
             feed: Default::default(),
             hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_SLOTS)),
             dns: settings.dns,
+            cpu: CpuPool::per_core(CPU_POOL_WAIT),
         })
     }
 }
 
 /// Password hashes computed at once (each takes tens of milliseconds and 19 MiB).
 const HASHING_SLOTS: usize = 4;
+
+/// How long a request waits for a free slot of [`AppState::cpu`] before 503 `busy`.
+const CPU_POOL_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs CPU-heavy work (opening a key store) on [`AppState::cpu`]: 503 `busy` with
+/// `Retry-After` when every slot stays taken.
+pub(crate) async fn on_cpu_pool<T, F>(state: &AppState, job: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    state.cpu.run(job).await.map_err(|e| match e {
+        PoolError::Busy => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many key stores are being opened at once; try again shortly",
+        )
+        .retry_after(1),
+        PoolError::Panicked => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        ),
+    })
+}
 
 /// Longest time a management request may take before it is answered with 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

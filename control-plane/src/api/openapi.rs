@@ -310,7 +310,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Test a P12 file; nothing is stored",
         Auth::Bearer,
         Body::Multipart("file, password"),
-        [200, 400, 401, 403, 413, 415, 422]
+        [200, 400, 401, 403, 413, 415, 422, 503]
     ),
     op!(
         "GET",
@@ -348,10 +348,15 @@ fn reason(status: u16) -> &'static str {
         412 => "Revision mismatch",
         413 => "Body too large",
         415 => "Unsupported media type",
-        422 => "Unusable P12 file or key store",
+        422 => {
+            "Unusable P12 file or key store, or one over the key-store budget (keystore_too_costly)"
+        }
         429 => "Too many attempts or pending requests; see Retry-After",
         502 => "The token endpoint refused the exchange or failed",
-        503 => "Secret store unavailable, or (login) too many logins at once",
+        503 => {
+            "Secret store unavailable, (login) too many logins at once, or (key-store uploads, \
+             the P12 tester) too many key stores being opened at once (busy, Retry-After)"
+        }
         _ => "",
     }
 }

@@ -67,7 +67,7 @@ pub async fn test(
         .ok_or_else(|| ApiError::bad_request("invalid_upload", "the 'file' field is required"))?;
     let password = password.unwrap_or_default();
     let keytool = state.keytool.clone();
-    let report = tokio::task::spawn_blocking(move || {
+    let report = super::on_cpu_pool(&state, move || {
         let mut report = p12test::analyze(&file, password.expose(), crate::clock::now());
         if report.password_opens_file {
             if let Some(keytool) = keytool {
@@ -82,8 +82,7 @@ pub async fn test(
         }
         report
     })
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))?;
+    .await?;
     let mut body = serde_json::to_value(&report).map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,7 +99,18 @@ pub async fn test(
             .iter()
             .filter(|f| f.severity == p12test::Severity::Error)
             .count();
-        o.insert("code".into(), json!("p12_not_usable"));
+        // why: a file over the key-store budget is refused for that reason on every path;
+        // the tester says so with the same code.
+        let code = if report
+            .findings
+            .iter()
+            .any(|f| f.code == p12test::codes::KEYSTORE_TOO_COSTLY)
+        {
+            p12test::codes::KEYSTORE_TOO_COSTLY
+        } else {
+            "p12_not_usable"
+        };
+        o.insert("code".into(), json!(code));
         o.insert(
             "message".into(),
             json!(format!(
