@@ -107,7 +107,7 @@ async fn tenant_urls_never_reach_internal_addresses_even_when_a_name_changes() {
     let r = create_credential(
         &stack,
         account,
-        &format!("http://sneaky.test:{trap_port}/token"),
+        &format!("https://sneaky.test:{trap_port}/token"),
     )
     .await;
     assert_eq!(r.status(), 201, "a name is judged when it is looked up");
@@ -181,7 +181,7 @@ async fn tenant_urls_never_reach_internal_addresses_even_when_a_name_changes() {
     let url = format!("https://partner.test:{partner_port}/x");
     let r = map(&stack, account, cert, &url, &target.server_ca.cert_pem).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    let prefix = format!("mtls_{cert}_partner.test_{partner_port}::");
+    let prefix = format!("mtls_{cert}_partner.test_{partner_port}_");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let clusters = stack.envoy_clusters().await;
