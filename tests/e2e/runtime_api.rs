@@ -232,7 +232,20 @@ async fn create_appkey(stack: &Stack, account: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_snapshot_needs_the_nodes_certificate_and_carries_what_the_gateway_checks() {
-    let stack = Stack::start().await;
+    // The allowlisted hosts resolve (to public addresses) in the control plane's own view of
+    // /etc/hosts: a host that does not resolve gets no cluster (`target_unresolved`).
+    let hosts =
+        std::env::temp_dir().join(format!("mtlsgate-hosts-runtime-api-{}", std::process::id()));
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n93.184.216.34 fallback.example\n93.184.216.35 other.example\n",
+    )
+    .expect("hosts file");
+    let stack = Stack::start_with(crate::harness::Options {
+        hosts_file: Some(hosts),
+        ..Default::default()
+    })
+    .await;
     let node = stack.envoy_node_id().await;
     let url = snapshot_url(&stack, &node, "", 0);
 

@@ -215,7 +215,17 @@ pub async fn snapshot(
     loop {
         desired.borrow_and_update();
         acks.borrow_and_update();
-        if let Some(node) = state.acks.ready(&q.node) {
+        // A node connected and acknowledging gets the snapshot gated on what it has. One
+        // whose ADS stream is down, but whose filter already runs a snapshot (a version in
+        // its poll: the same Envoy process), gets it gated on what it last acknowledged, so
+        // revocations still reach it. A filter without a snapshot (a new Envoy) waits for
+        // its node's first acknowledgement, or it would see mappings before their clusters.
+        let view = state.acks.ready(&q.node).or_else(|| {
+            (!q.version.is_empty())
+                .then(|| state.acks.last_known(&q.node))
+                .flatten()
+        });
+        if let Some(node) = view {
             let current = desired.borrow().clone();
             let encoded = state.feed.get(&q.node, &current, &node);
             if encoded.version != q.version {

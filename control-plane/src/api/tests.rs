@@ -344,6 +344,53 @@ fn appkey(id: i64) -> AppKey {
     }
 }
 
+/// Finding 9: the whole snapshot, revocations included, used to wait for the node's ADS
+/// stream. A gateway whose stream is down but whose filter runs a snapshot gets revocations
+/// at once (gated on what its Envoy last acknowledged); a new filter still waits for ADS.
+#[tokio::test]
+async fn revocations_reach_a_gateway_whose_ads_stream_is_down() {
+    let env = env().await;
+    let s = &env.state;
+    s.appkeys.insert(appkey(1));
+    s.reconciler.rebuild(false).await.unwrap();
+    let (st, v) = snapshot(s, "", 0).await;
+    assert_eq!(st, StatusCode::OK);
+    let first: Snapshot = serde_json::from_value(v).unwrap();
+    assert_eq!(first.app_keys.len(), 1);
+
+    s.acks.disconnected(NODE);
+    assert!(s.acks.ready(NODE).is_none(), "the stream is down");
+    let poll = tokio::spawn({
+        let s = s.clone();
+        let v = first.version.clone();
+        async move { snapshot(&s, &v, 10).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.appkeys.remove("a", 1);
+    s.reconciler.kick();
+    let (st, v) = tokio::time::timeout(Duration::from_secs(2), poll)
+        .await
+        .expect("the revocation was held back while ADS was down")
+        .unwrap();
+    assert_eq!(st, StatusCode::OK);
+    let revoked: Snapshot = serde_json::from_value(v).unwrap();
+    assert!(revoked.app_keys.is_empty(), "the revoked AppKey is gone");
+
+    // A filter that has no snapshot yet (a new Envoy with this node id) waits for its
+    // node's stream: it would otherwise see mappings before their clusters.
+    let (st, _) = snapshot(s, "", 1).await;
+    assert_eq!(st, StatusCode::NOT_MODIFIED);
+    // A node that never acknowledged anything gets nothing either.
+    s.acks.disconnected("other");
+    let (st, _) = feed(
+        s,
+        "/v1/runtime/snapshot?node=other&version=v1&waitSeconds=1",
+        Some(Some("other")),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_MODIFIED);
+}
+
 #[tokio::test]
 async fn the_snapshot_carries_credentials_and_long_polls_wake_on_every_change() {
     let env = env().await;

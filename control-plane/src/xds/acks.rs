@@ -18,6 +18,9 @@ pub struct NodeAcks {
     pub streams: usize,
     /// Whether the node has acknowledged clusters at least once since it connected.
     pub ready: bool,
+    /// Whether it ever acknowledged clusters: its sets are what that Envoy holds, kept when
+    /// its stream drops (Envoy keeps its clusters and secrets through an ADS outage).
+    pub known: bool,
 }
 
 /// All nodes' acknowledgements, with a change signal.
@@ -64,6 +67,7 @@ impl Acks {
             super::CLUSTER_TYPE => {
                 n.clusters = set;
                 n.ready = true;
+                n.known = true;
             }
             super::SECRET_TYPE => n.secrets = set,
             _ => {}
@@ -77,6 +81,17 @@ impl Acks {
             .get(node)
             .filter(|n| n.ready && n.streams > 0)
             .cloned()
+    }
+
+    /// What the node last acknowledged, connected or not; `None` if it never acknowledged
+    /// clusters here.
+    ///
+    /// why: revocations (a deleted user, a revoked AppKey) travel in the same snapshot as
+    /// mappings, and must reach a gateway whose ADS stream is down. Its Envoy still holds
+    /// what it acknowledged, so a snapshot gated on those sets is still true for it.
+    pub fn last_known(&self, node: &str) -> Option<NodeAcks> {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.get(node).filter(|n| n.known).cloned()
     }
 
     /// Changes whenever any node's acknowledgements or connection do.

@@ -66,6 +66,7 @@ fn acked_all(d: &Desired) -> NodeAcks {
         secrets: Arc::new(d.secrets.keys().cloned().collect()),
         streams: 1,
         ready: true,
+        known: true,
     }
 }
 
