@@ -211,8 +211,15 @@ async fn throttling_is_per_client_ip() {
     let probe = format!("{}/nothing-here", stack.gateway);
     let mut statuses = Vec::new();
     let mut retry_after = None;
-    for _ in 0..20 {
-        let r = noisy.get(&probe).send().await.expect("send");
+    for i in 0..20 {
+        // A caller cannot pick its bucket (nor its logged address) with X-Forwarded-For:
+        // Envoy uses the peer's address, the shipped bootstrap trusting no proxy.
+        let r = noisy
+            .get(&probe)
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .send()
+            .await
+            .expect("send");
         let status = r.status().as_u16();
         if status == 429 {
             retry_after = r
@@ -246,6 +253,12 @@ async fn throttling_is_per_client_ip() {
             .iter()
             .any(|l| l["decision"] == "throttled" && l["clientIp"] == "127.0.0.2"),
         "throttled requests are audited with their IP"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l["clientIp"].as_str().unwrap_or_default().starts_with("203.0.113.")),
+        "a caller's X-Forwarded-For was taken as its address"
     );
 }
 
