@@ -44,6 +44,7 @@ pub fn open(bytes: &[u8], password: &str) -> Result<Opened, P12Error> {
         .first()
         .ok_or(P12Error::NoPrivateKey)?;
     let info = CertInfo::from_der(&leaf.content).map_err(|_| P12Error::BadCertificate)?;
+    p12::presentable(&info)?;
     Ok(Opened {
         material: Material {
             chain_pem: entry

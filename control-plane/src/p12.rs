@@ -49,6 +49,11 @@ pub enum P12Error {
     SeveralKeys,
     #[error("the certificate in the file is not readable X.509")]
     BadCertificate,
+    /// A key Envoy refuses to present (its TLS library loads RSA keys of 2048 bits or more,
+    /// and ECDSA keys on P-256, P-384 or P-521 only): refused at upload, so it never
+    /// reaches a gateway as a secret the gateway rejects.
+    #[error("the key is one the gateway cannot present: RSA keys need 2048 bits or more, EC keys the P-256, P-384 or P-521 curve")]
+    WeakKey,
     #[error("JCEKS key stores are not supported; convert with keytool -importkeystore -deststoretype PKCS12")]
     Unsupported,
     /// Over the one budget of `keystore_budget`: refused before any key is derived.
@@ -66,6 +71,7 @@ impl P12Error {
             P12Error::NoPrivateKey => "p12_no_private_key",
             P12Error::SeveralKeys => "p12_several_keys",
             P12Error::BadCertificate => "p12_bad_certificate",
+            P12Error::WeakKey => "p12_weak_key",
             P12Error::Unsupported => "keystore_unsupported",
             P12Error::TooCostly(OverBudget::Unreadable) => "p12_unreadable",
             P12Error::TooCostly(_) => OverBudget::CODE,
@@ -101,6 +107,7 @@ pub fn open(bytes: &[u8], password: &str) -> Result<Opened, P12Error> {
     }
     let leaf = chain.certs().first().ok_or(P12Error::NoPrivateKey)?;
     let info = CertInfo::from_der(leaf.as_der()).map_err(|_| P12Error::BadCertificate)?;
+    presentable(&info)?;
     let chain_pem = chain
         .certs()
         .iter()
@@ -113,6 +120,16 @@ pub fn open(bytes: &[u8], password: &str) -> Result<Opened, P12Error> {
         },
         info,
     })
+}
+
+/// Whether Envoy will present a key like the certificate's: refused here rather than
+/// NACKed by every gateway later.
+pub fn presentable(info: &CertInfo) -> Result<(), P12Error> {
+    match info.key_algorithm.as_str() {
+        "RSA" if info.key_size < 2048 => Err(P12Error::WeakKey),
+        "EC" if ![256, 384, 521].contains(&info.key_size) => Err(P12Error::WeakKey),
+        _ => Ok(()),
+    }
 }
 
 /// Every certificate in a PKCS#12 file (a trust store), as DER.

@@ -255,9 +255,10 @@ async fn throttling_is_per_client_ip() {
         "throttled requests are audited with their IP"
     );
     assert!(
-        lines
-            .iter()
-            .all(|l| !l["clientIp"].as_str().unwrap_or_default().starts_with("203.0.113.")),
+        lines.iter().all(|l| !l["clientIp"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("203.0.113.")),
         "a caller's X-Forwarded-For was taken as its address"
     );
 }

@@ -632,6 +632,23 @@ fn rsa_1024_is_a_weak_key() {
     assert!(r.password_opens_file);
 }
 
+/// Finding 11: what the tester calls weak, the upload path refuses too (before, an RSA-1024
+/// certificate was stored and mapped, and every gateway NACKed its secret).
+#[test]
+fn weak_keys_are_refused_by_the_upload_path_too() {
+    let dir = Dir::new("weak-upload");
+    self_signed(&dir, "rsa", &["rsa:1024"], &[]);
+    let bytes = export(&dir, "rsa", None, &[]);
+    let e = crate::p12::open(&bytes, PASSWORD).unwrap_err();
+    assert_eq!(
+        (e, e.code()),
+        (crate::p12::P12Error::WeakKey, "p12_weak_key")
+    );
+    self_signed(&dir, "ok", &["rsa:2048"], &[]);
+    let bytes = export(&dir, "ok", None, &[]);
+    assert!(crate::p12::open(&bytes, PASSWORD).is_ok());
+}
+
 #[test]
 fn ec_p224_is_a_weak_key() {
     let dir = Dir::new("p224");
