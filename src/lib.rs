@@ -59,3 +59,9 @@ pub(crate) mod headers {
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod glue;
+
+/// The fuzz targets' entry points (`fuzz/`) and their corpus replay; not an API, and not in
+/// the `.wasm`.
+#[doc(hidden)]
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fuzzing;

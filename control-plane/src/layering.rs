@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli", 1),
     ("config", 1),
     ("serve", 1),
+    ("fuzzing", 1),
     ("api", 2),
     ("credentials", 3),
     ("identity", 3),

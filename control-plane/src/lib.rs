@@ -9,6 +9,8 @@
 //!    - [`serve`]: builds the application state, starts the reconciler, the token keeper,
 //!      the xDS server and the HTTP API, and stops them on Ctrl-C or SIGTERM.
 //!    - [`cli`]: commands against the database (`mtlsgate user add`).
+//!    - `fuzzing` (hidden, not an API): the fuzz targets' entry points into the parsers
+//!      that read users' bytes (`fuzz/`, replayed by `tests/fuzz_corpus.rs`).
 //! 2. **HTTP API** — `api`: the management API (login, users, AppKeys, certificates,
 //!    mappings, credentials, settings, egress, CSDS, the P12 tester), `/openapi.json`, and,
 //!    on a listener of its own (mutual TLS), the runtime snapshot feed Envoy's filter
@@ -68,6 +70,9 @@
 pub mod cli;
 pub mod config;
 pub mod serve;
+
+#[doc(hidden)]
+pub mod fuzzing;
 
 mod address_policy;
 mod api;

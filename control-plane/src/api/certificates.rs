@@ -20,19 +20,19 @@ const NAME_MAX: usize = 128;
 /// The `certificate` field of a by-file upload.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CertificateField {
+pub(crate) struct CertificateField {
     name: String,
     #[serde(default)]
-    password: Secret,
+    pub(crate) password: Secret,
     #[serde(default)]
     display_name: Option<String>,
     #[serde(default)]
     id: Option<serde_json::Value>,
 }
 
-struct Upload {
-    file: Vec<u8>,
-    meta: CertificateField,
+pub(crate) struct Upload {
+    pub(crate) file: Vec<u8>,
+    pub(crate) meta: CertificateField,
 }
 
 fn multipart_error(e: MultipartError) -> ApiError {
@@ -46,7 +46,7 @@ fn multipart_error(e: MultipartError) -> ApiError {
     }
 }
 
-async fn read_upload(
+pub(crate) async fn read_upload(
     multipart: Result<Multipart, MultipartRejection>,
     max_bytes: usize,
 ) -> Result<Upload, ApiError> {
@@ -125,9 +125,13 @@ fn p12_error(e: P12Error) -> ApiError {
 /// Opens an uploaded P12 on the bounded CPU pool (its key derivations, within the
 /// key-store budget, take up to about a second), never on an async worker thread.
 async fn open(state: &AppState, file: Vec<u8>, password: Secret) -> Result<Opened, ApiError> {
-    super::on_cpu_pool(state, move || p12::open(&file, password.expose()))
-        .await?
-        .map_err(p12_error)
+    super::on_cpu_pool(state, move || open_here(&file, &password)).await?
+}
+
+/// Opens an uploaded P12 on the calling thread: what [`open`] runs on the pool (and what
+/// the fuzz targets call).
+pub(crate) fn open_here(file: &[u8], password: &Secret) -> Result<Opened, ApiError> {
+    p12::open(file, password.expose()).map_err(p12_error)
 }
 
 fn id_of(v: &Value) -> Option<i64> {
@@ -342,6 +346,24 @@ async fn open_all(
     updating: bool,
     max_bytes: usize,
 ) -> Result<Vec<(Opened, Option<i64>)>, ApiError> {
+    open_all_with(items, updating, max_bytes, |file, password| {
+        open(state, file, password)
+    })
+    .await
+}
+
+/// [`open_all`]'s checks, with each file opened by `open` (the handlers: [`open`] on the CPU
+/// pool; the fuzz targets: [`open_here`]).
+pub(crate) async fn open_all_with<F, Fut>(
+    items: &[CertificateJson],
+    updating: bool,
+    max_bytes: usize,
+    mut open: F,
+) -> Result<Vec<(Opened, Option<i64>)>, ApiError>
+where
+    F: FnMut(Vec<u8>, Secret) -> Fut,
+    Fut: std::future::Future<Output = Result<Opened, ApiError>>,
+{
     if items.is_empty() {
         return Err(ApiError::bad_request(
             "empty_body",
@@ -387,7 +409,7 @@ async fn open_all(
             }
             _ => {}
         }
-        let opened = open(state, c.p12.0.clone(), c.password.clone())
+        let opened = open(c.p12.0.clone(), c.password.clone())
             .await
             .map_err(at)?;
         out.push((opened, id));

@@ -42,7 +42,7 @@ fn view(state: &AppState, row: &CredentialRow, secret_fields: &[String]) -> Valu
 }
 
 /// Splits `{"name": …, "type": …, …}` and validates the rest by type.
-fn parse(
+pub(crate) fn parse(
     body: Value,
     policy: crate::address_policy::AddressPolicy,
 ) -> Result<(String, Validated), ApiError> {

@@ -3,12 +3,12 @@
 
 mod appkeys;
 mod auth;
-mod certificates;
-mod credentials;
+pub(crate) mod certificates;
+pub(crate) mod credentials;
 pub mod csds;
 mod egress;
 pub mod error;
-mod extract;
+pub(crate) mod extract;
 mod mappings;
 pub mod openapi;
 pub mod p12test;

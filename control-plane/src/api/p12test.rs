@@ -24,48 +24,7 @@ pub async fn test(
 ) -> Result<(StatusCode, JsonOut<Value>), ApiError> {
     check_account(&account)?;
     principal.require_bearer_manage(&account)?;
-    let mut multipart = multipart.map_err(|_| {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "expected multipart/form-data with fields 'file' and 'password'",
-        )
-    })?;
-    let bad = |_| {
-        ApiError::bad_request(
-            "malformed_multipart",
-            "the multipart body could not be read",
-        )
-    };
-    let (mut file, mut password) = (None, None);
-    while let Some(field) = multipart.next_field().await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large()
-        } else {
-            bad(e)
-        }
-    })? {
-        match field.name() {
-            Some("file") => {
-                let bytes = field.bytes().await.map_err(bad)?;
-                if bytes.len() > state.max_upload_bytes {
-                    return Err(too_large());
-                }
-                file = Some(bytes.to_vec());
-            }
-            Some("password") => {
-                let bytes = field.bytes().await.map_err(bad)?;
-                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    ApiError::bad_request("invalid_upload", "the password must be UTF-8 text")
-                })?;
-                password = Some(Secret::new(text));
-            }
-            _ => {}
-        }
-    }
-    let file = file
-        .ok_or_else(|| ApiError::bad_request("invalid_upload", "the 'file' field is required"))?;
-    let password = password.unwrap_or_default();
+    let (file, password) = read_upload(multipart, state.max_upload_bytes).await?;
     let keytool = state.keytool.clone();
     let report = super::on_cpu_pool(&state, move || {
         let mut report = p12test::analyze(&file, password.expose(), crate::clock::now());
@@ -123,6 +82,56 @@ pub async fn test(
         );
     }
     Ok((StatusCode::UNPROCESSABLE_ENTITY, JsonOut(body)))
+}
+
+/// Reads the tester's multipart body: the `file` field (at most `max_bytes`) and the
+/// optional `password` field (UTF-8; none means the empty password).
+pub(crate) async fn read_upload(
+    multipart: Result<Multipart, MultipartRejection>,
+    max_bytes: usize,
+) -> Result<(Vec<u8>, Secret), ApiError> {
+    let mut multipart = multipart.map_err(|_| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected multipart/form-data with fields 'file' and 'password'",
+        )
+    })?;
+    let bad = |_| {
+        ApiError::bad_request(
+            "malformed_multipart",
+            "the multipart body could not be read",
+        )
+    };
+    let (mut file, mut password) = (None, None);
+    while let Some(field) = multipart.next_field().await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            bad(e)
+        }
+    })? {
+        match field.name() {
+            Some("file") => {
+                let bytes = field.bytes().await.map_err(bad)?;
+                if bytes.len() > max_bytes {
+                    return Err(too_large());
+                }
+                file = Some(bytes.to_vec());
+            }
+            Some("password") => {
+                let bytes = field.bytes().await.map_err(bad)?;
+                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    ApiError::bad_request("invalid_upload", "the password must be UTF-8 text")
+                })?;
+                password = Some(Secret::new(text));
+            }
+            _ => {}
+        }
+    }
+    let file = file
+        .ok_or_else(|| ApiError::bad_request("invalid_upload", "the 'file' field is required"))?;
+    Ok((file, password.unwrap_or_default()))
 }
 
 /// Where `keytool` is: the flag, else `$JAVA_HOME/bin/keytool`, else the `PATH`.
