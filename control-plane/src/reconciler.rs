@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use mtlsgate_filter::snapshot::{AppKeyEntry, TokenKey, UserRef};
+use mtlsgate_filter::snapshot::{AppKeyEntry, TokenKey, Unavailable, UserRef};
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::appkeys::Directory;
@@ -28,6 +28,7 @@ use crate::desired::{
 };
 use crate::guarded_dns::{GuardedDns, LookupError};
 use crate::p12::Material;
+use crate::rejections::Rejections;
 use crate::secret_store::Secrets;
 use crate::store::{Store, StoreError};
 
@@ -155,7 +156,13 @@ pub struct Reconciler {
     dns: GuardedDns,
     /// The last resolution of every target host in use.
     resolutions: Mutex<Resolutions>,
+    /// What gateways refused (NACKed): built without, until it changes or expires.
+    rejections: Arc<Rejections>,
 }
+
+/// How long a resource a gateway refused is withheld before it is offered again (if the
+/// refusal came from the gateway host, not the resource, it heals by itself).
+const REJECTION_TTL: Duration = Duration::from_secs(600);
 
 /// Lookups made at once when many hosts need resolving.
 const LOOKUPS_AT_ONCE: usize = 16;
@@ -181,7 +188,24 @@ impl Reconciler {
             built: Mutex::default(),
             dns,
             resolutions: Mutex::default(),
+            rejections: Arc::new(Rejections::new(REJECTION_TTL)),
         })
+    }
+
+    /// What the current desired state does with each mapping it holds: `None` when served,
+    /// else why not. Mappings it does not hold (disabled, or not built yet) are absent.
+    pub fn mapping_states(&self) -> HashMap<u64, Option<Unavailable>> {
+        self.tx
+            .borrow()
+            .mappings
+            .iter()
+            .map(|r| (r.entry.id, r.entry.unavailable))
+            .collect()
+    }
+
+    /// Where the xDS server records what gateways refuse.
+    pub fn rejections(&self) -> Arc<Rejections> {
+        self.rejections.clone()
     }
 
     /// Resolves `hosts`, from `previous` where given: a failed lookup of a host that had
@@ -503,14 +527,16 @@ impl Reconciler {
         let resolutions = self
             .resolutions_for(&target_hosts(&mappings, &egress))
             .await;
+        let rejected = self.rejections.current();
         let desired = Desired::build(
             &certificates,
             &mappings,
             &materials,
             &attachments,
             &resolutions,
+            &rejected,
         )
-        .with_egress(&egress, &resolutions)
+        .with_egress(&egress, &resolutions, &rejected)
         .with_callers(callers);
         self.tx.send_if_modified(|cur| {
             if **cur == desired {
@@ -535,11 +561,17 @@ impl Reconciler {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dns_tick = tokio::time::interval(dns_every);
         dns_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refused = self.rejections.subscribe();
         loop {
             let check = tokio::select! {
                 _ = self.kick.notified() => false,
                 _ = self.access_tokens.changed() => false,
-                _ = tick.tick() => true,
+                // A gateway refused something: rebuild without it at once, so the others'
+                // configuration flows again.
+                _ = refused.changed() => false,
+                // Expired rejections are offered again: a full rebuild, not the watch's
+                // "nothing changed" shortcut.
+                _ = tick.tick() => !self.rejections.expire(),
                 _ = dns_tick.tick() => {
                     if !self.refresh_dns().await {
                         continue;

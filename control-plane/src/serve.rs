@@ -113,7 +113,12 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         max_connection_duration: cfg.upstream_max_connection_duration(),
         connect_timeout: Duration::from_millis(cfg.upstream_connect_timeout_ms),
     };
-    let ads = Ads::new(state.reconciler.subscribe(), state.acks.clone(), opts);
+    let ads = Ads::new(
+        state.reconciler.subscribe(),
+        state.acks.clone(),
+        state.reconciler.rejections(),
+        opts,
+    );
     let feed_app = api::feed_router(state.clone());
     let app = api::router(state);
     let bind = |addr| async move {
