@@ -164,6 +164,10 @@ pub struct Reconciler {
 /// refusal came from the gateway host, not the resource, it heals by itself).
 const REJECTION_TTL: Duration = Duration::from_secs(600);
 
+/// How often one resource an ambiguous refusal blamed is offered again alone: long enough
+/// for every gateway to answer the offer.
+const AMBIGUITY_PROBE: Duration = Duration::from_secs(2);
+
 /// Lookups made at once when many hosts need resolving.
 const LOOKUPS_AT_ONCE: usize = 16;
 
@@ -562,6 +566,11 @@ impl Reconciler {
         let mut dns_tick = tokio::time::interval(dns_every);
         dns_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refused = self.rejections.subscribe();
+        // why: an ambiguous refusal (several changed secrets, none named) withholds every
+        // suspect; one is offered again per probe, so an innocent tenant's secret is back
+        // within a few probes, never held for the whole TTL.
+        let mut probe = tokio::time::interval(AMBIGUITY_PROBE);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let check = tokio::select! {
                 _ = self.kick.notified() => false,
@@ -569,6 +578,12 @@ impl Reconciler {
                 // A gateway refused something: rebuild without it at once, so the others'
                 // configuration flows again.
                 _ = refused.changed() => false,
+                _ = probe.tick() => {
+                    if !self.rejections.release_one_ambiguous() {
+                        continue;
+                    }
+                    false
+                }
                 // Expired rejections are offered again: a full rebuild, not the watch's
                 // "nothing changed" shortcut.
                 _ = tick.tick() => !self.rejections.expire(),

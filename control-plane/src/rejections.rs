@@ -35,6 +35,10 @@ pub(crate) struct Rejection {
     /// Envoy's reason, shortened: for the operator's log, never a tenant's answer (it may
     /// name another tenant's resource refused in the same update).
     pub(crate) reason: String,
+    /// Blamed with others by a refusal that named none of them (an SDS refusal names only
+    /// the reason): any one of them may be innocent, so each is offered again alone in turn
+    /// ([`Rejections::release_one_ambiguous`]); a refusal of it alone then proves it.
+    pub(crate) ambiguous: bool,
 }
 
 /// Longest reason kept.
@@ -63,6 +67,7 @@ impl Rejected {
 struct Entry {
     fingerprint: String,
     at: Instant,
+    ambiguous: bool,
 }
 
 /// Every rejection, shared by the delivery (which records) and the reconciler (which builds
@@ -112,6 +117,7 @@ impl Rejections {
                     Entry {
                         fingerprint: r.fingerprint.clone(),
                         at: Instant::now(),
+                        ambiguous: r.ambiguous,
                     },
                 );
             }
@@ -129,6 +135,23 @@ impl Rejections {
         let before = entries.len();
         entries.retain(|_, e| e.at.elapsed() < ttl);
         before != entries.len()
+    }
+
+    /// Lifts one rejection an ambiguous refusal made, so its resource is offered again
+    /// alone: refused again, it is blamed for sure; accepted, it was innocent. Answers
+    /// whether one was lifted (the caller rebuilds).
+    pub(crate) fn release_one_ambiguous(&self) -> bool {
+        let mut entries = self.lock();
+        let Some(key) = entries
+            .iter()
+            .find(|(_, e)| e.ambiguous)
+            .map(|(k, _)| k.clone())
+        else {
+            return false;
+        };
+        tracing::info!(resource = %key.1, "offering a resource an ambiguous refusal blamed again, alone");
+        entries.remove(&key);
+        true
     }
 
     /// The rejections in force.
@@ -174,6 +197,7 @@ mod tests {
             name: name.into(),
             fingerprint: fp.into(),
             reason: "refused".into(),
+            ambiguous: false,
         }
     }
 
@@ -209,6 +233,33 @@ mod tests {
         assert!(r.expire());
         assert!(r.current().is_empty());
         assert!(!r.expire());
+    }
+
+    #[test]
+    fn ambiguous_rejections_are_lifted_one_at_a_time() {
+        let r = Rejections::new(Duration::from_secs(60));
+        let suspect = |name: &str| Rejection {
+            ambiguous: true,
+            ..rejection(Kind::Secret, name, "f")
+        };
+        r.record("gw", &[suspect("cert-1"), suspect("cert-2")]);
+        r.record("gw", &[rejection(Kind::Secret, "cert-3", "f")]);
+        assert!(r.release_one_ambiguous());
+        let cur = r.current();
+        let held = ["cert-1", "cert-2"]
+            .iter()
+            .filter(|n| cur.contains(Kind::Secret, n, "f"))
+            .count();
+        assert_eq!(
+            held, 1,
+            "one suspect is offered again, the other still held"
+        );
+        assert!(r.release_one_ambiguous());
+        assert!(
+            !r.release_one_ambiguous(),
+            "a proven refusal is never lifted early"
+        );
+        assert!(r.current().contains(Kind::Secret, "cert-3", "f"));
     }
 
     #[test]

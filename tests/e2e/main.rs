@@ -11,6 +11,7 @@ mod pki;
 mod tools;
 mod upstream;
 
+mod bad_material;
 mod credentials;
 mod egress_guard;
 mod forward;

@@ -312,12 +312,14 @@ fn a_refused_secret_or_cluster_is_withheld_and_its_mapping_says_so() {
                 name: "cert-1".into(),
                 fingerprint: bad_secret,
                 reason: "KEY_VALUES_MISMATCH".into(),
+                ambiguous: false,
             },
             Rejection {
                 kind: Kind::Cluster,
                 name: bad_cluster.clone(),
                 fingerprint: CLUSTER_FINGERPRINT.into(),
                 reason: "Failed to load trusted CA certificates".into(),
+                ambiguous: false,
             },
         ],
     );
@@ -379,6 +381,7 @@ fn a_refused_secret_or_cluster_is_withheld_and_its_mapping_says_so() {
             name: tls_cluster_name("api.example.com", 443),
             fingerprint: CLUSTER_FINGERPRINT.into(),
             reason: "refused".into(),
+            ambiguous: false,
         }],
     );
     let d =

@@ -232,11 +232,14 @@ fn blame(
     let named: Vec<_> = pairs()
         .filter(|(n, _)| rejections::names(message, n))
         .collect();
-    let suspects = if named.is_empty() {
+    let unnamed = named.is_empty();
+    let suspects: Vec<_> = if unnamed {
         pairs().filter(|(n, f)| acked.get(*n) != Some(*f)).collect()
     } else {
         named
     };
+    // Several suspects and no name: each is offered again alone, in turn.
+    let ambiguous = unnamed && suspects.len() > 1;
     suspects
         .into_iter()
         .map(|(name, fingerprint)| Rejection {
@@ -244,6 +247,7 @@ fn blame(
             name: name.clone(),
             fingerprint: fingerprint.clone(),
             reason: message.to_owned(),
+            ambiguous,
         })
         .collect()
 }

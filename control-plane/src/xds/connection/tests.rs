@@ -226,6 +226,49 @@ fn a_nack_that_names_nothing_blames_what_changed_since_the_last_ack() {
         out.rejected[0].fingerprint,
         rotated.secrets.get("cert-2").unwrap().fingerprint()
     );
+    assert!(!out.rejected[0].ambiguous, "one suspect: proven");
+}
+
+/// Two secrets changed and the refusal names neither: both are blamed, as ambiguous (each
+/// is offered again alone later), never the one Envoy had accepted before.
+#[test]
+fn an_unnamed_refusal_of_several_changes_is_ambiguous() {
+    let d = desired(&[(1, "https://a.example/")], 1);
+    let mut c = Connection::new(opts());
+    let r = c
+        .handle_request(request(SECRET_TYPE, "", &["cert-1"], None), &d)
+        .responses
+        .remove(0);
+    assert!(c
+        .handle_request(request(SECRET_TYPE, &r.nonce, &["cert-1"], None), &d)
+        .ack
+        .is_some());
+    let three = desired(
+        &[
+            (1, "https://a.example/"),
+            (2, "https://b.example/"),
+            (3, "https://c.example/"),
+        ],
+        1,
+    );
+    let names = ["cert-1", "cert-2", "cert-3"];
+    let r = c
+        .handle_request(request(SECRET_TYPE, &r.nonce, &names, None), &three)
+        .responses
+        .remove(0);
+    let out = c.handle_request(
+        request(
+            SECRET_TYPE,
+            &r.nonce,
+            &names,
+            Some("Failed to load private key"),
+        ),
+        &three,
+    );
+    let mut blamed: Vec<_> = out.rejected.iter().map(|r| r.name.as_str()).collect();
+    blamed.sort();
+    assert_eq!(blamed, ["cert-2", "cert-3"]);
+    assert!(out.rejected.iter().all(|r| r.ambiguous));
 }
 
 #[test]
