@@ -20,5 +20,6 @@ mod oauth;
 mod p12tester;
 mod runtime;
 mod runtime_api;
+mod slow_partner;
 mod uploads;
 mod vault_watch;
