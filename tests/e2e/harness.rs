@@ -382,7 +382,10 @@ impl Stack {
                 "FORWARD_TIMEOUT_SECONDS",
                 opts.forward_timeout_seconds.to_string(),
             ),
-            ("FORWARD_MAX_BODY_BYTES", opts.forward_max_body_bytes.to_string()),
+            (
+                "FORWARD_MAX_BODY_BYTES",
+                opts.forward_max_body_bytes.to_string(),
+            ),
             ("WASM", wasm.to_string_lossy().into_owned()),
             ("LISTEN_ADDRESS", "127.0.0.1".into()),
             ("LISTEN_PORT", gateway_port.to_string()),

@@ -137,7 +137,9 @@ async fn a_stalled_partner_holds_only_its_tenants_share_and_its_forwards_end_in_
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let started = Instant::now();
-        let r = stack.forward(TENANT_A, "GET", &a_url, "IDP", &[], None).await;
+        let r = stack
+            .forward(TENANT_A, "GET", &a_url, "IDP", &[], None)
+            .await;
         let took = started.elapsed();
         let (status, code) = error_code(r).await;
         if code == "no_mtls_mapping" {
@@ -231,6 +233,11 @@ async fn a_stalled_partner_holds_only_its_tenants_share_and_its_forwards_end_in_
         "{timed_out} of A's forwards were admitted; the breaker admits at most {admitted_at_most}"
     );
     assert_eq!(overloaded + timed_out, BURST);
+    eprintln!(
+        "tenant A: {overloaded} upstream_overloaded, {timed_out} upstream_timeout; \
+         tenant B: {} forwards, all 200",
+        b_answers.len()
+    );
     // Each admitted forward took at most one connection to the stalled partner.
     let burst_connections = a_partner.connections.load(Ordering::SeqCst) - seen_before_burst;
     assert!(
@@ -255,7 +262,9 @@ async fn a_stalled_partner_holds_only_its_tenants_share_and_its_forwards_end_in_
 
     // Once the stall has ended, A's partner is admitted again (and still times out), and
     // every process of the gateway is still running.
-    let r = stack.forward(TENANT_A, "GET", &a_url, "IDP", &[], None).await;
+    let r = stack
+        .forward(TENANT_A, "GET", &a_url, "IDP", &[], None)
+        .await;
     assert_eq!(error_code(r).await, (504, "upstream_timeout".into()));
     let mut stack = Arc::into_inner(stack).expect("every worker has ended");
     assert!(stack.all_alive(), "a process died:\n{}", stack.logs());
