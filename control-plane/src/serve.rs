@@ -112,6 +112,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         system_trust_bundle: cfg.system_trust_bundle.clone(),
         max_connection_duration: cfg.upstream_max_connection_duration(),
         connect_timeout: Duration::from_millis(cfg.upstream_connect_timeout_ms),
+        limits: cfg.upstream_limits(),
     };
     let ads = Ads::new(
         state.reconciler.subscribe(),

@@ -21,5 +21,6 @@ mod oauth;
 mod p12tester;
 mod runtime;
 mod runtime_api;
+mod slow_partner;
 mod uploads;
 mod vault_watch;

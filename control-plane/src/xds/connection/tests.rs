@@ -17,6 +17,7 @@ fn opts() -> ResourceOptions {
         system_trust_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
         max_connection_duration: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(5),
+        limits: super::resources::UpstreamLimits::default(),
     }
 }
 
