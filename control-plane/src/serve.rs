@@ -87,6 +87,15 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     );
     let settings = api::Settings {
         dev_admin_token: cfg.dev_admin_token.clone(),
+        api_scheme: if cfg
+            .public_api_url
+            .as_deref()
+            .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"))
+        {
+            api::auth::Scheme::Https
+        } else {
+            api::auth::Scheme::Http
+        },
         domains: crate::api::csds::Domains {
             gateway: cfg.public_gateway.clone(),
             api: cfg.public_api(),

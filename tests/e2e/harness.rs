@@ -566,7 +566,7 @@ impl Stack {
                 "{}/mtls/account/{account}/certificates/by-file",
                 self.gateway
             ))
-            .bearer_auth(TOKEN)
+            .bearer_auth(self.token_for(account).await)
             .multipart(form)
             .send()
             .await
@@ -604,7 +604,7 @@ impl Stack {
                 "{}/mtls/account/{account}/certificates/by-file",
                 self.gateway
             ))
-            .bearer_auth(TOKEN)
+            .bearer_auth(self.token_for(account).await)
             .multipart(form)
             .send()
             .await
