@@ -303,6 +303,8 @@ class Stack:
             "--upstream-max-connection-seconds", str(MAX_CONN_SECONDS),
             # The benchmark's partners listen on loopback; Envoy's admin port stays denied.
             "--egress-allow", "127.0.0.1,::1", "--egress-deny", "127.0.0.1:%d" % p["admin"],
+            # The scale phase puts every mapping and certificate in one account.
+            "--quota-mappings", "10000000", "--quota-certificates", "1000000",
         ], env={"VAULT_TOKEN": self.bao_token, "MTLSGATE_DEV_ADMIN_TOKEN": self.dev_token},
             cpus=self.cpus)
         wait_http("127.0.0.1", p["api"], "/healthz", 60, "control-plane")

@@ -128,6 +128,26 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub upstream_max_requests: u32,
 
+    /// Live mappings one account may hold (1 to 10000000); more: 422 `quota_exceeded`.
+    #[arg(long, env = "MTLSGATE_QUOTA_MAPPINGS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub quota_mappings: u64,
+
+    /// Live certificates one account may hold (1 to 1000000).
+    #[arg(long, env = "MTLSGATE_QUOTA_CERTIFICATES", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub quota_certificates: u64,
+
+    /// Live credentials one account may hold (1 to 1000000).
+    #[arg(long, env = "MTLSGATE_QUOTA_CREDENTIALS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub quota_credentials: u64,
+
+    /// Live (unrevoked) AppKeys one account may hold (1 to 100000).
+    #[arg(long, env = "MTLSGATE_QUOTA_APPKEYS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub quota_appkeys: u64,
+
     /// The JDK's `keytool`, used by the P12 tester to tell whether Java can read a file;
     /// found through `JAVA_HOME` or `PATH` when not given.
     #[arg(long, env = "MTLSGATE_KEYTOOL")]
@@ -208,6 +228,16 @@ impl ServeConfig {
             cert: self.link_cert_file.clone(),
             key: self.link_key_file.clone(),
             client_ca: self.link_ca_file.clone(),
+        }
+    }
+
+    /// How much one account may hold.
+    pub fn quotas(&self) -> crate::api::quotas::Quotas {
+        crate::api::quotas::Quotas {
+            mappings: self.quota_mappings,
+            certificates: self.quota_certificates,
+            credentials: self.quota_credentials,
+            appkeys: self.quota_appkeys,
         }
     }
 

@@ -87,6 +87,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     );
     let settings = api::Settings {
         dev_admin_token: cfg.dev_admin_token.clone(),
+        quotas: cfg.quotas(),
         api_scheme: if cfg
             .public_api_url
             .as_deref()

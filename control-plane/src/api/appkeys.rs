@@ -16,7 +16,7 @@ use super::{check_account, views, AppState, Principal};
 use crate::appkeys::AppKey;
 use crate::random;
 use crate::secret::Secret;
-use crate::store::{AppKeyRow, Store};
+use crate::store::{AppKeyRow, Counted, Store};
 
 fn view(row: &AppKeyRow) -> Value {
     json!({
@@ -64,6 +64,10 @@ pub async fn create(
     let row = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;
+        state
+            .quotas
+            .check(&mut tx, &account, Counted::AppKeys, 1)
+            .await?;
         let row = Store::insert_appkey(
             &mut tx,
             &account,

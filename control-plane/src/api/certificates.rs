@@ -12,7 +12,7 @@ use super::extract::{too_large, Json, Path};
 use super::{check_account, views, AppState, Principal};
 use crate::p12::{self, Material, Opened, P12Error};
 use crate::secret::Secret;
-use crate::store::{now, CertificateRow, NewCertificate, Store};
+use crate::store::{now, CertificateRow, Counted, NewCertificate, Store};
 
 /// Longest certificate name.
 const NAME_MAX: usize = 128;
@@ -158,6 +158,10 @@ async fn save_new(
     if let Some(existing) = Store::certificate_named(&mut tx, account, new.name).await? {
         return Err(duplicate_name(new.name, existing));
     }
+    state
+        .quotas
+        .check(&mut tx, account, Counted::Certificates, 1)
+        .await?;
     let id = Store::insert_certificate(&mut tx, new).await?;
     let version = state
         .secrets

@@ -11,7 +11,7 @@ use super::extract::{Json, Path};
 use super::{check_account, views, AppState, Principal};
 use crate::credential_tokens::{AuthorizeError, CallbackError};
 use crate::credentials::{Input, Validated};
-use crate::store::{CredentialRow, Store};
+use crate::store::{Counted, CredentialRow, Store};
 
 const MASK: &str = "********";
 
@@ -119,6 +119,10 @@ pub async fn create(
     let row = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;
+        state
+            .quotas
+            .check(&mut tx, &account, Counted::Credentials, 1)
+            .await?;
         if let Some((existing, code)) =
             Store::credential_clash(&mut tx, &account, &name, v.kind(), None).await?
         {

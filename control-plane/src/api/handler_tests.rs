@@ -125,6 +125,11 @@ fn cert_item(name: &str, p12: &P12, password: &str, id: Option<i64>) -> Value {
     v
 }
 
+/// A JSON certificate item of a test P12 (for other test modules).
+pub(super) fn json_certificate(name: &str) -> Value {
+    cert_item(name, &p12s()[0], P12_PASSWORD, None)
+}
+
 /// `POST` (or `PUT`) `…/certificates/by-file` with the `file` and `certificate` fields.
 async fn by_file(
     s: &AppState,

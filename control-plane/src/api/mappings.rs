@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::extract::{Json, Path};
 use super::{check_account, views, AppState, Principal};
 use crate::address_policy::AddressPolicy;
-use crate::store::{MappingRow, NewMapping, Store};
+use crate::store::{Counted, MappingRow, NewMapping, Store};
 
 /// Most mappings in one request.
 const BATCH_MAX: usize = 1000;
@@ -234,6 +234,15 @@ pub async fn create(
     let (rows, revision) = {
         let _w = state.store.write_lock().await;
         let mut tx = state.store.begin().await?;
+        state
+            .quotas
+            .check(
+                &mut tx,
+                &account,
+                Counted::Mappings,
+                u64::try_from(valid.len()).unwrap_or(u64::MAX),
+            )
+            .await?;
         for (i, v) in valid.iter().enumerate() {
             check_against_store(&state, &mut tx, &account, i, v, None).await?;
         }

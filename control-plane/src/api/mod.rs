@@ -12,6 +12,7 @@ pub(crate) mod extract;
 mod mappings;
 pub mod openapi;
 pub mod p12test;
+pub(crate) mod quotas;
 mod runtime;
 mod settings;
 mod users;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub dev_admin_token: Option<Secret>,
     /// The scheme callers reach this API with directly (what they sign OAuth1 requests for).
     pub api_scheme: auth::Scheme,
+    /// How many mappings, certificates, credentials and AppKeys one account may hold.
+    pub quotas: quotas::Quotas,
     pub domains: csds::Domains,
     pub login_tokens: Arc<LoginTokens>,
     /// Access tokens of OAuth 2.0 and Transfer to Messaging credentials.
@@ -78,6 +81,7 @@ pub struct Settings {
     pub dev_admin_token: Option<Secret>,
     /// `https` when the API is served behind TLS (`--public-api-url https://…`).
     pub api_scheme: auth::Scheme,
+    pub quotas: quotas::Quotas,
     pub domains: csds::Domains,
     pub keytool: Option<std::path::PathBuf>,
     pub max_upload_bytes: usize,
@@ -158,6 +162,7 @@ impl AppState {
             acks: Arc::new(Acks::default()),
             dev_admin_token: settings.dev_admin_token,
             api_scheme: settings.api_scheme,
+            quotas: settings.quotas,
             domains: settings.domains,
             login_tokens,
             credential_tokens,
@@ -416,5 +421,7 @@ pub fn check_account(account: &str) -> Result<(), ApiError> {
 mod handler_tests;
 #[cfg(test)]
 mod login_tests;
+#[cfg(test)]
+mod quota_tests;
 #[cfg(test)]
 mod tests;

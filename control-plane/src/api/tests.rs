@@ -58,6 +58,7 @@ pub(super) async fn env() -> Env {
         Settings {
             dev_admin_token: Some(Secret::new(DEV)),
             api_scheme: super::auth::Scheme::Http,
+            quotas: super::quotas::Quotas::default(),
             domains: csds::Domains {
                 gateway: "gw".into(),
                 api: "api".into(),

@@ -9,6 +9,7 @@ mod credentials;
 mod egress;
 mod login_failures;
 mod mappings;
+mod quotas;
 mod settings;
 mod users;
 
@@ -27,6 +28,7 @@ pub use certificates::{CertificateRow, NewCertificate};
 pub use credentials::CredentialRow;
 pub use egress::EgressRow;
 pub use mappings::{MappingRow, NewMapping};
+pub use quotas::Counted;
 pub use users::{UserDeletion, UserRow};
 
 /// Schema migrations, applied in order, tracked in `PRAGMA user_version`.
