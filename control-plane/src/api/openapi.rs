@@ -198,7 +198,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Create an AppKey; secrets are shown once (admins)",
         Auth::Bearer,
         Body::Json("NewAppKey"),
-        [201, 400, 401, 403, 413, 503]
+        [201, 400, 401, 403, 413, 422, 503]
     ),
     op!(
         "DELETE",
@@ -222,7 +222,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Create mappings, all or none",
         Auth::BearerOrAppKey,
         Body::Json("Mapping[]"),
-        [201, 400, 401, 403, 409, 413, 415]
+        [201, 400, 401, 403, 409, 413, 415, 422]
     ),
     op!(
         "GET",
