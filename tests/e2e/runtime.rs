@@ -584,3 +584,75 @@ async fn behind_a_tls_load_balancer_appkey_signatures_cover_https() {
         (401, "invalid_signature".into())
     );
 }
+
+/// Finding 8: one AppKey holder flooding the gateway with fresh nonces and timestamps at the
+/// far edge of the window makes no other tenant's signed request a replay. Nonces are kept
+/// per AppKey (keyed hash), and one caller's future timestamps raise no floor but its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_flood_by_one_appkey_makes_no_other_tenants_request_a_replay() {
+    let stack = Stack::start().await;
+    let attacker = create_appkey(&stack, A).await;
+    let victim = create_appkey(&stack, B).await;
+    // Unmapped targets: a request that passes authentication is refused for its target
+    // (400 no_mtls_mapping), one taken for a replay with 401 replayed_nonce.
+    let url = "https://partner.example/x";
+    let future = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+        + 240;
+    let token = oauth::Token::from_parts(
+        attacker["consumerKey"].as_str().expect("ck").to_owned(),
+        attacker["consumerSecret"].as_str().expect("cs").to_owned(),
+        attacker["accessToken"].as_str().expect("at").to_owned(),
+        attacker["accessTokenSecret"]
+            .as_str()
+            .expect("ats")
+            .to_owned(),
+    );
+    let target = forward_url(&stack, A);
+    let flood = {
+        let client = stack.client.clone();
+        async move {
+            let mut accepted = 0;
+            for i in 0..400u64 {
+                let header = oauth::Builder::with_token(token.as_ref(), oauth::HMAC_SHA1)
+                    .timestamp(NonZeroU64::new(future + i % 50))
+                    .authorize("GET", &target, &());
+                let r = client
+                    .get(&target)
+                    .header("authorization", header)
+                    .header("LP-forward-url", url)
+                    .header("LP-service-name", "IDP")
+                    .send()
+                    .await
+                    .expect("flood");
+                if r.status() == 400 {
+                    accepted += 1;
+                }
+            }
+            accepted
+        }
+    };
+    let victims = async {
+        let mut answers = Vec::new();
+        for _ in 0..60 {
+            let r = signed_forward(&stack, B, url, &victim).await;
+            answers.push(error_code(r).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        answers
+    };
+    let (accepted, answers) = tokio::join!(flood, victims);
+    assert!(
+        accepted > 0,
+        "the flood's requests were not even authenticated"
+    );
+    for a in &answers {
+        assert_eq!(
+            a,
+            &(400, "no_mtls_mapping".to_owned()),
+            "a victim's fresh request was refused"
+        );
+    }
+}
