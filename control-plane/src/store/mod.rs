@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_account_settings.sql"),
     include_str!("../../migrations/0006_generation.sql"),
     include_str!("../../migrations/0007_login_failures.sql"),
+    include_str!("../../migrations/0008_pinned_secret_versions.sql"),
 ];
 
 /// The tables whose rows are deleted by marking them.
@@ -205,6 +206,22 @@ impl Store {
     #[cfg(test)]
     pub(crate) async fn with_failing_commits<F: std::future::Future>(f: F) -> F::Output {
         FAILING_COMMITS.scope((), f).await
+    }
+
+    /// Test-only: `f`, failing its commits as the calling task does (within
+    /// [`Store::with_failing_commits`]); for a write the API runs in a task of its own.
+    #[cfg(test)]
+    pub(crate) fn carry_failing_commits<F>(
+        f: F,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = F::Output> + Send>>
+    where
+        F: std::future::Future + Send + 'static,
+    {
+        if FAILING_COMMITS.try_with(|_| ()).is_ok() {
+            Box::pin(FAILING_COMMITS.scope((), f))
+        } else {
+            Box::pin(f)
+        }
     }
 }
 
