@@ -394,6 +394,17 @@ impl Reconciler {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// The Vault version and chain of the material the gateway is given for a certificate
+    /// (what [`Desired::build`] receives), for tests.
+    #[cfg(test)]
+    pub(crate) async fn served_material(&self, certificate_id: i64) -> Option<(u64, String)> {
+        self.materials
+            .lock()
+            .await
+            .get(&certificate_id)
+            .map(|(v, m)| (*v, m.chain_pem.clone()))
+    }
+
     /// Whether the certificate's material is present in Vault as last seen.
     pub async fn has_material(&self, certificate_id: i64) -> bool {
         self.materials.lock().await.contains_key(&certificate_id)

@@ -54,6 +54,19 @@ impl OpenBao {
     fn full(&self, path: &str) -> String {
         format!("{}{path}", self.prefix)
     }
+
+    /// Whether version `v` of the entry at `full` (a full path) is known to be gone:
+    /// destroyed, deleted, or never there.
+    async fn gone(&self, full: &str, v: u64) -> bool {
+        match kv2::read_metadata(&self.client, &self.mount, full).await {
+            Ok(m) => m
+                .versions
+                .get(&v.to_string())
+                .is_none_or(|m| m.destroyed || !m.deletion_time.is_empty()),
+            Err(ClientError::APIError { code: 404, .. }) => true,
+            Err(_) => false,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -79,7 +92,12 @@ impl SecretStore for OpenBao {
             Ok(v) => Ok(Some(v)),
             // A deleted version answers 404 too.
             Err(ClientError::APIError { code: 404, .. }) => Ok(None),
-            Err(e) => Err(classify(e)),
+            // why: a destroyed version answers 404 with its metadata as the body, which the
+            // client does not read as an API error; the metadata says whether that is it.
+            Err(e) => match version {
+                Some(v) if self.gone(&path, v).await => Ok(None),
+                _ => Err(classify(e)),
+            },
         }
     }
 
