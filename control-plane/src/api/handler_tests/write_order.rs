@@ -339,8 +339,7 @@ async fn a_request_dropped_between_vault_and_the_commit_still_completes_its_writ
     let env = setup().await;
     let s = &env.state;
     let meta = json!({"name": "dropped", "password": P12_PASSWORD});
-    let request = by_file(s, Method::POST, "a", &p12s()[0].bytes, meta);
-    tokio::pin!(request);
+    let mut request = Box::pin(by_file(s, Method::POST, "a", &p12s()[0].bytes, meta));
     // Hold the secret store write, then drop the request there, as its deadline would.
     tokio::select! {
         answer = &mut request => panic!("answered before its write: {answer:?}"),
@@ -369,8 +368,13 @@ async fn a_request_dropped_before_a_failing_commit_still_undoes_its_write() {
     let path = format!("accounts/a/credentials/{id}");
     sql(s, REFUSE_COMMIT).await;
     let uri = format!("{}/{id}", credentials_uri("a"));
-    let request = call(s, Method::PUT, &uri, Some(DEV), Some(basic("New-Pass-2y")));
-    tokio::pin!(request);
+    let mut request = Box::pin(call(
+        s,
+        Method::PUT,
+        &uri,
+        Some(DEV),
+        Some(basic("New-Pass-2y")),
+    ));
     tokio::select! {
         answer = &mut request => panic!("answered before its write: {answer:?}"),
         () = env.memory.hold_writes_until_one_arrives() => {}
