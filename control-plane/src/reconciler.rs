@@ -2,7 +2,12 @@
 //!
 //! Two triggers: the API's own writes (`kick`, after it has told the cache the new material,
 //! so nothing is re-read) and a periodic watch of Vault's KV metadata, which catches
-//! certificates rotated directly in Vault and certificates deleted from it. The periodic
+//! certificates rotated directly in Vault and certificates deleted from it.
+//!
+//! What is served is what the database says: each certificate's and credential's row pins
+//! the secret store version it points at, and only that version is read (security review
+//! finding 10). A rotation made directly in Vault is adopted by re-pinning the row first
+//! ([`Reconciler::watch_vault`]); a version the API wrote but never committed is not. The periodic
 //! rebuild also re-reads users, so one added with `mtlsgate user add` (another process)
 //! reaches the gateway within a watch period even if nobody kicks.
 //!
@@ -287,7 +292,8 @@ impl Reconciler {
         self.tx.subscribe()
     }
 
-    /// Records material the API has just written to Vault, then rebuilds.
+    /// Records material the API has just written to Vault and committed to the row (never
+    /// before the commit: the cache holds committed versions only), then rebuilds.
     pub async fn remember(&self, certificate_id: i64, vault_version: u64, material: Material) {
         self.materials
             .lock()
@@ -416,7 +422,8 @@ impl Reconciler {
     /// - The same: nothing to do.
     /// - None at all: the entry was deleted or destroyed in Vault; no longer served.
     /// - Older: the pinned version itself is gone; no longer served (never a silent
-    ///   roll-back to an older key).
+    ///   roll-back to an older key; an entry destroyed and written again in Vault starts
+    ///   over at version 1, so it comes back through an upload).
     /// - Newer, and without the API's mark or with the row's own mark (`bao kv put` of
     ///   the two fields, or `bao kv patch`): an operator rotated the certificate directly in
     ///   Vault. Adopted by re-pinning the row, compare-and-set on the version it pinned, so

@@ -176,9 +176,12 @@ impl Store {
         Ok(self.pool().begin().await?)
     }
 
-    /// Commits a new row whose secrets were just written to Vault ("Vault first, commit
-    /// second": if Vault failed, the transaction was dropped and no row remains). If the
-    /// commit fails, `undo` removes the Vault entry again, so no secret outlives its row.
+    /// Commits a row whose secrets were just written to Vault ("Vault first, commit second":
+    /// if Vault failed, the transaction was dropped and the row is as it was). If the commit
+    /// fails, `undo` removes what the write added to Vault (the entry of a new row, the new
+    /// version of an updated one), so no secret outlives its row and the version the row
+    /// still pins is the one served. Deletes pass an `undo` that does nothing: they destroy
+    /// their secrets only after this commit.
     pub async fn commit_or_undo<U, F>(
         tx: Transaction<'_, Sqlite>,
         undo: U,
