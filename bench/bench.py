@@ -314,6 +314,7 @@ class Stack:
         pairs = ["NODE_ID=" + NODE_ID, "WASM=" + WASM] + self.link_pairs(NODE_ID) + [
                  # A throttle far above what the benchmark sends (the maximum the filter takes).
                  "THROTTLE_RATE=1000000", "THROTTLE_BURST=1000000", "XFF_TRUSTED_HOPS=0",
+                 "FORWARD_TIMEOUT_SECONDS=60", "FORWARD_MAX_BODY_BYTES=8388608",
                  "LISTEN_ADDRESS=127.0.0.1", "LISTEN_PORT=%d" % p["gateway"],
                  "ADMIN_ADDRESS=127.0.0.1", "ADMIN_PORT=%d" % p["admin"],
                  "CONTROL_ADDRESS=127.0.0.1", "XDS_PORT=%d" % p["xds"], "API_PORT=%d" % p["api"],
@@ -930,6 +931,7 @@ def variant_bootstrap(stack, ports, name, node, listen, admin, drop):
     path = os.path.join(RUN, "envoy-%s.yaml" % name)
     pairs = ["NODE_ID=" + node, "WASM=" + WASM] + stack.link_pairs(node) + [
              "THROTTLE_RATE=1000000", "THROTTLE_BURST=1000000", "XFF_TRUSTED_HOPS=0",
+                 "FORWARD_TIMEOUT_SECONDS=60", "FORWARD_MAX_BODY_BYTES=8388608",
              "LISTEN_ADDRESS=127.0.0.1", "LISTEN_PORT=%d" % listen, "ADMIN_ADDRESS=127.0.0.1",
              "ADMIN_PORT=%d" % admin, "CONTROL_ADDRESS=127.0.0.1", "XDS_PORT=%d" % ports["xds"],
              "API_PORT=%d" % ports["api"], "ACCESS_LOG=" + os.path.join(RUN, "audit-%s.log" % name)]

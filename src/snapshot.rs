@@ -138,6 +138,9 @@ pub enum Unavailable {
     TargetNotAllowed,
     /// The target's host name does not resolve (and never did since it was mapped).
     TargetUnresolved,
+    /// A gateway's Envoy refused what serving it needs (its key and chain, or its cluster:
+    /// the CA bundle, say); withheld so it blocks no one else's configuration.
+    MaterialRejected,
 }
 
 impl Unavailable {
@@ -148,6 +151,7 @@ impl Unavailable {
             Unavailable::Certificate => "certificate_unavailable",
             Unavailable::TargetNotAllowed => "target_not_allowed",
             Unavailable::TargetUnresolved => "target_unresolved",
+            Unavailable::MaterialRejected => "material_rejected",
         }
     }
 
@@ -155,7 +159,9 @@ impl Unavailable {
     /// for one it cannot find, 503 for what may come back by itself.
     pub fn status(self) -> u16 {
         match self {
-            Unavailable::Credential | Unavailable::Certificate => 503,
+            Unavailable::Credential | Unavailable::Certificate | Unavailable::MaterialRejected => {
+                503
+            }
             Unavailable::TargetNotAllowed => 403,
             Unavailable::TargetUnresolved => 502,
         }
@@ -177,6 +183,10 @@ impl Unavailable {
                  for tenants (internal, or the gateway's own); its operator can allow a range"
             }
             Unavailable::TargetUnresolved => "the target's host name does not resolve",
+            Unavailable::MaterialRejected => {
+                "the gateway refused this mapping's certificate, key or CA bundle; upload a \
+                 certificate (or caCertificates) it can load"
+            }
         }
     }
 }

@@ -108,6 +108,26 @@ pub struct ServeConfig {
     )]
     pub upstream_connect_timeout_ms: u64,
 
+    /// Circuit breaker of every upstream cluster (one per certificate and partner, one per
+    /// plain-TLS host): connections it may hold at once (1 to 1000000). With HTTP/1.1 to
+    /// partners that is also the requests in flight. Beyond these bounds a forward is
+    /// refused at once with 503 `upstream_overloaded`, so one tenant's stalled partner
+    /// cannot hold the gateway for everyone.
+    #[arg(long, env = "MTLSGATE_UPSTREAM_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub upstream_max_connections: u32,
+
+    /// Requests of one upstream cluster that may wait for a connection once all of
+    /// `--upstream-max-connections` are busy (1 to 1000000).
+    #[arg(long, env = "MTLSGATE_UPSTREAM_MAX_PENDING_REQUESTS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub upstream_max_pending_requests: u32,
+
+    /// Requests one upstream cluster may have in flight (1 to 1000000).
+    #[arg(long, env = "MTLSGATE_UPSTREAM_MAX_REQUESTS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub upstream_max_requests: u32,
+
     /// The JDK's `keytool`, used by the P12 tester to tell whether Java can read a file;
     /// found through `JAVA_HOME` or `PATH` when not given.
     #[arg(long, env = "MTLSGATE_KEYTOOL")]
@@ -191,6 +211,15 @@ impl ServeConfig {
         }
     }
 
+    /// The circuit breaker every upstream cluster gets.
+    pub fn upstream_limits(&self) -> crate::xds::UpstreamLimits {
+        crate::xds::UpstreamLimits {
+            max_connections: self.upstream_max_connections,
+            max_pending_requests: self.upstream_max_pending_requests,
+            max_requests: self.upstream_max_requests,
+        }
+    }
+
     pub fn upstream_max_connection_duration(&self) -> Duration {
         Duration::from_secs(self.upstream_max_connection_seconds)
     }
@@ -237,6 +266,9 @@ mod tests {
             ["--session-ttl-seconds", "99999999999"],
             ["--upstream-max-connection-seconds", "0"],
             ["--upstream-connect-timeout-ms", "0"],
+            ["--upstream-max-connections", "0"],
+            ["--upstream-max-pending-requests", "0"],
+            ["--upstream-max-requests", "1000001"],
             ["--max-upload-bytes", "10"],
             ["--max-upload-bytes=-1", ""],
         ] {
@@ -251,6 +283,27 @@ mod tests {
         assert_eq!((ok.session_ttl_seconds, ok.vault_watch_seconds), (60, 1));
         let defaults = parse(&[]).unwrap();
         assert_eq!(defaults.max_upload_bytes(), 1024 * 1024);
+        assert_eq!(
+            defaults.upstream_limits(),
+            crate::xds::UpstreamLimits::default()
+        );
+        let set = parse(&[
+            "--upstream-max-connections",
+            "2",
+            "--upstream-max-pending-requests",
+            "3",
+            "--upstream-max-requests",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(
+            set.upstream_limits(),
+            crate::xds::UpstreamLimits {
+                max_connections: 2,
+                max_pending_requests: 3,
+                max_requests: 4,
+            }
+        );
         // The links are mutual TLS or nothing: without the files, serve does not parse.
         let bare = Command::try_parse_from(["mtlsgate", "--vault-token", "t"]);
         assert_eq!(

@@ -21,6 +21,7 @@ use mtlsgate_filter::target::Target;
 use sha2::{Digest, Sha256};
 
 use crate::p12::Material;
+use crate::rejections::{Kind, Rejected};
 use crate::store::{CertificateRow, EgressRow, MappingRow};
 use crate::tls_versions::TlsRange;
 
@@ -120,6 +121,24 @@ pub struct SecretSpec {
     pub vault_version: u64,
 }
 
+impl SecretSpec {
+    /// Identifies the content: a NACK of this secret holds for this content only, so new
+    /// material is offered again at once. A hash, so the key itself is never compared or
+    /// kept outside the material.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.vault_version.to_be_bytes());
+        h.update(self.material.chain_pem.as_bytes());
+        h.update([0]);
+        h.update(self.material.key_pem.expose().as_bytes());
+        short_hash(h)
+    }
+}
+
+/// A cluster's content, as far as a refusal of it goes: its name, which encodes everything
+/// Envoy could refuse it for (certificate, host, port, trust bundle, TLS versions).
+pub const CLUSTER_FINGERPRINT: &str = "";
+
 /// A mapping the gateway can serve, with the names of what it needs acknowledged first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routed {
@@ -200,7 +219,8 @@ impl Desired {
     /// the secret store, or whose credential brings nothing usable, get no cluster: the
     /// gateway refuses them with `certificate_unavailable` or `credential_unavailable`,
     /// never as unmapped. So does a mapping whose target is refused by the address policy
-    /// or does not resolve (`target_not_allowed`, `target_unresolved`). A Mutual
+    /// or does not resolve (`target_not_allowed`, `target_unresolved`), and one whose cluster
+    /// or secret a gateway refused (`material_rejected`, see [`crate::rejections`]). A Mutual
     /// Authentication credential replaces the mapping's certificate, trust and TLS versions.
     pub fn build(
         certificates: &[CertificateRow],
@@ -208,6 +228,7 @@ impl Desired {
         materials: &HashMap<i64, (u64, Arc<Material>)>,
         attachments: &Attachments,
         resolutions: &Resolutions,
+        rejected: &Rejected,
     ) -> Desired {
         let live: HashMap<i64, &CertificateRow> = certificates.iter().map(|c| (c.id, c)).collect();
         let mut out = Desired::default();
@@ -294,6 +315,15 @@ impl Desired {
                 }
             };
             let name = cluster_name(&key, &target, &trust, tls);
+            if rejected.contains(Kind::Cluster, &name, CLUSTER_FINGERPRINT)
+                || rejected.contains(Kind::Secret, &secret, &spec.fingerprint())
+            {
+                // A gateway refused its cluster or its key and chain: withheld from every
+                // gateway (so it blocks no one else's delivery), and refused with its code.
+                out.mappings
+                    .push(Routed::unavailable(m, Unavailable::MaterialRejected));
+                continue;
+            }
             out.clusters
                 .entry(name.clone())
                 .or_insert_with(|| ClusterSpec {
@@ -331,7 +361,12 @@ impl Desired {
     /// Adds the egress allowlist: one plain-TLS cluster per distinct (host, port), trusted
     /// through the system store, and one fallback entry per account and host (without a
     /// cluster, and refused with its code, when the host's address is refused or unknown).
-    pub fn with_egress(mut self, hosts: &[EgressRow], resolutions: &Resolutions) -> Desired {
+    pub fn with_egress(
+        mut self,
+        hosts: &[EgressRow],
+        resolutions: &Resolutions,
+        rejected: &Rejected,
+    ) -> Desired {
         for row in hosts {
             let key = (row.host.host.to_ascii_lowercase(), row.host.port);
             let endpoints = match resolution(resolutions, &key) {
@@ -352,6 +387,16 @@ impl Desired {
                 }
             };
             let name = tls_cluster_name(&row.host.host, row.host.port);
+            if rejected.contains(Kind::Cluster, &name, CLUSTER_FINGERPRINT) {
+                self.fallback.push(FallbackEntry {
+                    account: row.account.clone(),
+                    host: row.host.host.clone(),
+                    port: row.host.port,
+                    cluster: String::new(),
+                    unavailable: Some(Unavailable::MaterialRejected),
+                });
+                continue;
+            }
             self.clusters
                 .entry(name.clone())
                 .or_insert_with(|| ClusterSpec {

@@ -45,6 +45,7 @@ pub fn open(bytes: &[u8], password: &str) -> Result<Opened, P12Error> {
         .ok_or(P12Error::NoPrivateKey)?;
     let info = CertInfo::from_der(&leaf.content).map_err(|_| P12Error::BadCertificate)?;
     p12::presentable(&info)?;
+    p12::paired(&entry.private_key, &leaf.content)?;
     Ok(Opened {
         material: Material {
             chain_pem: entry

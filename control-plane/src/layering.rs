@@ -33,6 +33,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("p12", 6),
     ("keystore", 6),
     ("keystore_budget", 6),
+    ("key_pairing", 6),
+    ("rejections", 6),
     ("cpu_pool", 6),
     ("certinfo", 6),
     ("secret", 6),

@@ -27,7 +27,9 @@
 //!    - `appkeys`: the live AppKey directory (with secrets, for the snapshot).
 //!    - `credential_tokens`: obtains and renews the access tokens of OAuth 2.0 and Transfer
 //!      to Messaging credentials.
-//!    - `xds`: ADS (CDS + SDS) to Envoy, and which node acknowledged what.
+//!    - `xds`: ADS (CDS + SDS) to Envoy, and which node acknowledged what; what a node
+//!      refuses (NACKs) it records in `rejections` (a leaf), and the reconciler rebuilds
+//!      without it.
 //! 5. **Storage**.
 //!    - `store`: metadata in SQL (SQLite).
 //!    - `secret_store`: secret material behind the `SecretStore` trait (OpenBao / Vault KV
@@ -35,7 +37,8 @@
 //! 6. **Leaf helpers** — no `crate::` imports above this layer.
 //!    - `credential_kind`: the eight credential kinds and their typed settings and secrets.
 //!    - `tls_versions`, `egress` (allowlisted host values), `oauth2` (the token-endpoint
-//!      client and PKCE), `p12` and `keystore` (opening PKCS#12 and JKS), `keystore_budget`
+//!      client and PKCE), `p12` and `keystore` (opening PKCS#12 and JKS), `key_pairing`
+//!      (whether a private key belongs to its certificate), `keystore_budget`
 //!      (the one budget of work and entries an uploaded key store may cost), `cpu_pool` (the
 //!      bounded pool CPU-heavy request work runs on, off the async threads), `certinfo`,
 //!      `secret` (a string that never prints), `clock`, `random`.
@@ -87,6 +90,7 @@ mod desired;
 mod egress;
 mod guarded_dns;
 mod identity;
+mod key_pairing;
 mod keystore;
 mod keystore_budget;
 mod link_tls;
@@ -96,6 +100,7 @@ mod p12test;
 mod pki;
 mod random;
 mod reconciler;
+mod rejections;
 mod secret;
 mod secret_store;
 mod store;

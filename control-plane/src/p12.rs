@@ -54,6 +54,10 @@ pub enum P12Error {
     /// reaches a gateway as a secret the gateway rejects.
     #[error("the key is one the gateway cannot present: RSA keys need 2048 bits or more, EC keys the P-256, P-384 or P-521 curve")]
     WeakKey,
+    /// A key that is not the private half of its certificate's public key: Envoy refuses to
+    /// load such a pair, so every gateway would reject it.
+    #[error("the private key does not belong to the certificate it comes with")]
+    KeyMismatch,
     #[error("JCEKS key stores are not supported; convert with keytool -importkeystore -deststoretype PKCS12")]
     Unsupported,
     /// Over the one budget of `keystore_budget`: refused before any key is derived.
@@ -72,6 +76,7 @@ impl P12Error {
             P12Error::SeveralKeys => "p12_several_keys",
             P12Error::BadCertificate => "p12_bad_certificate",
             P12Error::WeakKey => "p12_weak_key",
+            P12Error::KeyMismatch => "p12_key_mismatch",
             P12Error::Unsupported => "keystore_unsupported",
             P12Error::TooCostly(OverBudget::Unreadable) => "p12_unreadable",
             P12Error::TooCostly(_) => OverBudget::CODE,
@@ -108,6 +113,7 @@ pub fn open(bytes: &[u8], password: &str) -> Result<Opened, P12Error> {
     let leaf = chain.certs().first().ok_or(P12Error::NoPrivateKey)?;
     let info = CertInfo::from_der(leaf.as_der()).map_err(|_| P12Error::BadCertificate)?;
     presentable(&info)?;
+    paired(chain.key().as_der(), leaf.as_der())?;
     let chain_pem = chain
         .certs()
         .iter()
@@ -128,6 +134,17 @@ pub fn presentable(info: &CertInfo) -> Result<(), P12Error> {
     match info.key_algorithm.as_str() {
         "RSA" if info.key_size < 2048 => Err(P12Error::WeakKey),
         "EC" if ![256, 384, 521].contains(&info.key_size) => Err(P12Error::WeakKey),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the key belongs to the leaf certificate, as Envoy will check when it loads the
+/// secret: a proven mismatch is refused here. A pair this crate cannot decide on (a curve it
+/// cannot compute on) passes; if Envoy then rejects it, the delivery quarantines that one
+/// secret and its mappings say so.
+pub fn paired(key_der: &[u8], leaf_der: &[u8]) -> Result<(), P12Error> {
+    match crate::key_pairing::pair_matches(key_der, leaf_der) {
+        Some(false) => Err(P12Error::KeyMismatch),
         _ => Ok(()),
     }
 }

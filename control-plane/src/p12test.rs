@@ -17,6 +17,10 @@ use p12_keystore::Pkcs12Archive;
 use serde::Serialize;
 
 use crate::clock::rfc3339;
+use crate::key_pairing::{
+    ec_private, key_matches_certificate, pkcs8, rsa_private_public, OID_EC, OID_ED25519, OID_RSA,
+    OID_RSA_PSS,
+};
 use crate::keystore_budget::{self, der, layout, OverBudget};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -686,45 +690,6 @@ fn pss_hash(params: Option<&[u8]>) -> Option<String> {
     )
 }
 
-/// A PKCS#8 PrivateKeyInfo / OneAsymmetricKey, borrowed. Deliberately not `Debug`: it
-/// holds key material.
-struct Pkcs8<'a> {
-    algorithm: String,
-    /// The AlgorithmIdentifier's parameters, raw (tag, contents).
-    params: Option<(u8, &'a [u8])>,
-    private_key: &'a [u8],
-    /// The optional `[1] publicKey` BIT STRING's bytes.
-    public_key: Option<&'a [u8]>,
-}
-
-fn pkcs8(der_bytes: &[u8]) -> Option<Pkcs8<'_>> {
-    let mut r = der::Reader::new(der::Reader::new(der_bytes).take(der::SEQUENCE).ok()?);
-    r.take(der::INTEGER).ok()?;
-    let mut alg = der::Reader::new(r.take(der::SEQUENCE).ok()?);
-    let algorithm = der::oid(alg.take(der::OID).ok()?).ok()?;
-    let params = if alg.is_empty() {
-        None
-    } else {
-        Some(alg.any().ok()?)
-    };
-    let private_key = r.take(der::OCTET_STRING).ok()?;
-    r.optional(der::CONTEXT_0).ok()?;
-    let public_key = r
-        .optional(der::CONTEXT_1_PRIMITIVE)
-        .ok()?
-        .and_then(der::bit_string);
-    Some(Pkcs8 {
-        algorithm,
-        params,
-        private_key,
-        public_key,
-    })
-}
-
-const OID_RSA: &str = "1.2.840.113549.1.1.1";
-const OID_RSA_PSS: &str = "1.2.840.113549.1.1.10";
-const OID_EC: &str = "1.2.840.10045.2.1";
-const OID_ED25519: &str = "1.3.101.112";
 const OID_ED448: &str = "1.3.101.113";
 const OID_DSA: &str = "1.2.840.10040.4.1";
 
@@ -801,186 +766,6 @@ fn curve_name(oid: &str) -> (String, Option<u32>) {
         other => return (other.into(), None),
     };
     (name.into(), Some(bits))
-}
-
-/// RSAPrivateKey's modulus and public exponent, leading zeros stripped.
-fn rsa_private_public(private_key: &[u8]) -> Option<(&[u8], &[u8])> {
-    let mut r = der::Reader::new(der::Reader::new(private_key).take(der::SEQUENCE).ok()?);
-    r.take(der::INTEGER).ok()?;
-    let n = der::unsigned(r.take(der::INTEGER).ok()?)?;
-    let e = der::unsigned(r.take(der::INTEGER).ok()?)?;
-    Some((n, e))
-}
-
-/// The parts of an ECPrivateKey the tester needs. Not `Debug`: holds the scalar.
-struct EcPrivate<'a> {
-    curve: Option<String>,
-    scalar: &'a [u8],
-    point: Option<&'a [u8]>,
-}
-
-fn ec_private<'a>(k: &Pkcs8<'a>) -> Option<EcPrivate<'a>> {
-    let mut r = der::Reader::new(der::Reader::new(k.private_key).take(der::SEQUENCE).ok()?);
-    r.take(der::INTEGER).ok()?;
-    let scalar = r.take(der::OCTET_STRING).ok()?;
-    let inner_curve = r
-        .optional(der::CONTEXT_0)
-        .ok()?
-        .and_then(|p| der::Reader::new(p).take(der::OID).ok())
-        .and_then(|o| der::oid(o).ok());
-    let point = r
-        .optional(der::CONTEXT_1)
-        .ok()?
-        .and_then(|p| der::Reader::new(p).take(der::BIT_STRING).ok())
-        .and_then(der::bit_string)
-        .or(k.public_key);
-    let outer_curve = match k.params {
-        Some((der::OID, o)) => der::oid(o).ok(),
-        _ => None,
-    };
-    Some(EcPrivate {
-        curve: outer_curve.or(inner_curve),
-        scalar,
-        point,
-    })
-}
-
-/// Compares the public key the private key implies with the certificate's. `None` when
-/// the file does not carry enough to decide without guessing.
-fn key_matches_certificate(key_der: &[u8], cert: &X509Certificate<'_>) -> Option<bool> {
-    let k = pkcs8(key_der)?;
-    let Spki {
-        algorithm: spki_alg,
-        curve: cert_curve,
-        key: spki_key,
-    } = spki(cert.public_key().raw)?;
-    match k.algorithm.as_str() {
-        OID_RSA | OID_RSA_PSS => {
-            if spki_alg != OID_RSA && spki_alg != OID_RSA_PSS {
-                return Some(false);
-            }
-            let (n, e) = rsa_private_public(k.private_key)?;
-            let (cn, ce) = rsa_public(spki_key)?;
-            Some(n == cn && e == ce)
-        }
-        OID_EC => {
-            if spki_alg != OID_EC {
-                return Some(false);
-            }
-            let ec = ec_private(&k)?;
-            if let (Some(a), Some(b)) = (&ec.curve, &cert_curve) {
-                if a != b {
-                    return Some(false);
-                }
-            }
-            match ec.point {
-                Some(point) => same_ec_point(point, spki_key),
-                None => ec_scalar_matches_point(
-                    ec.curve.as_deref().or(cert_curve.as_deref())?,
-                    ec.scalar,
-                    spki_key,
-                ),
-            }
-        }
-        OID_ED25519 => {
-            if spki_alg != OID_ED25519 {
-                return Some(false);
-            }
-            let seed = der::Reader::new(k.private_key)
-                .take(der::OCTET_STRING)
-                .ok()?;
-            let seed: &[u8; 32] = seed.try_into().ok()?;
-            let public = ed25519_dalek::SigningKey::from_bytes(seed).verifying_key();
-            Some(public.as_bytes().as_slice() == spki_key)
-        }
-        other => {
-            if other != spki_alg {
-                return Some(false);
-            }
-            k.public_key.map(|p| p == spki_key)
-        }
-    }
-}
-
-/// A certificate's SubjectPublicKeyInfo, as far as matching needs it.
-struct Spki<'a> {
-    algorithm: String,
-    /// The parameters when they are an OID (EC's named curve).
-    curve: Option<String>,
-    key: &'a [u8],
-}
-
-fn spki(raw: &[u8]) -> Option<Spki<'_>> {
-    let mut r = der::Reader::new(der::Reader::new(raw).take(der::SEQUENCE).ok()?);
-    let mut alg = der::Reader::new(r.take(der::SEQUENCE).ok()?);
-    let algorithm = der::oid(alg.take(der::OID).ok()?).ok()?;
-    let curve = alg.optional(der::OID).ok()?.and_then(|o| der::oid(o).ok());
-    let key = der::bit_string(r.take(der::BIT_STRING).ok()?)?;
-    Some(Spki {
-        algorithm,
-        curve,
-        key,
-    })
-}
-
-fn rsa_public(key: &[u8]) -> Option<(&[u8], &[u8])> {
-    let mut r = der::Reader::new(der::Reader::new(key).take(der::SEQUENCE).ok()?);
-    let n = der::unsigned(r.take(der::INTEGER).ok()?)?;
-    let e = der::unsigned(r.take(der::INTEGER).ok()?)?;
-    Some((n, e))
-}
-
-/// Compares two EC points, either of which may be compressed.
-fn same_ec_point(a: &[u8], b: &[u8]) -> Option<bool> {
-    if a == b {
-        return Some(true);
-    }
-    let compressed_vs_full = |c: &[u8], u: &[u8]| -> Option<bool> {
-        let (&prefix, x) = c.split_first()?;
-        let (&4, xy) = u.split_first()? else {
-            return None;
-        };
-        if xy.len() != 2 * x.len() || !(prefix == 2 || prefix == 3) {
-            return None;
-        }
-        let (ux, uy) = xy.split_at_checked(x.len())?;
-        let odd = uy.last()? & 1 == 1;
-        Some(ux == x && odd == (prefix == 3))
-    };
-    match (a.first(), b.first()) {
-        (Some(4), Some(4)) => Some(false),
-        (Some(2 | 3), Some(2 | 3)) => Some(false),
-        (Some(2 | 3), Some(4)) => compressed_vs_full(a, b),
-        (Some(4), Some(2 | 3)) => compressed_vs_full(b, a),
-        _ => None,
-    }
-}
-
-/// Derives the public point from the private scalar (ring checks the pair's consistency),
-/// for keys that omit the point, as Java's do. Only the curves ring implements.
-fn ec_scalar_matches_point(curve: &str, scalar: &[u8], point: &[u8]) -> Option<bool> {
-    use ring::signature::{
-        EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING,
-    };
-    let (alg, len) = match curve {
-        "1.2.840.10045.3.1.7" => (&ECDSA_P256_SHA256_ASN1_SIGNING, 32),
-        "1.3.132.0.34" => (&ECDSA_P384_SHA384_ASN1_SIGNING, 48),
-        _ => return None,
-    };
-    if point.first() != Some(&4) || point.len() != 1 + 2 * len {
-        return None;
-    }
-    let scalar = der::strip_zeros(scalar);
-    let mut padded = vec![0u8; len.checked_sub(scalar.len())?];
-    padded.extend_from_slice(scalar);
-    let rng = ring::rand::SystemRandom::new();
-    let answer = match EcdsaKeyPair::from_private_key_and_public_key(alg, &padded, point, &rng) {
-        Ok(_) => Some(true),
-        Err(e) if e.to_string() == "InconsistentComponents" => Some(false),
-        Err(_) => None,
-    };
-    padded.fill(0);
-    answer
 }
 
 /// Why keytool could not give an answer (as opposed to answering "no").

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use mtlsgate_filter::snapshot::{AppKeyEntry, TokenKey, UserRef};
+use mtlsgate_filter::snapshot::{AppKeyEntry, TokenKey, Unavailable, UserRef};
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::appkeys::Directory;
@@ -33,6 +33,7 @@ use crate::desired::{
 };
 use crate::guarded_dns::{GuardedDns, LookupError};
 use crate::p12::Material;
+use crate::rejections::Rejections;
 use crate::secret_store::{Secrets, WriteId};
 use crate::store::{Store, StoreError};
 
@@ -186,7 +187,17 @@ pub struct Reconciler {
     dns: GuardedDns,
     /// The last resolution of every target host in use.
     resolutions: Mutex<Resolutions>,
+    /// What gateways refused (NACKed): built without, until it changes or expires.
+    rejections: Arc<Rejections>,
 }
+
+/// How long a resource a gateway refused is withheld before it is offered again (if the
+/// refusal came from the gateway host, not the resource, it heals by itself).
+const REJECTION_TTL: Duration = Duration::from_secs(600);
+
+/// How often one resource an ambiguous refusal blamed is offered again alone: long enough
+/// for every gateway to answer the offer.
+const AMBIGUITY_PROBE: Duration = Duration::from_secs(2);
 
 /// Lookups made at once when many hosts need resolving.
 const LOOKUPS_AT_ONCE: usize = 16;
@@ -213,7 +224,24 @@ impl Reconciler {
             built: Mutex::default(),
             dns,
             resolutions: Mutex::default(),
+            rejections: Arc::new(Rejections::new(REJECTION_TTL)),
         })
+    }
+
+    /// What the current desired state does with each mapping it holds: `None` when served,
+    /// else why not. Mappings it does not hold (disabled, or not built yet) are absent.
+    pub fn mapping_states(&self) -> HashMap<u64, Option<Unavailable>> {
+        self.tx
+            .borrow()
+            .mappings
+            .iter()
+            .map(|r| (r.entry.id, r.entry.unavailable))
+            .collect()
+    }
+
+    /// Where the xDS server records what gateways refuse.
+    pub fn rejections(&self) -> Arc<Rejections> {
+        self.rejections.clone()
     }
 
     /// Resolves `hosts`, from `previous` where given: a failed lookup of a host that had
@@ -665,9 +693,10 @@ impl Reconciler {
     }
 
     /// Rebuilds once. With `check_vault` (the periodic watch), first asks Vault for the
-    /// current version of every certificate, and rebuilds only if one changed, the store
-    /// changed (its generation moved, whoever changed it) or something failed to load last
-    /// time; otherwise only certificates not yet cached are read from Vault.
+    /// newest version of every certificate ([`Reconciler::watch_vault`]), and rebuilds only
+    /// if that changed something, the store changed (its generation moved, whoever changed
+    /// it) or something failed to load last time; otherwise only the versions rows pin that
+    /// are not cached yet are read from Vault.
     pub async fn rebuild(&self, check_vault: bool) -> Result<(), StoreError> {
         // Read first: a change committed after this read is seen by the next rebuild.
         let generation = self.store.generation().await?;
@@ -716,14 +745,16 @@ impl Reconciler {
         let resolutions = self
             .resolutions_for(&target_hosts(&mappings, &egress))
             .await;
+        let rejected = self.rejections.current();
         let desired = Desired::build(
             &certificates,
             &mappings,
             &materials,
             &attachments,
             &resolutions,
+            &rejected,
         )
-        .with_egress(&egress, &resolutions)
+        .with_egress(&egress, &resolutions, &rejected)
         .with_callers(callers);
         self.tx.send_if_modified(|cur| {
             if **cur == desired {
@@ -748,11 +779,28 @@ impl Reconciler {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dns_tick = tokio::time::interval(dns_every);
         dns_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refused = self.rejections.subscribe();
+        // why: an ambiguous refusal (several changed secrets, none named) withholds every
+        // suspect; one is offered again per probe, so an innocent tenant's secret is back
+        // within a few probes, never held for the whole TTL.
+        let mut probe = tokio::time::interval(AMBIGUITY_PROBE);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let check = tokio::select! {
                 _ = self.kick.notified() => false,
                 _ = self.access_tokens.changed() => false,
-                _ = tick.tick() => true,
+                // A gateway refused something: rebuild without it at once, so the others'
+                // configuration flows again.
+                _ = refused.changed() => false,
+                _ = probe.tick() => {
+                    if !self.rejections.release_one_ambiguous() {
+                        continue;
+                    }
+                    false
+                }
+                // Expired rejections are offered again: a full rebuild, not the watch's
+                // "nothing changed" shortcut.
+                _ = tick.tick() => !self.rejections.expire(),
                 _ = dns_tick.tick() => {
                     if !self.refresh_dns().await {
                         continue;

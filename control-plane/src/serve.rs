@@ -87,6 +87,15 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     );
     let settings = api::Settings {
         dev_admin_token: cfg.dev_admin_token.clone(),
+        api_scheme: if cfg
+            .public_api_url
+            .as_deref()
+            .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"))
+        {
+            api::auth::Scheme::Https
+        } else {
+            api::auth::Scheme::Http
+        },
         domains: crate::api::csds::Domains {
             gateway: cfg.public_gateway.clone(),
             api: cfg.public_api(),
@@ -112,8 +121,14 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         system_trust_bundle: cfg.system_trust_bundle.clone(),
         max_connection_duration: cfg.upstream_max_connection_duration(),
         connect_timeout: Duration::from_millis(cfg.upstream_connect_timeout_ms),
+        limits: cfg.upstream_limits(),
     };
-    let ads = Ads::new(state.reconciler.subscribe(), state.acks.clone(), opts);
+    let ads = Ads::new(
+        state.reconciler.subscribe(),
+        state.acks.clone(),
+        state.reconciler.rejections(),
+        opts,
+    );
     let feed_app = api::feed_router(state.clone());
     let app = api::router(state);
     let bind = |addr| async move {

@@ -675,6 +675,7 @@ fn a_mapping_that_cannot_be_served_is_refused_with_its_own_code_not_sent_bare() 
         (Unavailable::Certificate, 503, "certificate_unavailable"),
         (Unavailable::TargetNotAllowed, 403, "target_not_allowed"),
         (Unavailable::TargetUnresolved, 502, "target_unresolved"),
+        (Unavailable::MaterialRejected, 503, "material_rejected"),
     ] {
         let idx = index_of(None, false, Some(why));
         let auth = good();

@@ -176,6 +176,14 @@ pub struct Options {
     /// A file the control plane sees as its `/etc/hosts` (bind-mounted in a mount namespace
     /// of its own): a test rewrites it to make a name point elsewhere.
     pub hosts_file: Option<PathBuf>,
+    /// Every upstream cluster's circuit breaker (`--upstream-max-connections`,
+    /// `--upstream-max-pending-requests`, `--upstream-max-requests`); the control plane's
+    /// defaults when `None`.
+    pub upstream_limits: Option<(u32, u32, u32)>,
+    /// The bootstrap's `FORWARD_TIMEOUT_SECONDS` (as `scripts/up`: 60).
+    pub forward_timeout_seconds: u64,
+    /// The bootstrap's `FORWARD_MAX_BODY_BYTES` (as `scripts/up`: 8 MiB).
+    pub forward_max_body_bytes: u64,
 }
 
 impl Default for Options {
@@ -190,6 +198,9 @@ impl Default for Options {
             egress_allow: vec!["127.0.0.1".into(), "::1".into()],
             dns_refresh_seconds: 30,
             hosts_file: None,
+            upstream_limits: None,
+            forward_timeout_seconds: 60,
+            forward_max_body_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -319,6 +330,17 @@ impl Stack {
                     }
                     None => vec![],
                 })
+                .args(match opts.upstream_limits {
+                    Some((connections, pending, requests)) => vec![
+                        "--upstream-max-connections".to_owned(),
+                        connections.to_string(),
+                        "--upstream-max-pending-requests".to_owned(),
+                        pending.to_string(),
+                        "--upstream-max-requests".to_owned(),
+                        requests.to_string(),
+                    ],
+                    None => vec![],
+                })
                 .args(match &opts.token_endpoint_ca_pem {
                     Some(pem) => {
                         let path = dir.join("token-endpoint-ca.pem");
@@ -356,6 +378,14 @@ impl Stack {
             ("THROTTLE_RATE", opts.throttle.0.to_string()),
             ("THROTTLE_BURST", opts.throttle.1.to_string()),
             ("XFF_TRUSTED_HOPS", "0".into()),
+            (
+                "FORWARD_TIMEOUT_SECONDS",
+                opts.forward_timeout_seconds.to_string(),
+            ),
+            (
+                "FORWARD_MAX_BODY_BYTES",
+                opts.forward_max_body_bytes.to_string(),
+            ),
             ("WASM", wasm.to_string_lossy().into_owned()),
             ("LISTEN_ADDRESS", "127.0.0.1".into()),
             ("LISTEN_PORT", gateway_port.to_string()),
@@ -536,7 +566,7 @@ impl Stack {
                 "{}/mtls/account/{account}/certificates/by-file",
                 self.gateway
             ))
-            .bearer_auth(TOKEN)
+            .bearer_auth(self.token_for(account).await)
             .multipart(form)
             .send()
             .await
@@ -574,7 +604,7 @@ impl Stack {
                 "{}/mtls/account/{account}/certificates/by-file",
                 self.gateway
             ))
-            .bearer_auth(TOKEN)
+            .bearer_auth(self.token_for(account).await)
             .multipart(form)
             .send()
             .await

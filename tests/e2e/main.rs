@@ -11,6 +11,7 @@ mod pki;
 mod tools;
 mod upstream;
 
+mod bad_material;
 mod credentials;
 mod egress_guard;
 mod forward;
@@ -20,5 +21,6 @@ mod oauth;
 mod p12tester;
 mod runtime;
 mod runtime_api;
+mod slow_partner;
 mod uploads;
 mod vault_watch;

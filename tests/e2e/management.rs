@@ -930,3 +930,35 @@ async fn every_documented_operation_answers_as_documented() {
         "only {checked} checks: operations missing from the document?"
     );
 }
+
+/// Finding 12: the development admin token (admin of every account) is honoured on the
+/// control plane's API only, never through the public gateway listener, whatever header a
+/// caller sends to pass for a direct call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_admin_token_is_refused_through_the_gateway() {
+    let stack = Stack::start().await;
+    let through_gateway = format!("{}/mtls/account/{A}/certificates", stack.gateway);
+    for via in [None, Some("direct"), Some("")] {
+        let mut req = stack.client.get(&through_gateway).bearer_auth(TOKEN);
+        if let Some(v) = via {
+            req = req.header("x-mtlsgate-via", v);
+        }
+        let r = req.send().await.expect("send");
+        assert_eq!(
+            error_code(r).await,
+            (401, "dev_token_not_accepted".into()),
+            "via header {via:?}"
+        );
+    }
+    let r = get(
+        &stack,
+        &format!("{}/mtls/account/{A}/certificates", stack.api),
+        TOKEN,
+    )
+    .await;
+    assert_eq!(r.status(), 200, "the API itself still takes it");
+    // A tenant's own login token works through the gateway.
+    let token = stack.token_for(A).await;
+    let r = get(&stack, &through_gateway, &token).await;
+    assert_eq!(r.status(), 200);
+}

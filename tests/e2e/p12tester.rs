@@ -52,9 +52,12 @@ fn dir(name: &str) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_on_files_from_real_tools_and_stores_nothing() {
     let stack = Stack::start().await;
+    // Through the gateway, as tenants call it: with a tenant's login token (the development
+    // admin token is refused there).
+    let token = stack.token_for(ACCOUNT).await;
 
     let (keytool_p12, _) = tools::keytool_p12(&dir("keytool"), "changeit");
-    let r = test_file(&stack, keytool_p12.clone(), "changeit", TOKEN).await;
+    let r = test_file(&stack, keytool_p12.clone(), "changeit", &token).await;
     assert_eq!(r.status(), 200);
     let report: Value = r.json().await.expect("json");
     assert_eq!(report["usable"], true);
@@ -70,7 +73,7 @@ async fn reports_on_files_from_real_tools_and_stores_nothing() {
     assert!(!report.to_string().contains("changeit"));
 
     let (legacy, _, _) = tools::openssl_p12(&dir("legacy"), "pw", true);
-    let report: Value = test_file(&stack, legacy, "pw", TOKEN)
+    let report: Value = test_file(&stack, legacy, "pw", &token)
         .await
         .json()
         .await
@@ -79,14 +82,14 @@ async fn reports_on_files_from_real_tools_and_stores_nothing() {
     assert_eq!(report["macAlgorithm"], "HMAC-SHA1");
 
     // Wrong password, garbage, and a weak key: 422 with the finding and the error shape.
-    let r = test_file(&stack, keytool_p12, "wrong", TOKEN).await;
+    let r = test_file(&stack, keytool_p12, "wrong", &token).await;
     assert_eq!(r.status(), 422);
     let report: Value = r.json().await.expect("json");
     assert_eq!(report["code"], "p12_not_usable");
     assert!(report["requestId"].is_string());
     assert!(codes(&report).contains(&"p12_bad_password".to_owned()));
 
-    let report: Value = test_file(&stack, b"definitely not pkcs12".to_vec(), "x", TOKEN)
+    let report: Value = test_file(&stack, b"definitely not pkcs12".to_vec(), "x", &token)
         .await
         .json()
         .await
@@ -113,7 +116,7 @@ async fn reports_on_files_from_real_tools_and_stores_nothing() {
             "pass:pw",
         ],
     );
-    let r = test_file(&stack, tools::read(&d, "w.p12"), "pw", TOKEN).await;
+    let r = test_file(&stack, tools::read(&d, "w.p12"), "pw", &token).await;
     assert_eq!(r.status(), 422);
     let report: Value = r.json().await.expect("json");
     assert!(

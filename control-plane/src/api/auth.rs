@@ -34,6 +34,47 @@ pub enum Principal {
     },
 }
 
+/// The scheme a request was made with, as its OAuth1 signature covers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Set by the gateway's Envoy (overwriting whatever a caller sent) on every management
+/// request it proxies here, so the control plane knows the request came through the public
+/// gateway listener. A direct caller who sends it only restricts itself.
+pub(crate) const VIA_HEADER: &str = "x-mtlsgate-via";
+
+/// Whether the request came through the gateway (see [`VIA_HEADER`]).
+fn via_gateway(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(VIA_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"gateway")
+}
+
+/// The scheme the caller signed for: the gateway's listener is plain HTTP (internal
+/// services send plain HTTP to it); a direct call to the API uses the API's public scheme,
+/// `https` when the operator serves it behind TLS. Before, `http` was assumed everywhere,
+/// so no AppKey could sign a request to an API served over https.
+fn signed_scheme(parts: &Parts, api: Scheme) -> Scheme {
+    if via_gateway(parts) {
+        Scheme::Http
+    } else {
+        api
+    }
+}
+
 fn forbidden(message: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
@@ -127,7 +168,7 @@ impl FromRequestParts<AppState> for Principal {
             .to_str()
             .map_err(|_| unauthorized("unauthorized", "the Authorization header is not text"))?;
         if let Some(token) = value.strip_prefix("Bearer ") {
-            return bearer(state, token.trim()).await;
+            return bearer(state, token.trim(), via_gateway(parts)).await;
         }
         if value.len() > 6 && value[..6].eq_ignore_ascii_case("OAuth ") {
             return appkey(state, parts, value);
@@ -139,9 +180,18 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-async fn bearer(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+async fn bearer(state: &AppState, token: &str, via_gateway: bool) -> Result<Principal, ApiError> {
     if let Some(dev) = &state.dev_admin_token {
         if dev.matches(token.as_bytes()) {
+            // why: the development token is admin of every account; the public gateway
+            // listener is what every internal service reaches, so it is never honoured there.
+            if via_gateway {
+                return Err(unauthorized(
+                    "dev_token_not_accepted",
+                    "the development admin token is accepted on the control plane's API only, \
+                     never through the gateway",
+                ));
+            }
             return Ok(Principal::DevAdmin);
         }
     }
@@ -189,7 +239,7 @@ fn appkey(state: &AppState, parts: &Parts, value: &str) -> Result<Principal, Api
         .unwrap_or("/");
     let req = oauth1::Request {
         method: parts.method.as_str(),
-        scheme: "http",
+        scheme: signed_scheme(parts, state.api_scheme).as_str(),
         authority,
         path,
         form_body: None,
@@ -229,4 +279,28 @@ fn appkey(state: &AppState, parts: &Parts, value: &str) -> Result<Principal, Api
         id: key.row.id,
         privileges: key.row.privileges,
     })
+}
+
+#[cfg(test)]
+mod scheme_tests {
+    use super::*;
+
+    fn parts(via: Option<&str>) -> Parts {
+        let mut b = axum::http::Request::builder().uri("/api/account/a/appkeys");
+        if let Some(v) = via {
+            b = b.header(VIA_HEADER, v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_signed_scheme_is_the_one_the_caller_used() {
+        assert_eq!(signed_scheme(&parts(None), Scheme::Https), Scheme::Https);
+        assert_eq!(signed_scheme(&parts(None), Scheme::Http), Scheme::Http);
+        assert_eq!(
+            signed_scheme(&parts(Some("gateway")), Scheme::Https),
+            Scheme::Http
+        );
+        assert!(!via_gateway(&parts(Some("something else"))));
+    }
 }

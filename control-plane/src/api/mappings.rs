@@ -1,11 +1,12 @@
 //! Mapping CRUD on the `accountConfigReadWrite` domain (`ac-common/mtls`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json as JsonOut;
 use mtlsgate_filter::service::Service;
+use mtlsgate_filter::snapshot::Unavailable;
 use mtlsgate_filter::target::Target;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,7 +15,7 @@ use super::error::ApiError;
 use super::extract::{Json, Path};
 use super::{check_account, views, AppState, Principal};
 use crate::address_policy::AddressPolicy;
-use crate::store::{NewMapping, Store};
+use crate::store::{MappingRow, NewMapping, Store};
 
 /// Most mappings in one request.
 const BATCH_MAX: usize = 1000;
@@ -43,6 +44,11 @@ pub struct MappingInput {
     #[serde(default)]
     #[allow(dead_code)]
     id: Option<Value>,
+    /// Ignored (what the gateway does with the mapping is not written); accepted so a GET
+    /// body can be posted back.
+    #[serde(default)]
+    #[allow(dead_code)]
+    status: Option<Value>,
 }
 
 fn yes() -> bool {
@@ -248,6 +254,33 @@ pub async fn create(
     ))
 }
 
+/// A mapping as the GETs answer it, with `status`: what the gateway does with it now —
+/// `active`, `unavailable` (with the `code` and `message` its forwards are refused with),
+/// `pending` (written, not built into the gateway's configuration yet), `disabled` or
+/// `deleted`. A tenant sees why a mapping is refused without sending a request through it.
+fn with_status(row: &MappingRow, built: &HashMap<u64, Option<Unavailable>>) -> Value {
+    let status = if row.deleted {
+        json!({"state": "deleted"})
+    } else if !row.enabled {
+        json!({"state": "disabled"})
+    } else {
+        match u64::try_from(row.id).ok().and_then(|id| built.get(&id)) {
+            Some(None) => json!({"state": "active"}),
+            Some(Some(why)) => json!({
+                "state": "unavailable",
+                "code": why.code(),
+                "message": why.message(),
+            }),
+            None => json!({"state": "pending"}),
+        }
+    };
+    let mut v = views::mapping(row);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("status".into(), status);
+    }
+    v
+}
+
 /// `GET /api/account/{account}/configuration/ac-common/mtls`
 pub async fn list(
     State(state): State<AppState>,
@@ -258,9 +291,12 @@ pub async fn list(
     principal.require_manage(&account)?;
     let revision = state.store.revision(&account).await?;
     let rows = state.store.mappings(&account).await?;
+    let built = state.reconciler.mapping_states();
     Ok((
         revision_header(revision),
-        JsonOut(Value::Array(rows.iter().map(views::mapping).collect())),
+        JsonOut(Value::Array(
+            rows.iter().map(|r| with_status(r, &built)).collect(),
+        )),
     ))
 }
 
@@ -366,7 +402,11 @@ pub async fn get_one(
         .mapping(&account, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no mapping {id} in this account")))?;
-    Ok((revision_header(revision), JsonOut(views::mapping(&row))))
+    let built = state.reconciler.mapping_states();
+    Ok((
+        revision_header(revision),
+        JsonOut(with_status(&row, &built)),
+    ))
 }
 
 /// `PUT /api/account/{account}/configuration/ac-common/mtls/{id}`: replaces the mapping,

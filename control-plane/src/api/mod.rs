@@ -2,7 +2,7 @@
 //! runtime snapshot feed, health.
 
 mod appkeys;
-mod auth;
+pub(crate) mod auth;
 pub(crate) mod certificates;
 pub(crate) mod credentials;
 pub mod csds;
@@ -48,6 +48,8 @@ pub struct AppState {
     pub reconciler: Arc<Reconciler>,
     pub acks: Arc<Acks>,
     pub dev_admin_token: Option<Secret>,
+    /// The scheme callers reach this API with directly (what they sign OAuth1 requests for).
+    pub api_scheme: auth::Scheme,
     pub domains: csds::Domains,
     pub login_tokens: Arc<LoginTokens>,
     /// Access tokens of OAuth 2.0 and Transfer to Messaging credentials.
@@ -74,6 +76,8 @@ pub struct AppState {
 /// What [`AppState::start`] needs besides the store and the secret store.
 pub struct Settings {
     pub dev_admin_token: Option<Secret>,
+    /// `https` when the API is served behind TLS (`--public-api-url https://…`).
+    pub api_scheme: auth::Scheme,
     pub domains: csds::Domains,
     pub keytool: Option<std::path::PathBuf>,
     pub max_upload_bytes: usize,
@@ -153,6 +157,7 @@ impl AppState {
             reconciler,
             acks: Arc::new(Acks::default()),
             dev_admin_token: settings.dev_admin_token,
+            api_scheme: settings.api_scheme,
             domains: settings.domains,
             login_tokens,
             credential_tokens,

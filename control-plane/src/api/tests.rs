@@ -57,6 +57,7 @@ pub(super) async fn env() -> Env {
         Secrets::new(memory.clone()),
         Settings {
             dev_admin_token: Some(Secret::new(DEV)),
+            api_scheme: super::auth::Scheme::Http,
             domains: csds::Domains {
                 gateway: "gw".into(),
                 api: "api".into(),

@@ -1,8 +1,11 @@
 use super::*;
 use crate::certinfo::CertInfo;
+use crate::egress::EgressHost;
+use crate::rejections::{Rejection, Rejections};
 use crate::secret::Secret;
 use crate::store::EgressRow;
 use mtlsgate_filter::service::Service;
+use std::time::Duration;
 
 fn cert(id: i64) -> CertificateRow {
     CertificateRow {
@@ -76,13 +79,20 @@ fn build(
     materials: &HashMap<i64, (u64, Arc<Material>)>,
     attachments: &Attachments,
 ) -> Desired {
-    Desired::build(certs, maps, materials, attachments, &resolve_all(maps, &[]))
+    Desired::build(
+        certs,
+        maps,
+        materials,
+        attachments,
+        &resolve_all(maps, &[]),
+        &Rejected::default(),
+    )
 }
 
 impl Desired {
     pub(crate) fn with_egress_resolved(self, hosts: &[EgressRow]) -> Desired {
         let r = resolve_all(&[], hosts);
-        self.with_egress(hosts, &r)
+        self.with_egress(hosts, &r, &Rejected::default())
     }
 }
 
@@ -269,4 +279,116 @@ fn mapping_clusters_of_an_ipv6_literal_and_its_sanitised_twin_differ() {
     assert!(names[0].starts_with("mtls_1___1_9443_"), "{names:?}");
     assert_eq!(names[1], "mtls_1___1_9443");
     assert_eq!(d.clusters.len(), 2);
+}
+
+/// Finding 11: what a gateway refused is withheld from every gateway (no cluster, no secret)
+/// and its mapping is refused with `material_rejected`; the others are untouched. A new
+/// version of the material is offered again.
+#[test]
+fn a_refused_secret_or_cluster_is_withheld_and_its_mapping_says_so() {
+    let certs = [cert(1), cert(2), cert(3)];
+    let maps = [
+        mapping(10, 1, Service::Idp, "https://a.example/", None),
+        mapping(11, 2, Service::Idp, "https://b.example/", None),
+        mapping(12, 3, Service::Idp, "https://c.example/", Some("PEM")),
+    ];
+    let mats = materials(&[1, 2, 3]);
+    let clean = build(&certs, &maps, &mats, &Attachments::default());
+    let bad_secret = clean.secrets.get("cert-1").unwrap().fingerprint();
+    let bad_cluster = clean
+        .mappings
+        .iter()
+        .find(|r| r.entry.id == 12)
+        .unwrap()
+        .entry
+        .cluster
+        .clone();
+    let rejections = Rejections::new(Duration::from_secs(60));
+    rejections.record(
+        "gw",
+        &[
+            Rejection {
+                kind: Kind::Secret,
+                name: "cert-1".into(),
+                fingerprint: bad_secret,
+                reason: "KEY_VALUES_MISMATCH".into(),
+                ambiguous: false,
+            },
+            Rejection {
+                kind: Kind::Cluster,
+                name: bad_cluster.clone(),
+                fingerprint: CLUSTER_FINGERPRINT.into(),
+                reason: "Failed to load trusted CA certificates".into(),
+                ambiguous: false,
+            },
+        ],
+    );
+    let rejected = rejections.current();
+    let d = Desired::build(
+        &certs,
+        &maps,
+        &mats,
+        &Attachments::default(),
+        &resolve_all(&maps, &[]),
+        &rejected,
+    );
+    let state = |id: u64| d.mappings.iter().find(|r| r.entry.id == id).unwrap();
+    assert_eq!(
+        state(10).entry.unavailable,
+        Some(Unavailable::MaterialRejected)
+    );
+    assert_eq!(
+        state(12).entry.unavailable,
+        Some(Unavailable::MaterialRejected)
+    );
+    assert_eq!(state(11).entry.unavailable, None);
+    assert!(!d.secrets.contains_key("cert-1") && !d.clusters.contains_key(&bad_cluster));
+    assert!(d.secrets.contains_key("cert-2"));
+    assert_eq!(d.clusters.len(), 1);
+
+    // Rotated material (a new Vault version) is offered again.
+    let mut rotated = mats.clone();
+    let (v, m) = rotated.get(&1).unwrap().clone();
+    rotated.insert(1, (v + 1, m));
+    let d = Desired::build(
+        &certs,
+        &maps,
+        &rotated,
+        &Attachments::default(),
+        &resolve_all(&maps, &[]),
+        &rejected,
+    );
+    assert!(d.secrets.contains_key("cert-1"));
+    assert_eq!(
+        d.mappings
+            .iter()
+            .find(|r| r.entry.id == 10)
+            .unwrap()
+            .entry
+            .unavailable,
+        None
+    );
+
+    // An allowlisted host whose plain-TLS cluster was refused is refused with the code.
+    let hosts = [EgressRow {
+        account: "a".into(),
+        host: EgressHost::parse("api.example.com").unwrap(),
+    }];
+    rejections.record(
+        "gw",
+        &[Rejection {
+            kind: Kind::Cluster,
+            name: tls_cluster_name("api.example.com", 443),
+            fingerprint: CLUSTER_FINGERPRINT.into(),
+            reason: "refused".into(),
+            ambiguous: false,
+        }],
+    );
+    let d =
+        Desired::default().with_egress(&hosts, &resolve_all(&[], &hosts), &rejections.current());
+    assert!(d.clusters.is_empty());
+    assert_eq!(
+        d.fallback[0].unavailable,
+        Some(Unavailable::MaterialRejected)
+    );
 }

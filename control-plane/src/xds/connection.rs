@@ -4,8 +4,10 @@
 //! returns. Rules (see Envoy's xDS protocol doc, "ACK and NACK semantics"):
 //! - a request whose `response_nonce` is not the last one sent is stale and ignored;
 //! - a request with the last nonce and no `error_detail` ACKs that response;
-//! - with `error_detail` it NACKs it: logged, and the same content is not re-sent (Envoy keeps
-//!   its last good config; re-sending would loop);
+//! - with `error_detail` it NACKs it: the same content is not re-sent (Envoy keeps its last
+//!   good config; re-sending would loop), and the resources to blame are reported (those the
+//!   detail names; if it names none, those that changed since the last ACK) so the reconciler
+//!   withholds them and everyone else's changes flow again (see [`crate::rejections`]);
 //! - a response is sent when the content or the requested names differ from what was last
 //!   sent. Envoy asks for all SDS names in one request, so every SDS response carries all of
 //!   them.
@@ -18,14 +20,16 @@ use envoy_types::util::pack_any;
 
 use super::resources::{self, ResourceOptions};
 use super::{CLUSTER_TYPE, SECRET_TYPE};
-use crate::desired::Desired;
+use crate::desired::{Desired, CLUSTER_FINGERPRINT};
+use crate::rejections::{self, Kind, Rejection};
 
 #[derive(Debug, Clone)]
 struct Sent {
     nonce: String,
     version: String,
-    /// Names of the resources in that response.
+    /// Names of the resources in that response, with the fingerprint of each one's content.
     names: Vec<String>,
+    fingerprints: Vec<String>,
     /// Names requested when it was sent.
     requested: Vec<String>,
 }
@@ -36,6 +40,8 @@ struct Subscription {
     sent: Option<Sent>,
     /// The version last NACKed: not sent again.
     rejected: Option<String>,
+    /// What the last ACKed response held: name → fingerprint.
+    acked: HashMap<String, String>,
 }
 
 /// An acknowledgement to record.
@@ -51,6 +57,8 @@ pub struct Ack {
 pub struct Outcome {
     pub responses: Vec<DiscoveryResponse>,
     pub ack: Option<Ack>,
+    /// What a NACK blamed.
+    pub rejected: Vec<Rejection>,
 }
 
 /// The state of one stream.
@@ -103,8 +111,15 @@ impl Connection {
                     error = %err.message,
                     "Envoy rejected a configuration (NACK); it keeps its last good one"
                 );
+                out.rejected = blame(&type_url, sent, &sub.acked, &err.message);
                 sub.rejected = Some(sent.version.clone());
             } else {
+                sub.acked = sent
+                    .names
+                    .iter()
+                    .cloned()
+                    .zip(sent.fingerprints.iter().cloned())
+                    .collect();
                 out.ack = Some(Ack {
                     type_url: type_url.clone(),
                     version: sent.version.clone(),
@@ -142,12 +157,17 @@ impl Connection {
         // why: built only when sent. Most desired-state changes (an AppKey, a user) touch
         // neither clusters nor secrets, and packing every cluster for nothing adds up.
         let resources = build(type_url, &names, desired, &self.opts);
+        let fingerprints = names
+            .iter()
+            .map(|n| fingerprint(type_url, n, desired))
+            .collect();
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();
         sub.sent = Some(Sent {
             nonce: nonce.clone(),
             version: version.clone(),
             names,
+            fingerprints,
             requested: sub.requested.clone(),
         });
         Some(DiscoveryResponse {
@@ -178,6 +198,58 @@ fn version_and_names(
             .collect();
         (desired.sds_version(&names), names)
     }
+}
+
+/// The fingerprint of a resource's content (see [`crate::rejections`]).
+fn fingerprint(type_url: &str, name: &str, desired: &Desired) -> String {
+    if type_url == CLUSTER_TYPE {
+        CLUSTER_FINGERPRINT.to_owned()
+    } else {
+        desired
+            .secrets
+            .get(name)
+            .map(|s| s.fingerprint())
+            .unwrap_or_default()
+    }
+}
+
+/// The resources a NACK of `sent` blames: those its detail names (Envoy names the clusters
+/// it refuses), else those whose content changed since the last ACK (an SDS refusal may name
+/// only the file or the reason, and what had been accepted before cannot be the cause).
+/// Empty when neither points anywhere: the version is then only not re-sent.
+fn blame(
+    type_url: &str,
+    sent: &Sent,
+    acked: &HashMap<String, String>,
+    message: &str,
+) -> Vec<Rejection> {
+    let kind = if type_url == CLUSTER_TYPE {
+        Kind::Cluster
+    } else {
+        Kind::Secret
+    };
+    let pairs = || sent.names.iter().zip(sent.fingerprints.iter());
+    let named: Vec<_> = pairs()
+        .filter(|(n, _)| rejections::names(message, n))
+        .collect();
+    let unnamed = named.is_empty();
+    let suspects: Vec<_> = if unnamed {
+        pairs().filter(|(n, f)| acked.get(*n) != Some(*f)).collect()
+    } else {
+        named
+    };
+    // Several suspects and no name: each is offered again alone, in turn.
+    let ambiguous = unnamed && suspects.len() > 1;
+    suspects
+        .into_iter()
+        .map(|(name, fingerprint)| Rejection {
+            kind,
+            name: name.clone(),
+            fingerprint: fingerprint.clone(),
+            reason: message.to_owned(),
+            ambiguous,
+        })
+        .collect()
 }
 
 /// The resources named, as Envoy takes them.

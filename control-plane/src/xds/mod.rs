@@ -10,7 +10,7 @@ pub mod resources;
 pub mod server;
 
 pub use acks::Acks;
-pub use resources::ResourceOptions;
+pub use resources::{ResourceOptions, UpstreamLimits};
 pub use server::Ads;
 
 /// `type_url` of clusters.

@@ -3,14 +3,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster};
 use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::config::core::v3::Address;
 use envoy_types::pb::envoy::config::core::v3::{
     address, config_source, socket_address, transport_socket, AggregatedConfigSource, ApiVersion,
     ConfigSource, DataSource, Http1ProtocolOptions, HttpProtocolOptions as CoreHttpOptions,
-    SocketAddress, TransportSocket,
+    RoutingPriority, SocketAddress, TransportSocket,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
@@ -26,6 +27,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_optio
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
 
 use crate::desired::{ClusterSpec, SecretSpec, Trust};
@@ -43,6 +45,62 @@ pub struct ResourceOptions {
     /// only).
     pub max_connection_duration: Duration,
     pub connect_timeout: Duration,
+    /// How much of the gateway one cluster may hold at once.
+    pub limits: UpstreamLimits,
+}
+
+/// The circuit breaker of every upstream cluster: how many connections and requests one
+/// cluster (one tenant's certificate towards one partner) may hold at once. why: a partner
+/// that accepts connections and never answers would otherwise keep gathering the gateway's
+/// connections and memory for as long as callers keep trying, at the expense of every other
+/// tenant; with these bounds the excess is refused at once (503, `upstream_overloaded`,
+/// Envoy's `UO` flag) and the stalled requests end at the route timeout.
+/// Envoy counts them per cluster across all workers; the defaults are Envoy's own (1024,
+/// as Envoy Gateway also sets), now stated and tunable.
+/// <https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/circuit_breaking>
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamLimits {
+    /// Upstream connections (HTTP/1.1: one per request in flight).
+    pub max_connections: u32,
+    /// Requests waiting for a connection once `max_connections` are busy.
+    pub max_pending_requests: u32,
+    /// Requests in flight.
+    pub max_requests: u32,
+}
+
+impl Default for UpstreamLimits {
+    fn default() -> Self {
+        UpstreamLimits {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+        }
+    }
+}
+
+impl UpstreamLimits {
+    /// The cluster's `circuit_breakers`: one threshold at default priority (the gateway's
+    /// routes use no other).
+    fn circuit_breakers(&self) -> CircuitBreakers {
+        let n = |value| Some(UInt32Value { value });
+        CircuitBreakers {
+            thresholds: vec![Thresholds {
+                priority: RoutingPriority::Default as i32,
+                max_connections: n(self.max_connections),
+                max_pending_requests: n(self.max_pending_requests),
+                max_requests: n(self.max_requests),
+                // why: the gateway never retries (its routes have no retry policy, and a
+                // forwarded POST must not reach a partner twice); 0 says so, where Envoy's
+                // default would allow 3 retries in flight, and no retry budget is set.
+                max_retries: n(0),
+                // why: `remaining_cx`, `remaining_rq`... gauges in the cluster's stats show
+                // operators how close each partner is to its bound.
+                track_remaining: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
 }
 
 fn pb_duration(d: Duration) -> PbDuration {
@@ -161,6 +219,7 @@ pub fn cluster(spec: &ClusterSpec, opts: &ResourceOptions) -> Cluster {
         name: spec.name.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
         connect_timeout: Some(pb_duration(opts.connect_timeout)),
+        circuit_breakers: Some(opts.limits.circuit_breakers()),
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: spec.name.clone(),
             endpoints: vec![LocalityLbEndpoints {
@@ -204,5 +263,81 @@ pub fn secret(name: &str, spec: &SecretSpec) -> Secret {
             private_key: Some(inline(spec.material.key_pem.expose())),
             ..Default::default()
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
+
+    use super::*;
+    use crate::tls_versions::TlsRange;
+
+    fn opts(limits: UpstreamLimits) -> ResourceOptions {
+        ResourceOptions {
+            system_trust_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
+            max_connection_duration: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            limits,
+        }
+    }
+
+    fn spec(secret: Option<&str>) -> ClusterSpec {
+        ClusterSpec {
+            name: "mtls_1_partner.example_443".into(),
+            host: "partner.example".into(),
+            port: 443,
+            host_is_ip: false,
+            endpoints: vec!["192.0.2.10:443".parse().unwrap()],
+            secret: secret.map(str::to_owned),
+            trust: Trust::System,
+            tls: TlsRange::DEFAULT,
+        }
+    }
+
+    fn thresholds(c: &Cluster) -> &[Thresholds] {
+        &c.circuit_breakers
+            .as_ref()
+            .expect("every cluster has circuit breakers")
+            .thresholds
+    }
+
+    #[test]
+    fn every_cluster_carries_the_configured_circuit_breaker() {
+        let limits = UpstreamLimits {
+            max_connections: 7,
+            max_pending_requests: 3,
+            max_requests: 9,
+        };
+        // A mapping's mTLS cluster and a plain-TLS (allowlist) cluster alike.
+        for secret in [Some("cert_1"), None] {
+            let c = cluster(&spec(secret), &opts(limits));
+            let t = thresholds(&c);
+            assert_eq!(t.len(), 1, "{secret:?}");
+            let t = &t[0];
+            assert_eq!(t.priority, RoutingPriority::Default as i32);
+            let v = |x: &Option<UInt32Value>| x.as_ref().map(|x| x.value);
+            assert_eq!(v(&t.max_connections), Some(7));
+            assert_eq!(v(&t.max_pending_requests), Some(3));
+            assert_eq!(v(&t.max_requests), Some(9));
+            assert_eq!(v(&t.max_retries), Some(0), "the gateway never retries");
+            assert!(t.retry_budget.is_none());
+            assert!(t.track_remaining);
+        }
+    }
+
+    #[test]
+    fn default_limits_are_envoys_own_stated() {
+        let c = cluster(&spec(Some("cert_1")), &opts(UpstreamLimits::default()));
+        let t = &thresholds(&c)[0];
+        let v = |x: &Option<UInt32Value>| x.as_ref().map(|x| x.value);
+        assert_eq!(
+            (
+                v(&t.max_connections),
+                v(&t.max_pending_requests),
+                v(&t.max_requests)
+            ),
+            (Some(1024), Some(1024), Some(1024))
+        );
     }
 }

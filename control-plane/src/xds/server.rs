@@ -18,12 +18,14 @@ use tonic::{Request, Response, Status, Streaming};
 use super::connection::Connection;
 use super::{Acks, ResourceOptions};
 use crate::desired::Desired;
+use crate::rejections::Rejections;
 
 /// The ADS service.
 #[derive(Clone)]
 pub struct Ads {
     desired: watch::Receiver<Arc<Desired>>,
     acks: Arc<Acks>,
+    rejections: Arc<Rejections>,
     opts: ResourceOptions,
 }
 
@@ -31,11 +33,13 @@ impl Ads {
     pub fn new(
         desired: watch::Receiver<Arc<Desired>>,
         acks: Arc<Acks>,
+        rejections: Arc<Rejections>,
         opts: ResourceOptions,
     ) -> Self {
         Ads {
             desired,
             acks,
+            rejections,
             opts,
         }
     }
@@ -73,6 +77,7 @@ impl AggregatedDiscoveryService for Ads {
             tx,
             self.desired.clone(),
             self.acks.clone(),
+            self.rejections.clone(),
             Connection::new(self.opts.clone()),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -111,6 +116,7 @@ async fn serve_stream(
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     mut desired: watch::Receiver<Arc<Desired>>,
     acks: Arc<Acks>,
+    rejections: Arc<Rejections>,
     mut conn: Connection,
 ) {
     let mut node: Option<String> = None;
@@ -135,6 +141,9 @@ async fn serve_stream(
                     if let (Some(ack), Some(id)) = (&out.ack, &node) {
                         tracing::debug!(node = %id, type_url = %ack.type_url, version = %ack.version, "ACK");
                         acks.acked(id, &ack.type_url, &ack.names);
+                    }
+                    if !out.rejected.is_empty() {
+                        rejections.record(&peer, &out.rejected);
                     }
                     out.responses
                 }

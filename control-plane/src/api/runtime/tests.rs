@@ -54,6 +54,7 @@ fn desired(c: Callers, hosts: &[(&str, &str)]) -> Desired {
         &Default::default(),
         &Default::default(),
         &Default::default(),
+        &Default::default(),
     )
     .with_egress_resolved(&egress(hosts))
     .with_callers(c)

@@ -17,6 +17,7 @@ fn opts() -> ResourceOptions {
         system_trust_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
         max_connection_duration: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(5),
+        limits: super::resources::UpstreamLimits::default(),
     }
 }
 
@@ -78,6 +79,7 @@ fn desired(urls: &[(i64, &str)], material_version: u64) -> Desired {
         &materials,
         &Default::default(),
         &crate::desired::tests::resolve_all(&maps, &[]),
+        &Default::default(),
     )
 }
 
@@ -156,6 +158,118 @@ fn nack_is_not_resent_but_the_next_change_is() {
     assert!(c.handle_update(&d).is_empty());
     let d2 = desired(&[(1, "https://a.example/"), (2, "https://b.example/")], 1);
     assert_eq!(c.handle_update(&d2).len(), 1);
+}
+
+/// Finding 11: Envoy names the clusters it refuses; those (and only those) are blamed.
+#[test]
+fn a_nack_blames_the_clusters_its_detail_names() {
+    let d = desired(&[(1, "https://a.example/"), (2, "https://b.example/")], 1);
+    let mut c = Connection::new(opts());
+    let r = c
+        .handle_request(request(CLUSTER_TYPE, "", &[], None), &d)
+        .responses
+        .remove(0);
+    let names: Vec<String> = d.clusters.keys().cloned().collect();
+    let detail = format!(
+        "Error adding/updating cluster(s) {}: Failed to load trusted CA certificates from <inline>",
+        names[1]
+    );
+    let out = c.handle_request(request(CLUSTER_TYPE, &r.nonce, &[], Some(&detail)), &d);
+    assert!(out.ack.is_none());
+    assert_eq!(out.rejected.len(), 1);
+    assert_eq!(out.rejected[0].kind, Kind::Cluster);
+    assert_eq!(out.rejected[0].name, names[1]);
+    assert_eq!(out.rejected[0].reason, detail);
+}
+
+/// An SDS refusal may not name its secret; what changed since the last ACK is blamed, never
+/// what Envoy had accepted already.
+#[test]
+fn a_nack_that_names_nothing_blames_what_changed_since_the_last_ack() {
+    let d = desired(&[(1, "https://a.example/"), (2, "https://b.example/")], 1);
+    let mut c = Connection::new(opts());
+    let names = ["cert-1", "cert-2"];
+    let r = c
+        .handle_request(request(SECRET_TYPE, "", &names, None), &d)
+        .responses
+        .remove(0);
+    assert!(c
+        .handle_request(request(SECRET_TYPE, &r.nonce, &names, None), &d)
+        .ack
+        .is_some());
+    // cert-2 rotates, and Envoy refuses the update without naming it.
+    let mut rotated = d.clone();
+    let old = rotated.secrets.get("cert-2").unwrap().clone();
+    rotated.secrets.insert(
+        "cert-2".into(),
+        crate::desired::SecretSpec {
+            material: Arc::new(Material {
+                chain_pem: "other chain".into(),
+                key_pem: Secret::new("other key"),
+            }),
+            vault_version: old.vault_version + 1,
+        },
+    );
+    let pushed = c.handle_update(&rotated).remove(0);
+    let out = c.handle_request(
+        request(
+            SECRET_TYPE,
+            &pushed.nonce,
+            &names,
+            Some("Failed to load private key from <inline>"),
+        ),
+        &rotated,
+    );
+    assert_eq!(out.rejected.len(), 1, "{:?}", out.rejected);
+    assert_eq!(out.rejected[0].kind, Kind::Secret);
+    assert_eq!(out.rejected[0].name, "cert-2");
+    assert_eq!(
+        out.rejected[0].fingerprint,
+        rotated.secrets.get("cert-2").unwrap().fingerprint()
+    );
+    assert!(!out.rejected[0].ambiguous, "one suspect: proven");
+}
+
+/// Two secrets changed and the refusal names neither: both are blamed, as ambiguous (each
+/// is offered again alone later), never the one Envoy had accepted before.
+#[test]
+fn an_unnamed_refusal_of_several_changes_is_ambiguous() {
+    let d = desired(&[(1, "https://a.example/")], 1);
+    let mut c = Connection::new(opts());
+    let r = c
+        .handle_request(request(SECRET_TYPE, "", &["cert-1"], None), &d)
+        .responses
+        .remove(0);
+    assert!(c
+        .handle_request(request(SECRET_TYPE, &r.nonce, &["cert-1"], None), &d)
+        .ack
+        .is_some());
+    let three = desired(
+        &[
+            (1, "https://a.example/"),
+            (2, "https://b.example/"),
+            (3, "https://c.example/"),
+        ],
+        1,
+    );
+    let names = ["cert-1", "cert-2", "cert-3"];
+    let r = c
+        .handle_request(request(SECRET_TYPE, &r.nonce, &names, None), &three)
+        .responses
+        .remove(0);
+    let out = c.handle_request(
+        request(
+            SECRET_TYPE,
+            &r.nonce,
+            &names,
+            Some("Failed to load private key"),
+        ),
+        &three,
+    );
+    let mut blamed: Vec<_> = out.rejected.iter().map(|r| r.name.as_str()).collect();
+    blamed.sort();
+    assert_eq!(blamed, ["cert-2", "cert-3"]);
+    assert!(out.rejected.iter().all(|r| r.ambiguous));
 }
 
 #[test]
