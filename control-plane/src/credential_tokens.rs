@@ -540,7 +540,11 @@ impl CredentialTokens {
     ) -> Result<TokenSet, RenewError> {
         let plan = self.plan(row).ok_or(RenewError::NotTokenKind)?;
         let token_url = plan.token_url.ok_or(RenewError::NoTokenUrl)?;
-        let secrets = match self.secrets.get_credential(&row.account, row.id).await {
+        let secrets = match self
+            .secrets
+            .get_credential(&row.account, row.id, row.secret_version)
+            .await
+        {
             Ok(Some(s)) => s,
             _ => return Err(RenewError::Vault),
         };
@@ -833,6 +837,7 @@ mod tests {
                 token_url: "https://idp/token".into(),
                 pkce: true,
             }),
+            secret_version: 1,
             created_at: 0,
             updated_at: 0,
         };

@@ -2,7 +2,12 @@
 //!
 //! Two triggers: the API's own writes (`kick`, after it has told the cache the new material,
 //! so nothing is re-read) and a periodic watch of Vault's KV metadata, which catches
-//! certificates rotated directly in Vault and certificates deleted from it. The periodic
+//! certificates rotated directly in Vault and certificates deleted from it.
+//!
+//! What is served is what the database says: each certificate's and credential's row pins
+//! the secret store version it points at, and only that version is read (security review
+//! finding 10). A rotation made directly in Vault is adopted by re-pinning the row first
+//! ([`Reconciler::watch_vault`]); a version the API wrote but never committed is not. The periodic
 //! rebuild also re-reads users, so one added with `mtlsgate user add` (another process)
 //! reaches the gateway within a watch period even if nobody kicks.
 //!
@@ -29,10 +34,15 @@ use crate::desired::{
 use crate::guarded_dns::{GuardedDns, LookupError};
 use crate::p12::Material;
 use crate::rejections::Rejections;
-use crate::secret_store::Secrets;
+use crate::secret_store::{Secrets, WriteId};
 use crate::store::{Store, StoreError};
 
 /// Material cache: certificate id → (Vault version, material).
+///
+/// Holds only versions a committed row has pinned — read for the version a row names,
+/// remembered by the API after its commit, or adopted by the watch after its
+/// compare-and-set — never simply Vault's newest. So whatever it serves is what the database
+/// says, even while an API write is between Vault and its commit, or after one failed.
 type Materials = HashMap<i64, (u64, Arc<Material>)>;
 
 /// Where the snapshot's caller credentials come from, besides the store.
@@ -126,13 +136,29 @@ impl Attached {
 struct Built {
     /// The store's generation it read; `None` before the first.
     generation: Option<i64>,
-    /// The certificates (id, account) it saw: what the periodic watch checks in Vault.
-    certificates: Vec<(i64, String)>,
+    /// The certificates it saw, with the versions their rows pinned: what the periodic
+    /// watch checks in Vault.
+    certificates: Vec<Pinned>,
     /// Everything could be read (nothing to retry).
     complete: bool,
 }
 
-/// What [`Reconciler::refresh_materials`] did.
+/// A certificate as the material cache needs it: its row's id, account, and the Vault
+/// version the row pins.
+#[derive(Debug, Clone)]
+struct Pinned {
+    id: i64,
+    account: String,
+    version: u64,
+}
+
+/// How long a marked Vault version that no row names (an API write whose commit failed and
+/// whose undo failed too) is left alone before the watch destroys it. Far longer than any
+/// API write can be in flight (its Vault call and its commit each give up within seconds),
+/// so a write that is about to commit is never taken for garbage.
+const STRAY_GRACE: Duration = Duration::from_secs(15 * 60);
+
+/// What [`Reconciler::watch_vault`] and [`Reconciler::load_pinned`] did.
 struct Refreshed {
     changed: bool,
     /// A Vault call failed: something may be missing.
@@ -146,7 +172,12 @@ pub struct Reconciler {
     materials: Mutex<Materials>,
     /// What each attached credential brings, for the kinds fixed by their secrets (Basic,
     /// Access Token, Mutual Authentication): read from Vault once, until forgotten.
-    attached: Mutex<HashMap<i64, Attached>>,
+    /// Keyed by credential id, with the secrets version it was read from: an entry for
+    /// another version than the row pins is stale and read again.
+    attached: Mutex<HashMap<i64, (u64, Attached)>>,
+    /// Marked Vault versions no row names, by (certificate, version), and when the watch
+    /// first saw each: destroyed once older than [`STRAY_GRACE`].
+    strays: Mutex<HashMap<(i64, u64), std::time::Instant>>,
     /// The current access tokens of OAuth 2.0 and Transfer to Messaging credentials.
     access_tokens: Arc<CredentialTokens>,
     kick: Notify,
@@ -186,6 +217,7 @@ impl Reconciler {
             callers,
             materials: Mutex::default(),
             attached: Mutex::default(),
+            strays: Mutex::default(),
             access_tokens,
             kick: Notify::new(),
             tx,
@@ -288,7 +320,8 @@ impl Reconciler {
         self.tx.subscribe()
     }
 
-    /// Records material the API has just written to Vault, then rebuilds.
+    /// Records material the API has just written to Vault and committed to the row (never
+    /// before the commit: the cache holds committed versions only), then rebuilds.
     pub async fn remember(&self, certificate_id: i64, vault_version: u64, material: Material) {
         self.materials
             .lock()
@@ -333,11 +366,18 @@ impl Reconciler {
                 }
                 continue;
             }
-            if let std::collections::hash_map::Entry::Vacant(slot) = cache.entry(c.id) {
-                match self.secrets.get_credential(&c.account, c.id).await {
+            // why: the version the row pins, not Vault's newest: an update whose commit
+            // failed (or has not happened yet) wrote a newer one the row does not name.
+            if cache.get(&c.id).is_none_or(|(v, _)| *v != c.secret_version) {
+                cache.remove(&c.id);
+                match self
+                    .secrets
+                    .get_credential(&c.account, c.id, c.secret_version)
+                    .await
+                {
                     Ok(Some(secrets)) => match Attached::open_blocking(c.clone(), secrets).await {
                         Some(a) => {
-                            slot.insert(a);
+                            cache.insert(c.id, (c.secret_version, a));
                         }
                         None => tracing::warn!(
                             credential = c.id,
@@ -346,7 +386,8 @@ impl Reconciler {
                     },
                     Ok(None) => tracing::warn!(
                         credential = c.id,
-                        "credential has no secrets in Vault; its mappings are not served"
+                        version = c.secret_version,
+                        "credential has no secrets in Vault (at the version its row pins); its mappings are not served"
                     ),
                     Err(e) => {
                         all_read = false;
@@ -355,10 +396,10 @@ impl Reconciler {
                 }
             }
             match cache.get(&c.id) {
-                Some(Attached::Header(h)) => {
+                Some((_, Attached::Header(h))) => {
                     out.headers.insert(c.id, h.clone());
                 }
-                Some(Attached::Tls(t)) => {
+                Some((_, Attached::Tls(t))) => {
                     out.tls.insert(c.id, t.clone());
                 }
                 None => {}
@@ -387,33 +428,47 @@ impl Reconciler {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// The Vault version and chain of the material the gateway is given for a certificate
+    /// (what [`Desired::build`] receives), for tests.
+    #[cfg(test)]
+    pub(crate) async fn served_material(&self, certificate_id: i64) -> Option<(u64, String)> {
+        self.materials
+            .lock()
+            .await
+            .get(&certificate_id)
+            .map(|(v, m)| (*v, m.chain_pem.clone()))
+    }
+
     /// Whether the certificate's material is present in Vault as last seen.
     pub async fn has_material(&self, certificate_id: i64) -> bool {
         self.materials.lock().await.contains_key(&certificate_id)
     }
 
-    /// Brings the material cache up to date for `certificates` (id, account), starting from
-    /// `materials` (a copy of the cache): reads those not cached yet, and with `check_vault`
-    /// asks Vault for every one's current version (a rotation or deletion made directly in
-    /// Vault). With `live`, also drops the material of certificates no longer in the store;
-    /// then `materials` must have been copied *before* `live` was read, or a certificate
-    /// the API created in between would look deleted. Answers whether the cache changed.
-    async fn refresh_materials(
-        &self,
-        mut materials: Materials,
-        certificates: &[(i64, String)],
-        check_vault: bool,
-        live: Option<&HashSet<i64>>,
-    ) -> Refreshed {
-        let started: HashMap<i64, u64> = materials.iter().map(|(id, (v, _))| (*id, *v)).collect();
+    /// The periodic watch of Vault: asks for every certificate's newest live version and
+    /// compares it with the version its row pinned (`known`, from the last rebuild).
+    ///
+    /// - The same: nothing to do.
+    /// - None at all: the entry was deleted or destroyed in Vault; no longer served.
+    /// - Older: the pinned version itself is gone; no longer served (never a silent
+    ///   roll-back to an older key; an entry destroyed and written again in Vault starts
+    ///   over at version 1, so it comes back through an upload).
+    /// - Newer, and without the API's mark or with the row's own mark (`bao kv put` of
+    ///   the two fields, or `bao kv patch`): an operator rotated the certificate directly in
+    ///   Vault. Adopted by re-pinning the row, compare-and-set on the version it pinned, so
+    ///   the database still says what the gateway presents; then served.
+    /// - Newer, with a mark the row does not name: an API write that has not committed, or
+    ///   whose commit failed and whose undo failed too. Never served; destroyed as garbage
+    ///   once it has been seen for [`STRAY_GRACE`].
+    ///
+    /// Answers whether the cache (or a row) changed.
+    async fn watch_vault(&self, known: &[Pinned]) -> Refreshed {
+        let mut materials = self.materials.lock().await.clone();
+        let started = versions(&materials);
         let mut changed = false;
         let mut failed = false;
-        for (id, account) in certificates {
-            let cached = materials.get(id).map(|(v, _)| *v);
-            if cached.is_some() && !check_vault {
-                continue;
-            }
-            let current = match self.secrets.certificate_version(account, *id).await {
+        let mut strays_seen = HashSet::new();
+        for c in known {
+            let current = match self.secrets.certificate_version(&c.account, c.id).await {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(error = %e, "Vault watch failed; keeping the last known certificates");
@@ -422,74 +477,232 @@ impl Reconciler {
                 }
             };
             match current {
-                Some(v) if Some(v) != cached => {
-                    match self.secrets.get_certificate(account, *id, v).await {
-                        Ok(Some(m)) => {
-                            if cached.is_some() {
-                                tracing::info!(
-                                    certificate = id,
-                                    version = v,
-                                    "certificate rotated in Vault"
-                                );
-                            }
-                            materials.insert(*id, (v, Arc::new(m)));
-                            changed = true;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            failed = true;
-                            tracing::warn!(certificate = id, error = %e, "cannot read certificate from Vault")
-                        }
+                Some(v) if v == c.version => {}
+                Some(v) if v > c.version => match self.newer_version(c, v, &mut materials).await {
+                    Ok(Newer::Adopted | Newer::RowMoved) => changed = true,
+                    Ok(Newer::Stray) => {
+                        strays_seen.insert((c.id, v));
+                    }
+                    Ok(Newer::Gone) => {}
+                    Err(()) => failed = true,
+                },
+                _ => {
+                    if materials.remove(&c.id).is_some() {
+                        tracing::warn!(
+                            certificate = c.id,
+                            pinned = c.version,
+                            "certificate is gone from Vault (at the version its row pins); no longer served"
+                        );
+                        changed = true;
                     }
                 }
-                None if cached.is_some() => {
-                    tracing::warn!(
-                        certificate = id,
-                        "certificate is gone from Vault; no longer served"
-                    );
-                    materials.remove(id);
-                    changed = true;
-                }
-                _ => {}
             }
         }
-        if let Some(live) = live {
-            // Drop material of certificates deleted from the store.
-            let before = materials.len();
-            materials.retain(|id, _| live.contains(id));
-            changed |= materials.len() != before;
+        if !failed {
+            self.strays
+                .lock()
+                .await
+                .retain(|k, _| strays_seen.contains(k));
         }
         if changed {
-            // Merge into the shared cache, which the API may have added to meanwhile: a
-            // certificate created during this rebuild is not in `live` yet and must stay.
-            let mut cache = self.materials.lock().await;
-            for (id, (v, m)) in materials.iter() {
-                if cache.get(id).is_none_or(|(cv, _)| cv < v) {
-                    cache.insert(*id, (*v, m.clone()));
-                }
-            }
-            // Drop what this rebuild dropped (gone from Vault or from the store), unless
-            // the API remembered a version of it meanwhile.
-            for (id, v) in &started {
-                if !materials.contains_key(id) && cache.get(id).map(|(cv, _)| cv) == Some(v) {
-                    cache.remove(id);
-                }
-            }
+            self.merge(&started, &materials).await;
         }
         Refreshed { changed, failed }
     }
 
+    /// [`Reconciler::watch_vault`] on a certificate whose newest Vault version `v` is newer
+    /// than the one its row pinned.
+    async fn newer_version(
+        &self,
+        c: &Pinned,
+        v: u64,
+        materials: &mut Materials,
+    ) -> Result<Newer, ()> {
+        let stored = match self.secrets.get_certificate(&c.account, c.id, v).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Ok(Newer::Gone),
+            Err(e) => {
+                tracing::warn!(certificate = c.id, error = %e, "cannot read certificate from Vault");
+                return Err(());
+            }
+        };
+        // The row as it is now, not as the last rebuild saw it.
+        let pin = match self.store.certificate_pin(c.id).await {
+            Ok(Some(pin)) => pin,
+            Ok(None) => return Ok(Newer::RowMoved),
+            Err(e) => {
+                tracing::warn!(certificate = c.id, error = %e, "cannot read a certificate's row");
+                return Err(());
+            }
+        };
+        if pin.0 != c.version {
+            // An API write committed since (or another control plane adopted): rebuild.
+            return Ok(Newer::RowMoved);
+        }
+        let row_mark = pin.1.map(WriteId::from_stored);
+        match &stored.write_id {
+            Some(mark) if Some(mark) != row_mark.as_ref() => {
+                self.stray(c, v).await;
+                Ok(Newer::Stray)
+            }
+            _ => {
+                let adopted = {
+                    let _w = self.store.write_lock().await;
+                    self.store
+                        .adopt_vault_version(
+                            c.id,
+                            c.version,
+                            v,
+                            stored.write_id.as_ref().map(WriteId::as_str),
+                        )
+                        .await
+                };
+                match adopted {
+                    Ok(true) => {
+                        tracing::info!(
+                            certificate = c.id,
+                            from = c.version,
+                            version = v,
+                            "certificate rotated in Vault; its row now pins the new version"
+                        );
+                        materials.insert(c.id, (v, Arc::new(stored.material)));
+                        Ok(Newer::Adopted)
+                    }
+                    // Re-pinned by someone else meanwhile: the rebuild reads the row.
+                    Ok(false) => Ok(Newer::RowMoved),
+                    Err(e) => {
+                        tracing::warn!(certificate = c.id, error = %e, "cannot adopt a certificate rotated in Vault; trying again at the next watch");
+                        Err(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// A marked version `v` no row names: left alone for [`STRAY_GRACE`] (it may be an API
+    /// write about to commit), then destroyed — under the store's write lock, and only if
+    /// the row still does not pin it, so a write committing right now is never destroyed.
+    async fn stray(&self, c: &Pinned, v: u64) {
+        let first_seen = *self
+            .strays
+            .lock()
+            .await
+            .entry((c.id, v))
+            .or_insert_with(std::time::Instant::now);
+        if first_seen.elapsed() < STRAY_GRACE {
+            tracing::debug!(
+                certificate = c.id,
+                version = v,
+                "a newer Vault version carries a write id no row names; not served"
+            );
+            return;
+        }
+        let _w = self.store.write_lock().await;
+        match self.store.certificate_pin(c.id).await {
+            Ok(Some((pinned, _))) if pinned != v => {
+                match self
+                    .secrets
+                    .destroy_certificate_version(&c.account, c.id, v)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::warn!(
+                            certificate = c.id,
+                            version = v,
+                            "destroyed a Vault version left by a write that never committed"
+                        );
+                        self.strays.lock().await.remove(&(c.id, v));
+                    }
+                    Err(e) => {
+                        tracing::warn!(certificate = c.id, version = v, error = %e, "cannot destroy a Vault version left by a write that never committed")
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Brings the material cache up to date with `rows` (read from the store after the
+    /// `materials` copy was taken): reads the version each row pins when the cache holds
+    /// another (or none), and drops the material of certificates no longer in the store.
+    ///
+    /// why: `materials` must have been copied *before* the rows were read, or a certificate
+    /// the API created in between would look deleted; and the cache may then hold a newer
+    /// version than a row read just before the API's commit — which is fine, as every
+    /// version in the cache was committed to a row.
+    async fn load_pinned(&self, mut materials: Materials, rows: &[Pinned]) -> Refreshed {
+        let started = versions(&materials);
+        let mut changed = false;
+        let mut failed = false;
+        for c in rows {
+            let cached = materials.get(&c.id).map(|(v, _)| *v);
+            if c.version == 0 || cached.is_some_and(|v| v >= c.version) {
+                continue;
+            }
+            match self
+                .secrets
+                .get_certificate(&c.account, c.id, c.version)
+                .await
+            {
+                Ok(Some(stored)) => {
+                    materials.insert(c.id, (c.version, Arc::new(stored.material)));
+                    changed = true;
+                }
+                Ok(None) => {
+                    if materials.remove(&c.id).is_some() {
+                        changed = true;
+                    }
+                    tracing::warn!(
+                        certificate = c.id,
+                        version = c.version,
+                        "the Vault version a certificate's row pins is gone; not served"
+                    );
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(certificate = c.id, error = %e, "cannot read certificate from Vault")
+                }
+            }
+        }
+        // Drop material of certificates deleted from the store.
+        let live: HashSet<i64> = rows.iter().map(|c| c.id).collect();
+        let before = materials.len();
+        materials.retain(|id, _| live.contains(id));
+        changed |= materials.len() != before;
+        if changed {
+            self.merge(&started, &materials).await;
+        }
+        Refreshed { changed, failed }
+    }
+
+    /// Merges `materials` (a copy taken when `started` was) into the shared cache, which
+    /// the API may have added to meanwhile: newer versions win, and what the copy dropped
+    /// goes, unless the API remembered a version of it since.
+    async fn merge(&self, started: &HashMap<i64, u64>, materials: &Materials) {
+        let mut cache = self.materials.lock().await;
+        for (id, (v, m)) in materials.iter() {
+            if cache.get(id).is_none_or(|(cv, _)| cv < v) {
+                cache.insert(*id, (*v, m.clone()));
+            }
+        }
+        for (id, v) in started {
+            if !materials.contains_key(id) && cache.get(id).map(|(cv, _)| cv) == Some(v) {
+                cache.remove(id);
+            }
+        }
+    }
+
     /// Rebuilds once. With `check_vault` (the periodic watch), first asks Vault for the
-    /// current version of every certificate, and rebuilds only if one changed, the store
-    /// changed (its generation moved, whoever changed it) or something failed to load last
-    /// time; otherwise only certificates not yet cached are read from Vault.
+    /// newest version of every certificate ([`Reconciler::watch_vault`]), and rebuilds only
+    /// if that changed something, the store changed (its generation moved, whoever changed
+    /// it) or something failed to load last time; otherwise only the versions rows pin that
+    /// are not cached yet are read from Vault.
     pub async fn rebuild(&self, check_vault: bool) -> Result<(), StoreError> {
         // Read first: a change committed after this read is seen by the next rebuild.
         let generation = self.store.generation().await?;
         if check_vault {
             let known = self.built.lock().await.certificates.clone();
-            let cached = self.materials.lock().await.clone();
-            let vault = self.refresh_materials(cached, &known, true, None).await;
+            let vault = self.watch_vault(&known).await;
             let built = self.built.lock().await;
             if !vault.changed
                 && !vault.failed
@@ -501,20 +714,21 @@ impl Reconciler {
         }
         // why: copied before the certificates are listed: whatever it holds was remembered
         // after its row was committed, so a certificate missing from the list below really
-        // is gone (see refresh_materials).
+        // is gone (see load_pinned).
         let cached = self.materials.lock().await.clone();
         let certificates = self.store.all_certificates().await?;
         let mappings = self.store.enabled_mappings().await?;
         let egress = self.store.all_egress_hosts().await?;
         let users = self.store.all_user_ids().await?;
-        let ids: Vec<(i64, String)> = certificates
+        let ids: Vec<Pinned> = certificates
             .iter()
-            .map(|c| (c.id, c.account.clone()))
+            .map(|c| Pinned {
+                id: c.id,
+                account: c.account.clone(),
+                version: c.vault_version,
+            })
             .collect();
-        let live: HashSet<i64> = ids.iter().map(|(id, _)| *id).collect();
-        let refreshed = self
-            .refresh_materials(cached, &ids, false, Some(&live))
-            .await;
+        let refreshed = self.load_pinned(cached, &ids).await;
         let materials = self.materials.lock().await.clone();
         let callers = Callers {
             token_keys: self.callers.token_keys.clone(),
@@ -601,4 +815,22 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// What [`Reconciler::newer_version`] found.
+enum Newer {
+    /// An operator's rotation, now pinned by its row and cached.
+    Adopted,
+    /// The row changed meanwhile (an API write committed, or it was deleted): the rebuild
+    /// that follows reads it.
+    RowMoved,
+    /// A marked version no row names: not served.
+    Stray,
+    /// The version vanished between the two reads.
+    Gone,
+}
+
+/// The version of each cached certificate.
+fn versions(materials: &Materials) -> HashMap<i64, u64> {
+    materials.iter().map(|(id, (v, _))| (*id, *v)).collect()
 }

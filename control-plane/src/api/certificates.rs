@@ -10,8 +10,10 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::extract::{too_large, Json, Path};
 use super::{check_account, views, AppState, Principal};
+use crate::certinfo::CertInfo;
 use crate::p12::{self, Material, Opened, P12Error};
 use crate::secret::Secret;
+use crate::secret_store::WriteId;
 use crate::store::{now, CertificateRow, Counted, NewCertificate, Store};
 
 /// Longest certificate name.
@@ -146,8 +148,77 @@ async fn view(state: &AppState, row: &CertificateRow) -> Value {
     views::certificate(row, state.reconciler.has_material(row.id).await, now())
 }
 
+/// A certificate to save, owned, so the write can run in a task of its own
+/// ([`super::detached`]).
+struct Pending {
+    /// `None`: a new certificate; else the one to update.
+    id: Option<i64>,
+    name: String,
+    display_name: String,
+    info: CertInfo,
+    material: Material,
+}
+
+impl Pending {
+    fn new(id: Option<i64>, name: &str, display_name: Option<&str>, opened: Opened) -> Pending {
+        Pending {
+            id,
+            name: name.to_owned(),
+            display_name: display_name.unwrap_or(name).to_owned(),
+            info: opened.info,
+            material: opened.material,
+        }
+    }
+}
+
+/// Saves certificates in order, in a task of its own holding the write lock, so a request
+/// dropped by its deadline cannot stop a write between Vault and the commit. Answers each
+/// one's outcome; stops at the first failure that is not Vault's (as the batch API says).
+async fn save_all(
+    state: &AppState,
+    account: &str,
+    pending: Vec<Pending>,
+) -> Result<Vec<Result<CertificateRow, ApiError>>, ApiError> {
+    let (state, account) = (state.clone(), account.to_owned());
+    super::detached(async move {
+        let _w = state.store.write_lock().await;
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            let new = NewCertificate {
+                account: &account,
+                name: &p.name,
+                display_name: &p.display_name,
+                info: &p.info,
+            };
+            let result = match p.id {
+                Some(id) => save_update(&state, &account, id, &new, p.material).await,
+                None => save_new(&state, &account, &new, p.material).await,
+            };
+            let stop = matches!(&result, Err(e) if e.code != "vault_unavailable");
+            out.push(result);
+            if stop {
+                break;
+            }
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// Saves one certificate through [`save_all`].
+async fn save_one(state: &AppState, account: &str, p: Pending) -> Result<CertificateRow, ApiError> {
+    save_all(state, account, vec![p])
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(ApiError::not_found("certificate vanished")))
+}
+
 /// Saves a new certificate: the row and the Vault entry, both or neither. The caller holds
 /// the store's write lock.
+///
+/// Order: row inserted (uncommitted, for its id), Vault written, row pinned to the version
+/// written, commit. Any failure after the Vault write destroys the entry again; if that
+/// fails too, what remains is an entry no committed row names, which nothing serves.
 async fn save_new(
     state: &AppState,
     account: &str,
@@ -163,12 +234,22 @@ async fn save_new(
         .check(&mut tx, account, Counted::Certificates, 1)
         .await?;
     let id = Store::insert_certificate(&mut tx, new).await?;
+    let write_id = WriteId::new();
     let version = state
         .secrets
-        .put_certificate(account, id, &material)
+        .put_certificate(account, id, &material, &write_id)
         .await?;
-    Store::set_vault_version(&mut tx, id, version).await?;
-    Store::commit_or_undo(tx, || state.secrets.delete_certificate(account, id)).await?;
+    let undo = || async {
+        if let Err(e) = state.secrets.delete_certificate(account, id).await {
+            tracing::warn!(account, certificate = id, error = %e, "a certificate whose commit failed left its secret entry behind; no row names it, so it is never served");
+        }
+    };
+    if let Err(e) = Store::set_vault_version(&mut tx, id, version, write_id.as_str()).await {
+        drop(tx);
+        undo().await;
+        return Err(e.into());
+    }
+    Store::commit_or_undo(tx, undo).await?;
     state.reconciler.remember(id, version, material).await;
     let row = state
         .store
@@ -181,6 +262,12 @@ async fn save_new(
 
 /// Replaces a certificate's material (rotation) and name. Mappings keep pointing at it and
 /// pick up the new certificate without any other change. The caller holds the write lock.
+///
+/// The new material is a new Vault version, marked with a fresh [`WriteId`]; the row is
+/// re-pinned to it in the transaction that commits the new metadata. Until that commit the
+/// row names the old version, which stays untouched, so the gateway keeps presenting it; if
+/// the commit fails, the new version is destroyed, and should that fail too its mark (which
+/// no row names) keeps the watch from ever adopting it.
 async fn save_update(
     state: &AppState,
     account: &str,
@@ -201,12 +288,26 @@ async fn save_update(
         return Err(duplicate_name(new.name, other));
     }
     Store::update_certificate(&mut tx, id, new).await?;
+    let write_id = WriteId::new();
     let version = state
         .secrets
-        .put_certificate(account, id, &material)
+        .put_certificate(account, id, &material, &write_id)
         .await?;
-    Store::set_vault_version(&mut tx, id, version).await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    let undo = || async {
+        if let Err(e) = state
+            .secrets
+            .destroy_certificate_version(account, id, version)
+            .await
+        {
+            tracing::warn!(account, certificate = id, version, error = %e, "a certificate update whose commit failed left its new version behind; no row names its write id, so it is never served");
+        }
+    };
+    if let Err(e) = Store::set_vault_version(&mut tx, id, version, write_id.as_str()).await {
+        drop(tx);
+        undo().await;
+        return Err(e.into());
+    }
+    Store::commit_or_undo(tx, undo).await?;
     state.reconciler.remember(id, version, material).await;
     let row = state
         .store
@@ -245,18 +346,14 @@ pub async fn create_by_file(
             "a new certificate has no 'id'; use PUT to update",
         ));
     }
-    let Opened { material, info } = open(&state, upload.file, upload.meta.password.clone()).await?;
-    let name = upload.meta.name.as_str();
-    let new = NewCertificate {
-        account: &account,
-        name,
-        display_name: upload.meta.display_name.as_deref().unwrap_or(name),
-        info: &info,
-    };
-    let row = {
-        let _w = state.store.write_lock().await;
-        save_new(&state, &account, &new, material).await?
-    };
+    let opened = open(&state, upload.file, upload.meta.password.clone()).await?;
+    let pending = Pending::new(
+        None,
+        &upload.meta.name,
+        upload.meta.display_name.as_deref(),
+        opened,
+    );
+    let row = save_one(&state, &account, pending).await?;
     Ok((
         StatusCode::CREATED,
         JsonOut(saved(&[view(&state, &row).await], vec![])),
@@ -279,18 +376,14 @@ pub async fn update_by_file(
             "the 'certificate' field needs the numeric 'id'",
         )
     })?;
-    let Opened { material, info } = open(&state, upload.file, upload.meta.password.clone()).await?;
-    let name = upload.meta.name.as_str();
-    let new = NewCertificate {
-        account: &account,
-        name,
-        display_name: upload.meta.display_name.as_deref().unwrap_or(name),
-        info: &info,
-    };
-    let row = {
-        let _w = state.store.write_lock().await;
-        save_update(&state, &account, id, &new, material).await?
-    };
+    let opened = open(&state, upload.file, upload.meta.password.clone()).await?;
+    let pending = Pending::new(
+        Some(id),
+        &upload.meta.name,
+        upload.meta.display_name.as_deref(),
+        opened,
+    );
+    let row = save_one(&state, &account, pending).await?;
     Ok(JsonOut(saved(&[view(&state, &row).await], vec![])))
 }
 
@@ -434,24 +527,24 @@ async fn save_json(
     check_account(&account)?;
     principal.require_manage(&account)?;
     let opened = open_all(&state, &items, updating, state.max_upload_bytes).await?;
-    let _w = state.store.write_lock().await;
+    let pending: Vec<Pending> = items
+        .iter()
+        .zip(opened)
+        .map(|(item, (opened, id))| {
+            Pending::new(id, &item.name, item.display_name.as_deref(), opened)
+        })
+        .collect();
     let mut rows = Vec::new();
     let mut failed = Vec::new();
-    for (item, (Opened { material, info }, id)) in items.iter().zip(opened) {
-        let new = NewCertificate {
-            account: &account,
-            name: &item.name,
-            display_name: item.display_name.as_deref().unwrap_or(&item.name),
-            info: &info,
-        };
-        let result = match id {
-            Some(id) => save_update(&state, &account, id, &new, material).await,
-            None => save_new(&state, &account, &new, material).await,
-        };
+    for (item, result) in items.iter().zip(save_all(&state, &account, pending).await?) {
         match result {
             Ok(row) => rows.push(view(&state, &row).await),
-            Err(e) if e.code == "vault_unavailable" => failed
-                .push(json!({"name": item.name, "id": id, "code": e.code, "message": e.message})),
+            Err(e) if e.code == "vault_unavailable" => {
+                let id = item.id.as_ref().and_then(id_of);
+                failed.push(
+                    json!({"name": item.name, "id": id, "code": e.code, "message": e.message}),
+                )
+            }
             Err(e) => return Err(e),
         }
     }
@@ -523,16 +616,26 @@ pub async fn delete(
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
     principal.require_manage(&account)?;
+    super::detached(delete_detached(state, account.clone(), id)).await?;
+    tracing::info!(account, certificate = id, "certificate deleted");
+    Ok(JsonOut(json!({"id": id, "deleted": true})))
+}
+
+/// [`delete`]'s write, in a task of its own: the row is marked deleted and committed, then
+/// the secret entry destroyed — never before, so a failed commit leaves the certificate
+/// exactly as it was, key included — and a request dropped in between does not skip it.
+async fn delete_detached(state: AppState, account: String, id: i64) -> Result<(), ApiError> {
+    let account = account.as_str();
     let _w = state.store.write_lock().await;
     // why: before looking at which mappings use it, or a 409 would list another account's
     // mappings (URLs, names, CA bundles) to whoever guesses its certificate id.
-    if state.store.certificate(&account, id).await?.is_none() {
+    if state.store.certificate(account, id).await?.is_none() {
         return Err(ApiError::not_found(format!(
             "no certificate {id} in this account"
         )));
     }
     let mut tx = state.store.begin().await?;
-    let users = Store::mappings_using(&mut tx, &account, id).await?;
+    let users = Store::mappings_using(&mut tx, account, id).await?;
     if !users.is_empty() {
         return Err(ApiError::conflict(
             "certificate_in_use",
@@ -546,19 +649,17 @@ pub async fn delete(
             Value::Array(users.iter().map(views::mapping).collect()),
         ));
     }
-    if !Store::mark_certificate_deleted(&mut tx, &account, id).await? {
+    if !Store::mark_certificate_deleted(&mut tx, account, id).await? {
         return Err(ApiError::not_found(format!(
             "no certificate {id} in this account"
         )));
     }
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    Store::commit_or_undo(tx, || async {}).await?;
     state.reconciler.forget(id).await;
-    // why: destroyed only once the row is gone for good: a failed commit must leave the
-    // certificate exactly as it was, key included. A destroy that fails now leaves an
-    // orphaned entry (logged), never a live mapping without its key.
-    if let Err(e) = state.secrets.delete_certificate(&account, id).await {
+    // why: a destroy that fails now leaves an orphaned entry (logged), never a live mapping
+    // without its key.
+    if let Err(e) = state.secrets.delete_certificate(account, id).await {
         tracing::warn!(account, certificate = id, error = %e, "certificate deleted, but its secret entry could not be destroyed; destroy it in the secret store");
     }
-    tracing::info!(account, certificate = id, "certificate deleted");
-    Ok(JsonOut(json!({"id": id, "deleted": true})))
+    Ok(())
 }

@@ -81,7 +81,11 @@ fn names(v: &Validated) -> Vec<String> {
 }
 
 async fn stored_secret_names(state: &AppState, row: &CredentialRow) -> Vec<String> {
-    match state.secrets.get_credential(&row.account, row.id).await {
+    match state
+        .secrets
+        .get_credential(&row.account, row.id, row.secret_version)
+        .await
+    {
         Ok(Some(m)) => m.keys().cloned().collect(),
         _ => Vec::new(),
     }
@@ -116,34 +120,63 @@ pub async fn create(
     // within the key-store budget): on the CPU pool, off the async threads.
     let policy = state.dns.policy().clone();
     let (name, v) = super::on_cpu_pool(&state, move || parse(body, policy)).await??;
-    let row = {
-        let _w = state.store.write_lock().await;
-        let mut tx = state.store.begin().await?;
-        state
-            .quotas
-            .check(&mut tx, &account, Counted::Credentials, 1)
-            .await?;
-        if let Some((existing, code)) =
-            Store::credential_clash(&mut tx, &account, &name, v.kind(), None).await?
-        {
-            return Err(ApiError::conflict(code, "a credential of this name, or the account's only Consumer Pre-Authentication, exists")
-                .with("existingCredentialId", json!(existing)));
-        }
-        let id = Store::insert_credential(&mut tx, &account, &name, &v.settings).await?;
-        state
-            .secrets
-            .put_credential(&account, id, &v.secrets.to_map())
-            .await?;
-        Store::commit_or_undo(tx, || state.secrets.delete_credential(&account, id)).await?;
-        state
-            .store
-            .credential(&account, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("credential vanished"))?
-    };
+    let secret_names = names(&v);
+    let row = super::detached(create_detached(state.clone(), account.clone(), name, v)).await?;
     tracing::info!(account, credential = row.id, kind = %row.kind(), by = %principal.describe(), "credential created");
-    state.credential_tokens.forget(&account, row.id).await;
-    Ok((StatusCode::CREATED, JsonOut(view(&state, &row, &names(&v)))))
+    Ok((
+        StatusCode::CREATED,
+        JsonOut(view(&state, &row, &secret_names)),
+    ))
+}
+
+/// [`create`]'s write, in a task of its own (so a request dropped by its deadline cannot
+/// stop it between Vault and the commit): row inserted (for its id), secrets written, row
+/// pinned to their version, commit; any failure after the secrets were written destroys
+/// them again.
+async fn create_detached(
+    state: AppState,
+    account: String,
+    name: String,
+    v: Validated,
+) -> Result<CredentialRow, ApiError> {
+    let account = account.as_str();
+    let _w = state.store.write_lock().await;
+    let mut tx = state.store.begin().await?;
+    state
+        .quotas
+        .check(&mut tx, account, Counted::Credentials, 1)
+        .await?;
+    if let Some((existing, code)) =
+        Store::credential_clash(&mut tx, account, &name, v.kind(), None).await?
+    {
+        return Err(ApiError::conflict(
+            code,
+            "a credential of this name, or the account's only Consumer Pre-Authentication, exists",
+        )
+        .with("existingCredentialId", json!(existing)));
+    }
+    let id = Store::insert_credential(&mut tx, account, &name, &v.settings).await?;
+    let version = state
+        .secrets
+        .put_credential(account, id, &v.secrets.to_map())
+        .await?;
+    let undo = || async {
+        if let Err(e) = state.secrets.delete_credential(account, id).await {
+            tracing::warn!(account, credential = id, error = %e, "a credential whose commit failed left its secrets behind; no row names them, so they are never used");
+        }
+    };
+    if let Err(e) = Store::set_credential_secret_version(&mut tx, account, id, version).await {
+        drop(tx);
+        undo().await;
+        return Err(e.into());
+    }
+    Store::commit_or_undo(tx, undo).await?;
+    state.credential_tokens.forget(account, id).await;
+    state
+        .store
+        .credential(account, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("credential vanished"))
 }
 
 /// `GET /api/account/{account}/credentials`
@@ -184,48 +217,91 @@ pub async fn update(
     principal.require_manage(&account)?;
     let policy = state.dns.policy().clone();
     let (name, v) = super::on_cpu_pool(&state, move || parse(body, policy)).await??;
-    let row = {
-        let _w = state.store.write_lock().await;
-        let mut tx = state.store.begin().await?;
-        let current =
-            state.store.credential(&account, id).await?.ok_or_else(|| {
-                ApiError::not_found(format!("no credential {id} in this account"))
-            })?;
-        if current.kind() != v.kind()
-            && !Store::mappings_using_credential(&mut tx, &account, id)
-                .await?
-                .is_empty()
-            && !v.kind().attachable()
-        {
-            return Err(ApiError::conflict(
-                "credential_in_use",
-                "mappings use this credential; its new type cannot be attached",
-            ));
+    let secret_names = names(&v);
+    let row = super::detached(update_detached(state.clone(), account.clone(), id, name, v)).await?;
+    tracing::info!(account, credential = id, by = %principal.describe(), "credential updated");
+    Ok(JsonOut(view(&state, &row, &secret_names)))
+}
+
+/// [`update`]'s write, in a task of its own.
+///
+/// The new secrets are a new version in the secret store; the row is re-pinned to it in the
+/// transaction that commits the new settings. Until that commit the row names the old
+/// version, which nothing overwrites, so the gateway keeps using the old secrets; if the
+/// commit fails, the new version is destroyed (and if that fails too, no row names it, so
+/// it is never used).
+async fn update_detached(
+    state: AppState,
+    account: String,
+    id: i64,
+    name: String,
+    v: Validated,
+) -> Result<CredentialRow, ApiError> {
+    let account = account.as_str();
+    let _w = state.store.write_lock().await;
+    let current = state
+        .store
+        .credential(account, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no credential {id} in this account")))?;
+    if current.secret_version == 0 {
+        // why: a row from before rows pinned their version reads the newest one, which the
+        // write below is about to make; pin it to what it reads now (committed on its own,
+        // before that write), so a failed update leaves it reading the same secrets.
+        if let Some(live) = state.secrets.credential_version(account, id).await? {
+            state.store.pin_legacy_credential(account, id, live).await?;
         }
-        if let Some((existing, code)) =
-            Store::credential_clash(&mut tx, &account, &name, v.kind(), Some(id)).await?
-        {
-            return Err(ApiError::conflict(code, "a credential of this name, or the account's only Consumer Pre-Authentication, exists")
-                .with("existingCredentialId", json!(existing)));
-        }
-        Store::update_credential(&mut tx, &account, id, &name, &v.settings).await?;
-        state
-            .secrets
-            .put_credential(&account, id, &v.secrets.to_map())
-            .await?;
-        tx.commit().await.map_err(crate::store::StoreError::from)?;
-        state
-            .store
-            .credential(&account, id)
+    }
+    let mut tx = state.store.begin().await?;
+    if current.kind() != v.kind()
+        && !Store::mappings_using_credential(&mut tx, account, id)
             .await?
-            .ok_or_else(|| ApiError::not_found("credential vanished"))?
+            .is_empty()
+        && !v.kind().attachable()
+    {
+        return Err(ApiError::conflict(
+            "credential_in_use",
+            "mappings use this credential; its new type cannot be attached",
+        ));
+    }
+    if let Some((existing, code)) =
+        Store::credential_clash(&mut tx, account, &name, v.kind(), Some(id)).await?
+    {
+        return Err(ApiError::conflict(
+            code,
+            "a credential of this name, or the account's only Consumer Pre-Authentication, exists",
+        )
+        .with("existingCredentialId", json!(existing)));
+    }
+    Store::update_credential(&mut tx, account, id, &name, &v.settings).await?;
+    let version = state
+        .secrets
+        .put_credential(account, id, &v.secrets.to_map())
+        .await?;
+    let undo = || async {
+        if let Err(e) = state
+            .secrets
+            .destroy_credential_version(account, id, version)
+            .await
+        {
+            tracing::warn!(account, credential = id, version, error = %e, "a credential update whose commit failed left its new secrets behind; no row names that version, so it is never used");
+        }
     };
+    if let Err(e) = Store::set_credential_secret_version(&mut tx, account, id, version).await {
+        drop(tx);
+        undo().await;
+        return Err(e.into());
+    }
+    Store::commit_or_undo(tx, undo).await?;
     // New settings or secrets: tokens obtained with the old ones go (an authorization-code
     // credential must be authorized again).
-    state.credential_tokens.forget(&account, id).await;
+    state.credential_tokens.forget(account, id).await;
     state.reconciler.forget_credential(id).await;
-    tracing::info!(account, credential = id, by = %principal.describe(), "credential updated");
-    Ok(JsonOut(view(&state, &row, &names(&v))))
+    state
+        .store
+        .credential(account, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("credential vanished"))
 }
 
 /// `DELETE /api/account/{account}/credentials/{id}`: refused while a mapping uses it.
@@ -237,9 +313,19 @@ pub async fn delete(
     // why: before looking at which mappings use it, or a 409 would list another account's
     // mapping names.
     managed(&state, &principal, &account, id).await?;
+    super::detached(delete_detached(state.clone(), account.clone(), id)).await?;
+    tracing::info!(account, credential = id, by = %principal.describe(), "credential deleted");
+    Ok(JsonOut(json!({"id": id, "deleted": true})))
+}
+
+/// [`delete`]'s write, in a task of its own: the row marked deleted and committed, then the
+/// secrets destroyed — never before, so a failed delete leaves the credential whole — and a
+/// request dropped in between does not skip that.
+async fn delete_detached(state: AppState, account: String, id: i64) -> Result<(), ApiError> {
+    let account = account.as_str();
     let _w = state.store.write_lock().await;
     let mut tx = state.store.begin().await?;
-    let users = Store::mappings_using_credential(&mut tx, &account, id).await?;
+    let users = Store::mappings_using_credential(&mut tx, account, id).await?;
     if !users.is_empty() {
         return Err(ApiError::conflict(
             "credential_in_use",
@@ -255,20 +341,18 @@ pub async fn delete(
             ),
         ));
     }
-    if !Store::delete_credential(&mut tx, &account, id).await? {
+    if !Store::delete_credential(&mut tx, account, id).await? {
         return Err(ApiError::not_found(format!(
             "no credential {id} in this account"
         )));
     }
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
-    state.credential_tokens.forget(&account, id).await;
+    Store::commit_or_undo(tx, || async {}).await?;
+    state.credential_tokens.forget(account, id).await;
     state.reconciler.forget_credential(id).await;
-    // why: destroyed only after the commit, so a failed delete leaves the credential whole.
-    if let Err(e) = state.secrets.delete_credential(&account, id).await {
+    if let Err(e) = state.secrets.delete_credential(account, id).await {
         tracing::warn!(account, credential = id, error = %e, "credential deleted, but its secrets could not be destroyed; destroy them in the secret store");
     }
-    tracing::info!(account, credential = id, by = %principal.describe(), "credential deleted");
-    Ok(JsonOut(json!({"id": id, "deleted": true})))
+    Ok(())
 }
 
 /// `POST /api/account/{account}/credentials/{id}/authorize`: the URL to send the user to,

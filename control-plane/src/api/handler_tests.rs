@@ -10,6 +10,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::tests::{call, env, send, Env, DEV};
+
+mod write_order;
 use super::AppState;
 use crate::secret_store::{JsonMap, SecretStore};
 use crate::store::Store;

@@ -206,6 +206,35 @@ where
     })
 }
 
+/// Runs a write that spans the secret store and the database — secret written, row
+/// committed, or the secret undone — to its end in a task of its own, and answers its result.
+///
+/// why: the request deadline (and a client that hangs up) drops the handler's future at
+/// whatever `.await` it is in. Dropped between the secret store write and the commit, a
+/// write would leave a secret no row points at and skip its undo; dropped inside a batch, it
+/// would leave half of it done. A spawned task is not dropped with the request: the write
+/// finishes (or undoes itself) whatever happens to the answer.
+pub(crate) async fn detached<T, F>(write: F) -> Result<T, ApiError>
+where
+    F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    T: Send + 'static,
+{
+    #[cfg(test)]
+    let write = Store::carry_failing_commits(write);
+    match tokio::spawn(write).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            // A panic in the write (a bug): its transaction was dropped, so rolled back.
+            tracing::error!(error = %e, "a write task failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ))
+        }
+    }
+}
+
 /// Longest time a management request may take before it is answered with 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Body limit of the JSON management endpoints.

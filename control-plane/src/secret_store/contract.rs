@@ -67,27 +67,91 @@ async fn contract(store: Arc<dyn SecretStore>) {
         chain_pem: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n".into(),
         key_pem: Secret::new("-----BEGIN PRIVATE KEY-----\ny\n-----END PRIVATE KEY-----\n"),
     };
-    let v = secrets.put_certificate("c", 7, &material).await.unwrap();
+    let mark = WriteId::new();
+    let v = secrets
+        .put_certificate("c", 7, &material, &mark)
+        .await
+        .unwrap();
     assert_eq!(secrets.certificate_version("c", 7).await.unwrap(), Some(v));
     let back = secrets.get_certificate("c", 7, v).await.unwrap().unwrap();
-    assert_eq!(back.chain_pem, material.chain_pem);
-    assert_eq!(back.key_pem.expose(), material.key_pem.expose());
+    assert_eq!(back.material.chain_pem, material.chain_pem);
+    assert_eq!(back.material.key_pem.expose(), material.key_pem.expose());
+    assert_eq!(
+        back.write_id,
+        Some(mark),
+        "the API's writes carry their mark"
+    );
+    // An operator's version (the two fields only) reads with no mark.
+    let operator = map(json!({"certificateChain": "c", "privateKey": "k"}));
+    let v2 = store
+        .write("accounts/c/certificates/7", &operator)
+        .await
+        .unwrap();
+    let back = secrets.get_certificate("c", 7, v2).await.unwrap().unwrap();
+    assert_eq!(back.write_id, None);
+
+    // Destroying one version (an undone write) leaves the others; the newest live one is
+    // the entry's version again, and the next write still counts on.
+    let v3 = secrets
+        .put_certificate("c", 7, &material, &WriteId::new())
+        .await
+        .unwrap();
+    assert_eq!(v3, v2 + 1);
+    secrets
+        .destroy_certificate_version("c", 7, v3)
+        .await
+        .unwrap();
+    assert!(secrets.get_certificate("c", 7, v3).await.unwrap().is_none());
+    assert!(secrets.get_certificate("c", 7, v2).await.unwrap().is_some());
+    assert_eq!(secrets.certificate_version("c", 7).await.unwrap(), Some(v2));
+    assert_eq!(
+        secrets
+            .put_certificate("c", 7, &material, &WriteId::new())
+            .await
+            .unwrap(),
+        v3 + 1
+    );
+    // Destroying versions of an entry that does not exist is fine.
+    store
+        .destroy_versions("accounts/none/certificates/1", &[1, 2])
+        .await
+        .unwrap();
     secrets
         .put_appkey("c", 3, &Secret::new("cs"), &Secret::new("ts"))
         .await
         .unwrap();
     let (cs, ts) = secrets.get_appkey("c", 3).await.unwrap().unwrap();
     assert_eq!((cs.expose(), ts.expose()), ("cs", "ts"));
-    secrets
+    let c1 = secrets
         .put_credential("c", 4, &map(json!({"password": "p"})))
         .await
         .unwrap();
+    let c2 = secrets
+        .put_credential("c", 4, &map(json!({"password": "q"})))
+        .await
+        .unwrap();
+    assert_eq!((c1, c2), (1, 2));
+    assert_eq!(
+        secrets.get_credential("c", 4, c1).await.unwrap(),
+        Some(map(json!({"password": "p"}))),
+        "a pinned version reads as written, whatever came after"
+    );
+    assert_eq!(
+        secrets.get_credential("c", 4, 0).await.unwrap(),
+        Some(map(json!({"password": "q"}))),
+        "0 reads the newest"
+    );
+    secrets
+        .destroy_credential_version("c", 4, c2)
+        .await
+        .unwrap();
+    assert_eq!(secrets.credential_version("c", 4).await.unwrap(), Some(c1));
     secrets
         .put_credential_tokens("c", 4, &map(json!({"accessToken": "t"})))
         .await
         .unwrap();
     secrets.delete_credential("c", 4).await.unwrap();
-    assert_eq!(secrets.get_credential("c", 4).await.unwrap(), None);
+    assert_eq!(secrets.get_credential("c", 4, c1).await.unwrap(), None);
     assert_eq!(secrets.get_credential_tokens("c", 4).await.unwrap(), None);
     // Something that is not a certificate entry is refused as malformed, not half-read.
     store

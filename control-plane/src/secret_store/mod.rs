@@ -57,10 +57,14 @@ pub(crate) trait SecretStore: Send + Sync {
         path: &str,
         version: Option<u64>,
     ) -> Result<Option<JsonMap>, SecretStoreError>;
-    /// The entry's current version, `None` when there is none or it is deleted.
+    /// The entry's newest live version (neither deleted nor destroyed), `None` when there is
+    /// none.
     async fn current_version(&self, path: &str) -> Result<Option<u64>, SecretStoreError>;
     /// Destroys every version and the entry's metadata; an entry already gone is fine.
     async fn destroy(&self, path: &str) -> Result<(), SecretStoreError>;
+    /// Destroys these versions of the entry, leaving the others as they are (what undoes
+    /// one write); versions or an entry already gone are fine.
+    async fn destroy_versions(&self, path: &str, versions: &[u64]) -> Result<(), SecretStoreError>;
     /// Whether the store can be reached and written (at start-up, to fail early and clearly).
     async fn check(&self) -> Result<(), SecretStoreError>;
 }
@@ -83,6 +87,45 @@ struct AppKeySecrets {
 struct CertificateEntry {
     certificate_chain: String,
     private_key: String,
+    /// The mark of the API write that made this version ([`WriteId`]); absent in a version
+    /// an operator wrote directly in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mtlsgate_write_id: Option<String>,
+}
+
+/// The mark the API puts in every certificate version it writes, and records in the
+/// certificate's row with the version number when (and only when) the write commits.
+///
+/// why: the periodic watch must tell apart the two kinds of version it can find newer than
+/// the one a row pins. One an operator wrote directly in Vault (a rotation behind
+/// mtlsgate's back) carries no mark, or — `bao kv patch` keeps the other fields — the mark
+/// of the version it replaced, which is the row's own: the watch adopts it. One the API
+/// wrote whose commit failed, was interrupted or has not happened yet carries a fresh mark
+/// that no row names: the watch leaves it alone, so the gateway keeps presenting what the
+/// database says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WriteId(String);
+
+impl WriteId {
+    /// A fresh, unguessable mark (128 random bits).
+    pub(crate) fn new() -> WriteId {
+        WriteId(hex::encode(crate::random::bytes::<16>()))
+    }
+
+    /// A mark as stored (in a row or a version).
+    pub(crate) fn from_stored(s: String) -> WriteId {
+        WriteId(s)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One version of a certificate's entry: its material and the API's mark, if any.
+pub(crate) struct StoredCertificate {
+    pub(crate) material: Material,
+    pub(crate) write_id: Option<WriteId>,
 }
 
 fn to_map<T: Serialize>(value: &T) -> Result<JsonMap, SecretStoreError> {
@@ -194,25 +237,55 @@ impl Secrets {
         self.store.destroy(&appkey_path(account, id)).await
     }
 
-    /// A credential's secret fields.
+    /// A credential's secret fields, as the given version holds them (`0`: the newest, for a
+    /// row written before rows pinned their version).
     pub(crate) async fn get_credential(
         &self,
         account: &str,
         id: i64,
+        version: u64,
     ) -> Result<Option<JsonMap>, SecretStoreError> {
-        self.store.read(&credential_path(account, id), None).await
+        let version = (version > 0).then_some(version);
+        self.store
+            .read(&credential_path(account, id), version)
+            .await
     }
 
+    /// Writes a new version of a credential's secrets; answers its version number, which
+    /// the credential's row must pin (the version before stays until then, and after).
     pub(crate) async fn put_credential(
         &self,
         account: &str,
         id: i64,
         secrets: &JsonMap,
-    ) -> Result<(), SecretStoreError> {
+    ) -> Result<u64, SecretStoreError> {
         self.store
             .write(&credential_path(account, id), secrets)
             .await
-            .map(|_| ())
+    }
+
+    /// A credential's newest live version (to pin a row written before rows pinned theirs).
+    pub(crate) async fn credential_version(
+        &self,
+        account: &str,
+        id: i64,
+    ) -> Result<Option<u64>, SecretStoreError> {
+        self.store
+            .current_version(&credential_path(account, id))
+            .await
+    }
+
+    /// Destroys one version of a credential's secrets: the undo of a write whose commit
+    /// failed.
+    pub(crate) async fn destroy_credential_version(
+        &self,
+        account: &str,
+        id: i64,
+        version: u64,
+    ) -> Result<(), SecretStoreError> {
+        self.store
+            .destroy_versions(&credential_path(account, id), &[version])
+            .await
     }
 
     /// Deletes a credential's secrets and any tokens obtained with it.
@@ -260,23 +333,26 @@ impl Secrets {
             .await
     }
 
-    /// Writes a new version of a certificate's key and chain; answers its version number.
+    /// Writes a new version of a certificate's key and chain, marked with `write_id`;
+    /// answers its version number.
     pub(crate) async fn put_certificate(
         &self,
         account: &str,
         id: i64,
         material: &Material,
+        write_id: &WriteId,
     ) -> Result<u64, SecretStoreError> {
         let entry = CertificateEntry {
             certificate_chain: material.chain_pem.clone(),
             private_key: material.key_pem.expose().to_owned(),
+            mtlsgate_write_id: Some(write_id.as_str().to_owned()),
         };
         self.store
             .write(&certificate_path(account, id), &to_map(&entry)?)
             .await
     }
 
-    /// A certificate's current version, or `None` when there is no entry.
+    /// A certificate's newest live version, or `None` when there is no entry.
     pub(crate) async fn certificate_version(
         &self,
         account: &str,
@@ -287,13 +363,13 @@ impl Secrets {
             .await
     }
 
-    /// Reads the given version of a certificate's key and chain.
+    /// Reads the given version of a certificate's key and chain, with its mark.
     pub(crate) async fn get_certificate(
         &self,
         account: &str,
         id: i64,
         version: u64,
-    ) -> Result<Option<Material>, SecretStoreError> {
+    ) -> Result<Option<StoredCertificate>, SecretStoreError> {
         match self
             .store
             .read(&certificate_path(account, id), Some(version))
@@ -301,13 +377,29 @@ impl Secrets {
         {
             Some(m) => {
                 let e: CertificateEntry = from_map(m)?;
-                Ok(Some(Material {
-                    chain_pem: e.certificate_chain,
-                    key_pem: Secret::new(e.private_key),
+                Ok(Some(StoredCertificate {
+                    material: Material {
+                        chain_pem: e.certificate_chain,
+                        key_pem: Secret::new(e.private_key),
+                    },
+                    write_id: e.mtlsgate_write_id.map(WriteId),
                 }))
             }
             None => Ok(None),
         }
+    }
+
+    /// Destroys one version of a certificate's key and chain: the undo of a write whose
+    /// commit failed, or the garbage such a write left when its undo failed too.
+    pub(crate) async fn destroy_certificate_version(
+        &self,
+        account: &str,
+        id: i64,
+        version: u64,
+    ) -> Result<(), SecretStoreError> {
+        self.store
+            .destroy_versions(&certificate_path(account, id), &[version])
+            .await
     }
 
     /// Destroys every version of a certificate's key and chain.

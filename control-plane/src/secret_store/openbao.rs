@@ -54,6 +54,19 @@ impl OpenBao {
     fn full(&self, path: &str) -> String {
         format!("{}{path}", self.prefix)
     }
+
+    /// Whether version `v` of the entry at `full` (a full path) is known to be gone:
+    /// destroyed, deleted, or never there.
+    async fn gone(&self, full: &str, v: u64) -> bool {
+        match kv2::read_metadata(&self.client, &self.mount, full).await {
+            Ok(m) => m
+                .versions
+                .get(&v.to_string())
+                .is_none_or(|m| m.destroyed || !m.deletion_time.is_empty()),
+            Err(ClientError::APIError { code: 404, .. }) => true,
+            Err(_) => false,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -79,18 +92,44 @@ impl SecretStore for OpenBao {
             Ok(v) => Ok(Some(v)),
             // A deleted version answers 404 too.
             Err(ClientError::APIError { code: 404, .. }) => Ok(None),
-            Err(e) => Err(classify(e)),
+            // why: a destroyed version answers 404 with its metadata as the body, which the
+            // client does not read as an API error; the metadata says whether that is it.
+            Err(e) => match version {
+                Some(v) if self.gone(&path, v).await => Ok(None),
+                _ => Err(classify(e)),
+            },
         }
     }
 
     async fn current_version(&self, path: &str) -> Result<Option<u64>, SecretStoreError> {
         match kv2::read_metadata(&self.client, &self.mount, &self.full(path)).await {
-            Ok(m) if m.current_version > 0 => {
-                let current = m.versions.get(&m.current_version.to_string());
-                let live = current.is_none_or(|v| !v.destroyed && v.deletion_time.is_empty());
-                Ok(live.then_some(m.current_version))
-            }
-            Ok(_) | Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            // why: the newest *live* version, not KV's `current_version`: when the API undoes
+            // a failed write by destroying the version it made, that version is still the
+            // entry's "current" one, yet the entry is as it was before the write.
+            Ok(m) => Ok(m
+                .versions
+                .iter()
+                .filter(|(_, v)| !v.destroyed && v.deletion_time.is_empty())
+                .filter_map(|(n, _)| n.parse::<u64>().ok())
+                .max()),
+            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn destroy_versions(&self, path: &str, versions: &[u64]) -> Result<(), SecretStoreError> {
+        if versions.is_empty() {
+            return Ok(());
+        }
+        match kv2::destroy_versions(
+            &self.client,
+            &self.mount,
+            &self.full(path),
+            versions.to_vec(),
+        )
+        .await
+        {
+            Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
             Err(e) => Err(classify(e)),
         }
     }

@@ -167,17 +167,69 @@ impl Store {
         Ok(())
     }
 
+    /// Pins the row to the Vault version the API just wrote (`write_id` is that version's
+    /// mark), in the transaction that commits the write: until it commits, the row keeps
+    /// naming the version before, and the gateway keeps presenting it.
     pub async fn set_vault_version(
         tx: &mut Transaction<'_, Sqlite>,
         id: i64,
         version: u64,
+        write_id: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE certificates SET vault_version = ? WHERE id = ?")
+        sqlx::query("UPDATE certificates SET vault_version = ?, vault_write_id = ? WHERE id = ?")
             .bind(version as i64)
+            .bind(write_id)
             .bind(id)
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+
+    /// The mark of the API write that made the version a live certificate's row pins
+    /// (`None`: an operator's version, or one from before marks existed), with that version.
+    pub async fn certificate_pin(
+        &self,
+        id: i64,
+    ) -> Result<Option<(u64, Option<String>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT vault_version, vault_write_id FROM certificates WHERE id = ? AND deleted = 0",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row
+            .map(|r| {
+                Ok::<_, sqlx::Error>((
+                    r.try_get::<i64, _>("vault_version")? as u64,
+                    r.try_get("vault_write_id")?,
+                ))
+            })
+            .transpose()?)
+    }
+
+    /// Adopts a version an operator wrote directly in Vault: re-pins the row from `from` to
+    /// `to` (with `to`'s mark, if it kept one), only if the row still pins `from`
+    /// (compare-and-set: an API write committed meanwhile wins, and the next watch looks
+    /// again). Answers whether the row was re-pinned.
+    pub async fn adopt_vault_version(
+        &self,
+        id: i64,
+        from: u64,
+        to: u64,
+        write_id: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE certificates SET vault_version = ?, vault_write_id = ?, updated_at = ? \
+             WHERE id = ? AND vault_version = ? AND deleted = 0",
+        )
+        .bind(to as i64)
+        .bind(write_id)
+        .bind(now())
+        .bind(id)
+        .bind(from as i64)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Marks the certificate deleted. The caller checks for mappings first.

@@ -15,6 +15,9 @@ pub struct CredentialRow {
     pub name: String,
     /// Its public settings, which say its kind.
     pub settings: CredentialSettings,
+    /// The secret store version that holds its secrets (`0`: a row from before rows pinned
+    /// their version, which reads the newest).
+    pub secret_version: u64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -33,7 +36,7 @@ fn settings(kind: &str, json: &str) -> Result<CredentialSettings, sqlx::Error> {
     CredentialSettings::from_json(kind, json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-const COLUMNS: &str = "id, account, name, kind, settings, created_at, updated_at";
+const COLUMNS: &str = "id, account, name, kind, settings, secret_version, created_at, updated_at";
 
 fn from_row(r: &SqliteRow) -> Result<CredentialRow, sqlx::Error> {
     let kind: String = r.try_get("kind")?;
@@ -43,6 +46,7 @@ fn from_row(r: &SqliteRow) -> Result<CredentialRow, sqlx::Error> {
         account: r.try_get("account")?,
         name: r.try_get("name")?,
         settings: settings(&kind, &json)?,
+        secret_version: r.try_get::<i64, _>("secret_version")? as u64,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -174,6 +178,44 @@ impl Store {
         .bind(account)
         .bind(id)
         .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Pins the row to the secrets version the API just wrote, in the transaction that
+    /// commits the write: until it commits, the row keeps naming the version before.
+    pub async fn set_credential_secret_version(
+        tx: &mut Transaction<'_, Sqlite>,
+        account: &str,
+        id: i64,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE credentials SET secret_version = ? WHERE account = ? AND id = ?")
+            .bind(version as i64)
+            .bind(account)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Pins a row written before rows pinned their version (`secret_version` 0) to `version`,
+    /// the newest in the secret store, before anything writes a newer one. Answers whether
+    /// it did (false: pinned already, or gone).
+    pub async fn pin_legacy_credential(
+        &self,
+        account: &str,
+        id: i64,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE credentials SET secret_version = ? \
+             WHERE account = ? AND id = ? AND secret_version = 0 AND deleted = 0",
+        )
+        .bind(version as i64)
+        .bind(account)
+        .bind(id)
+        .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
     }

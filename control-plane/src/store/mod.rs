@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_account_settings.sql"),
     include_str!("../../migrations/0006_generation.sql"),
     include_str!("../../migrations/0007_login_failures.sql"),
+    include_str!("../../migrations/0008_pinned_secret_versions.sql"),
 ];
 
 /// The tables whose rows are deleted by marking them.
@@ -177,9 +178,12 @@ impl Store {
         Ok(self.pool().begin().await?)
     }
 
-    /// Commits a new row whose secrets were just written to Vault ("Vault first, commit
-    /// second": if Vault failed, the transaction was dropped and no row remains). If the
-    /// commit fails, `undo` removes the Vault entry again, so no secret outlives its row.
+    /// Commits a row whose secrets were just written to Vault ("Vault first, commit second":
+    /// if Vault failed, the transaction was dropped and the row is as it was). If the commit
+    /// fails, `undo` removes what the write added to Vault (the entry of a new row, the new
+    /// version of an updated one), so no secret outlives its row and the version the row
+    /// still pins is the one served. Deletes pass an `undo` that does nothing: they destroy
+    /// their secrets only after this commit.
     pub async fn commit_or_undo<U, F>(
         tx: Transaction<'_, Sqlite>,
         undo: U,
@@ -207,6 +211,22 @@ impl Store {
     #[cfg(test)]
     pub(crate) async fn with_failing_commits<F: std::future::Future>(f: F) -> F::Output {
         FAILING_COMMITS.scope((), f).await
+    }
+
+    /// Test-only: `f`, failing its commits as the calling task does (within
+    /// [`Store::with_failing_commits`]); for a write the API runs in a task of its own.
+    #[cfg(test)]
+    pub(crate) fn carry_failing_commits<F>(
+        f: F,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = F::Output> + Send>>
+    where
+        F: std::future::Future + Send + 'static,
+    {
+        if FAILING_COMMITS.try_with(|_| ()).is_ok() {
+            Box::pin(FAILING_COMMITS.scope((), f))
+        } else {
+            Box::pin(f)
+        }
     }
 }
 
