@@ -643,6 +643,23 @@ async fn a_nonce_flood_by_one_appkey_makes_no_other_tenants_request_a_replay() {
         }
         answers
     };
+    // Both keys are known to the gateway (its snapshot carries new AppKeys within moments).
+    for (account, key) in [(A, &attacker), (B, &victim)] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = signed_forward(&stack, account, url, key).await;
+            let answer = error_code(r).await;
+            if answer != (401, "unknown_appkey".to_owned()) {
+                assert_eq!(answer, (400, "no_mtls_mapping".to_owned()));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never learnt the AppKey"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let (accepted, answers) = tokio::join!(flood, victims);
     assert!(
         accepted > 0,

@@ -149,7 +149,9 @@ async fn a_stalled_partner_holds_only_its_tenants_share_and_its_forwards_end_in_
         }
         assert_eq!((status, code.as_str()), (504, "upstream_timeout"));
         assert!(
-            took >= FORWARD_TIMEOUT && took < FORWARD_TIMEOUT + SLACK,
+            // Envoy's timer is coarse: it may fire a few milliseconds before the client's
+            // clock says the bound has passed (seen: 4.9987 s for 5 s).
+            took >= FORWARD_TIMEOUT - Duration::from_millis(250) && took < FORWARD_TIMEOUT + SLACK,
             "a stalled forward ended after {took:?}, the bound is {FORWARD_TIMEOUT:?}"
         );
         break;
