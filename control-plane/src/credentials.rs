@@ -122,7 +122,11 @@ fn invalid(code: &'static str, message: impl Into<String>) -> Invalid {
 }
 
 fn required(field: &str, value: &str) -> Result<(), Invalid> {
-    if value.trim().is_empty() || value.len() > 4096 || value.chars().any(char::is_control) {
+    // Characters, not bytes: the limit the API documents (its JSON Schema's maxLength).
+    if value.trim().is_empty()
+        || value.chars().count() > 4096
+        || value.chars().any(char::is_control)
+    {
         return Err(invalid(
             "invalid_credential",
             format!("{field} must be 1-4096 printable characters"),

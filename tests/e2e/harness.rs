@@ -17,7 +17,7 @@ pub fn root() -> PathBuf {
 
 /// Path of a component: from its environment variable (set by `scripts/test`), else where
 /// `scripts/setup` puts it. Missing means the test fails, never that it is skipped.
-fn component(var: &str, default: &str) -> PathBuf {
+pub fn component(var: &str, default: &str) -> PathBuf {
     let path = std::env::var_os(var)
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(default));

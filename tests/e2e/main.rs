@@ -12,6 +12,7 @@ mod tools;
 mod upstream;
 
 mod bad_material;
+mod contract;
 mod credentials;
 mod egress_guard;
 mod forward;

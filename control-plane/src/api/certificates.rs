@@ -92,7 +92,12 @@ pub(crate) async fn read_upload(
                 })?;
                 meta = Some(parsed);
             }
-            _ => {} // other fields are ignored
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_upload",
+                    "unknown field: the upload has the fields 'file' and 'certificate' only",
+                ))
+            }
         }
     }
     let file = file

@@ -15,6 +15,9 @@ use crate::store::{Counted, CredentialRow, Store};
 
 const MASK: &str = "********";
 
+/// The longest value of one callback parameter (`state`, `code`, `error`, ...), characters.
+const CALLBACK_PARAMETER_MAX: usize = 4096;
+
 fn view(state: &AppState, row: &CredentialRow, secret_fields: &[String]) -> Value {
     let mut v = Map::new();
     v.insert("id".into(), json!(row.id));
@@ -402,6 +405,12 @@ pub async fn callback(
     }
     let mut params = std::collections::HashMap::new();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if v.chars().count() > CALLBACK_PARAMETER_MAX {
+            return Err(ApiError::bad_request(
+                "invalid_callback",
+                format!("a callback parameter is over {CALLBACK_PARAMETER_MAX} characters"),
+            ));
+        }
         if params.insert(k.into_owned(), v.into_owned()).is_some() {
             return Err(ApiError::bad_request(
                 "invalid_callback",

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod p12test;
 pub(crate) mod quotas;
 mod runtime;
+mod schemas;
 mod settings;
 mod users;
 mod views;

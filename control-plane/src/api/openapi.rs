@@ -6,6 +6,8 @@
 
 use serde_json::{json, Map, Value};
 
+use super::schemas;
+
 /// How an operation authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
@@ -16,11 +18,13 @@ pub enum Auth {
     BearerOrAppKey,
 }
 
-/// What an operation's request body is.
+/// What an operation's request body is: the name of its schema in [`schemas::components`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body {
     None,
     Json(&'static str),
+    /// A JSON body that may be left out (its schema's defaults apply).
+    OptionalJson(&'static str),
     Multipart(&'static str),
 }
 
@@ -32,6 +36,8 @@ pub struct Operation {
     pub summary: &'static str,
     pub auth: Auth,
     pub body: Body,
+    /// The schema of the success answer's body, by name.
+    pub answer: &'static str,
     /// Every status the operation may answer.
     pub statuses: &'static [u16],
 }
@@ -40,8 +46,8 @@ const ACCOUNT: &str = "/api/account/{accountId}";
 const MTLS: &str = "/mtls/account/{accountId}";
 
 macro_rules! op {
-    ($m:literal, $p:expr, $s:literal, $a:expr, $b:expr, [$($st:literal),*]) => {
-        Operation { method: $m, path: $p, summary: $s, auth: $a, body: $b, statuses: &[$($st),*] }
+    ($m:literal, $p:expr, $s:literal, $a:expr, $b:expr, $ans:literal, [$($st:literal),*]) => {
+        Operation { method: $m, path: $p, summary: $s, auth: $a, body: $b, answer: $ans, statuses: &[$($st),*] }
     };
 }
 
@@ -54,6 +60,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Health check",
         Auth::None,
         Body::None,
+        "Health",
         [200]
     ),
     op!(
@@ -62,6 +69,7 @@ pub const OPERATIONS: &[Operation] = &[
         "This document",
         Auth::None,
         Body::None,
+        "OpenApi",
         [200]
     ),
     op!(
@@ -70,6 +78,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Log in (agentVep): a Bearer token",
         Auth::None,
         Body::Json("Login"),
+        "LoginAnswer",
         [200, 400, 401, 413, 415, 429, 503]
     ),
     op!(
@@ -78,6 +87,7 @@ pub const OPERATIONS: &[Operation] = &[
         "CSDS: every service's base URI",
         Auth::None,
         Body::None,
+        "BaseUris",
         [200, 400]
     ),
     op!(
@@ -86,6 +96,7 @@ pub const OPERATIONS: &[Operation] = &[
         "CSDS: one service's base URI",
         Auth::None,
         Body::None,
+        "BaseUri",
         [200, 400, 404]
     ),
     op!(
@@ -94,6 +105,7 @@ pub const OPERATIONS: &[Operation] = &[
         "List users (admins)",
         Auth::Bearer,
         Body::None,
+        "Users",
         [200, 400, 401, 403]
     ),
     op!(
@@ -102,6 +114,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Create a user (admins)",
         Auth::Bearer,
         Body::Json("NewUser"),
+        "User",
         [201, 400, 401, 403, 409, 413, 415]
     ),
     op!(
@@ -110,6 +123,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Delete a user (admins)",
         Auth::Bearer,
         Body::None,
+        "Deleted",
         [200, 400, 401, 403, 404, 409, 429]
     ),
     op!(
@@ -118,6 +132,7 @@ pub const OPERATIONS: &[Operation] = &[
         "List credentials, secrets masked",
         Auth::BearerOrAppKey,
         Body::None,
+        "Credentials",
         [200, 400, 401, 403]
     ),
     op!(
@@ -126,6 +141,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Create a credential (secrets to Vault)",
         Auth::BearerOrAppKey,
         Body::Json("Credential"),
+        "CredentialView",
         [201, 400, 401, 403, 409, 413, 415, 422, 503]
     ),
     op!(
@@ -134,6 +150,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Get a credential, secrets masked",
         Auth::BearerOrAppKey,
         Body::None,
+        "CredentialView",
         [200, 400, 401, 403, 404]
     ),
     op!(
@@ -142,6 +159,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Replace a credential",
         Auth::BearerOrAppKey,
         Body::Json("Credential"),
+        "CredentialView",
         [200, 400, 401, 403, 404, 409, 413, 415, 422, 503]
     ),
     op!(
@@ -150,6 +168,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Delete a credential no mapping uses",
         Auth::BearerOrAppKey,
         Body::None,
+        "Deleted",
         [200, 400, 401, 403, 404, 409, 503]
     ),
     op!(
@@ -158,6 +177,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Start (or restart) the authorization of an OAuth 2.0 authorization-code credential: answers the URL to send the user to",
         Auth::BearerOrAppKey,
         Body::None,
+        "Authorization",
         [200, 400, 401, 403, 404, 409]
     ),
     op!(
@@ -166,7 +186,8 @@ pub const OPERATIONS: &[Operation] = &[
         "OAuth 2.0 redirect URI: the authorization server sends the user back with code (or error) and state",
         Auth::None,
         Body::None,
-        [200, 400, 404, 502, 503]
+        "Authorized",
+        [200, 400, 404, 414, 502, 503]
     ),
     op!(
         "GET",
@@ -174,6 +195,7 @@ pub const OPERATIONS: &[Operation] = &[
         "The account's settings",
         Auth::BearerOrAppKey,
         Body::None,
+        "Settings",
         [200, 400, 401, 403]
     ),
     op!(
@@ -182,6 +204,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Change the account's settings (allowAuthorizationOverride)",
         Auth::BearerOrAppKey,
         Body::Json("Settings"),
+        "Settings",
         [200, 400, 401, 403, 413, 415]
     ),
     op!(
@@ -190,6 +213,7 @@ pub const OPERATIONS: &[Operation] = &[
         "List AppKeys, without secrets (admins)",
         Auth::Bearer,
         Body::None,
+        "AppKeys",
         [200, 400, 401, 403]
     ),
     op!(
@@ -197,7 +221,8 @@ pub const OPERATIONS: &[Operation] = &[
         "{A}/appkeys",
         "Create an AppKey; secrets are shown once (admins)",
         Auth::Bearer,
-        Body::Json("NewAppKey"),
+        Body::OptionalJson("NewAppKey"),
+        "AppKey",
         [201, 400, 401, 403, 413, 422, 503]
     ),
     op!(
@@ -206,6 +231,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Revoke an AppKey (admins)",
         Auth::Bearer,
         Body::None,
+        "Revoked",
         [200, 400, 401, 403, 404]
     ),
     op!(
@@ -214,6 +240,7 @@ pub const OPERATIONS: &[Operation] = &[
         "List mappings (ac-revision header)",
         Auth::BearerOrAppKey,
         Body::None,
+        "Mappings",
         [200, 400, 401, 403]
     ),
     op!(
@@ -221,7 +248,8 @@ pub const OPERATIONS: &[Operation] = &[
         "{A}/configuration/ac-common/mtls",
         "Create mappings, all or none",
         Auth::BearerOrAppKey,
-        Body::Json("Mapping[]"),
+        Body::Json("MappingList"),
+        "Mappings",
         [201, 400, 401, 403, 409, 413, 415, 422]
     ),
     op!(
@@ -230,6 +258,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Get a mapping",
         Auth::BearerOrAppKey,
         Body::None,
+        "MappingView",
         [200, 400, 401, 403, 404]
     ),
     op!(
@@ -238,6 +267,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Replace a mapping (If-Match)",
         Auth::BearerOrAppKey,
         Body::Json("Mapping"),
+        "MappingView",
         [200, 400, 401, 403, 404, 409, 412, 413, 415]
     ),
     op!(
@@ -246,6 +276,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Delete a mapping (If-Match)",
         Auth::BearerOrAppKey,
         Body::None,
+        "Deleted",
         [200, 400, 401, 403, 404, 412]
     ),
     op!(
@@ -254,6 +285,7 @@ pub const OPERATIONS: &[Operation] = &[
         "List certificates",
         Auth::BearerOrAppKey,
         Body::None,
+        "Certificates",
         [200, 400, 401, 403]
     ),
     op!(
@@ -261,7 +293,8 @@ pub const OPERATIONS: &[Operation] = &[
         "{M}/certificates",
         "Create certificates (p12 as bytes)",
         Auth::BearerOrAppKey,
-        Body::Json("CertificateUpload[]"),
+        Body::Json("NewCertificates"),
+        "Saved",
         [201, 400, 401, 403, 409, 413, 415, 422, 503]
     ),
     op!(
@@ -269,7 +302,8 @@ pub const OPERATIONS: &[Operation] = &[
         "{M}/certificates",
         "Update certificates (p12 as bytes)",
         Auth::BearerOrAppKey,
-        Body::Json("CertificateUpload[]"),
+        Body::Json("CertificateUpdates"),
+        "Saved",
         [200, 400, 401, 403, 404, 409, 413, 415, 422, 503]
     ),
     op!(
@@ -277,7 +311,8 @@ pub const OPERATIONS: &[Operation] = &[
         "{M}/certificates/by-file",
         "Create a certificate from a P12 file",
         Auth::Bearer,
-        Body::Multipart("file, certificate"),
+        Body::Multipart("NewCertificateFile"),
+        "Saved",
         [201, 400, 401, 403, 409, 413, 415, 422, 503]
     ),
     op!(
@@ -285,7 +320,8 @@ pub const OPERATIONS: &[Operation] = &[
         "{M}/certificates/by-file",
         "Replace a certificate from a P12 file",
         Auth::Bearer,
-        Body::Multipart("file, certificate"),
+        Body::Multipart("CertificateFileUpdate"),
+        "Saved",
         [200, 400, 401, 403, 404, 409, 413, 415, 422, 503]
     ),
     op!(
@@ -294,6 +330,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Get a certificate",
         Auth::BearerOrAppKey,
         Body::None,
+        "CertificateView",
         [200, 400, 401, 403, 404]
     ),
     op!(
@@ -302,6 +339,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Delete a certificate not in use",
         Auth::BearerOrAppKey,
         Body::None,
+        "Deleted",
         [200, 400, 401, 403, 404, 409, 503]
     ),
     op!(
@@ -309,7 +347,8 @@ pub const OPERATIONS: &[Operation] = &[
         "{M}/p12-test/multipart",
         "Test a P12 file; nothing is stored",
         Auth::Bearer,
-        Body::Multipart("file, password"),
+        Body::Multipart("P12TestFile"),
+        "P12Report",
         [200, 400, 401, 403, 413, 415, 422, 503]
     ),
     op!(
@@ -318,6 +357,7 @@ pub const OPERATIONS: &[Operation] = &[
         "The account's plain-TLS fallback hosts",
         Auth::BearerOrAppKey,
         Body::None,
+        "Egress",
         [200, 400, 401, 403]
     ),
     op!(
@@ -326,6 +366,7 @@ pub const OPERATIONS: &[Operation] = &[
         "Replace the account's plain-TLS fallback hosts, all or none",
         Auth::BearerOrAppKey,
         Body::Json("Egress"),
+        "Egress",
         [200, 400, 401, 403, 413, 415]
     ),
 ];
@@ -347,6 +388,7 @@ fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         412 => "Revision mismatch",
         413 => "Body too large",
+        414 => "URI too long (over 64 KiB)",
         415 => "Unsupported media type",
         422 => {
             "Unusable P12 file or key store, or one over the key-store budget (keystore_too_costly)"
@@ -361,6 +403,47 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// The schema of a path parameter: what the router's extractors and the handlers take.
+fn path_parameter(name: &str) -> Value {
+    let schema = match name {
+        "accountId" => json!({"type": "string", "minLength": 1,
+                              "maxLength": mtlsgate_filter::account::MAX_LEN,
+                              "pattern": "^[A-Za-z0-9_-]+$"}),
+        // Ids are positive 64-bit integers; any other integer is simply not found.
+        "id" => json!({"type": "integer", "format": "int64", "minimum": 1,
+                       "maximum": i64::MAX}),
+        _ => json!({"type": "string", "minLength": 1, "maxLength": 256}),
+    };
+    json!({"name": name, "in": "path", "required": true, "schema": schema})
+}
+
+/// Query and header parameters an operation reads besides its path.
+fn other_parameters(op: &Operation) -> Vec<Value> {
+    let mut out = Vec::new();
+    if op.path.starts_with("{A}/configuration/") && matches!(op.method, "PUT" | "DELETE") {
+        out.push(json!({"name": "If-Match", "in": "header", "required": false,
+                        "description": "The account's revision (the ac-revision of a GET); 412 when it is not the current one.",
+                        "schema": {"type": "string", "pattern": "^(?:\\*|\"?[0-9]{1,18}\"?)$"}}));
+    }
+    if op.path == "/api/oauth2/callback" {
+        for (name, required, description) in [
+            ("state", true, "What the authorization was started with; single use, 10 minutes (400 invalid_state otherwise)"),
+            ("code", false, "The authorization code (one of code and error)"),
+            ("error", false, "The authorization server's refusal (one of code and error)"),
+            ("error_description", false, "Its explanation"),
+        ] {
+            out.push(json!({"name": name, "in": "query", "required": required,
+                            "description": description,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 4096}}));
+        }
+    }
+    out
+}
+
 /// The OpenAPI 3.0 document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -368,25 +451,31 @@ pub fn document() -> Value {
         let path = full_path(op.path);
         let mut responses = Map::new();
         for s in op.statuses {
-            let content = if *s >= 400 {
-                json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}})
+            let schema = if *s >= 400 {
+                schema_ref("Error")
             } else {
-                json!({"application/json": {}})
+                schema_ref(op.answer)
             };
-            responses.insert(
-                s.to_string(),
-                json!({"description": reason(*s), "content": content}),
-            );
+            // why: a URI over the limit is refused by the HTTP server itself, before the
+            // router, with no body.
+            let response = if *s == 414 {
+                json!({"description": reason(*s)})
+            } else {
+                json!({"description": reason(*s), "content": {"application/json": {"schema": schema}}})
+            };
+            responses.insert(s.to_string(), response);
         }
+        let mut parameters: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(path_parameter)
+            .collect();
+        parameters.extend(other_parameters(op));
         let mut operation = json!({
             "summary": op.summary,
             "operationId": format!("{} {}", op.method, path),
             "responses": responses,
-            "parameters": path
-                .split('/')
-                .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-                .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-                .collect::<Vec<_>>(),
+            "parameters": parameters,
             "security": match op.auth {
                 Auth::None => json!([]),
                 Auth::Bearer => json!([{"bearer": []}]),
@@ -395,11 +484,20 @@ pub fn document() -> Value {
         });
         match op.body {
             Body::None => {}
-            Body::Json(schema) => {
-                operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"description": schema}}}})
+            Body::Json(schema) | Body::OptionalJson(schema) => {
+                operation["requestBody"] = json!({
+                    "required": matches!(op.body, Body::Json(_)),
+                    "content": {"application/json": {"schema": schema_ref(schema)}},
+                })
             }
-            Body::Multipart(fields) => {
-                operation["requestBody"] = json!({"required": true, "content": {"multipart/form-data": {"schema": {"description": fields}}}})
+            Body::Multipart(schema) => {
+                let mut content = json!({"schema": schema_ref(schema)});
+                if schema != "P12TestFile" {
+                    content["encoding"] =
+                        json!({"certificate": {"contentType": "application/json"}});
+                }
+                operation["requestBody"] =
+                    json!({"required": true, "content": {"multipart/form-data": content}})
             }
         }
         let entry = paths.entry(path).or_insert_with(|| json!({}));
@@ -416,10 +514,7 @@ pub fn document() -> Value {
                 "appKey": {"type": "apiKey", "in": "header", "name": "Authorization",
                            "description": "OAuth 1.0a (RFC 5849) HMAC-SHA1 signature"},
             },
-            "schemas": {
-                "Error": {"type": "object", "required": ["code", "message", "requestId"], "properties": {
-                    "code": {"type": "string"}, "message": {"type": "string"}, "requestId": {"type": "string"}}},
-            },
+            "schemas": schemas::components(),
         },
     })
 }

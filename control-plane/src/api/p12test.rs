@@ -126,7 +126,12 @@ pub(crate) async fn read_upload(
                 })?;
                 password = Some(Secret::new(text));
             }
-            _ => {}
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_upload",
+                    "unknown field: the test takes the fields 'file' and 'password' only",
+                ))
+            }
         }
     }
     let file = file

@@ -585,7 +585,7 @@ async fn every_operation_answers_a_documented_status() {
             }
             let req = match op.body {
                 openapi::Body::None => req.body(Body::empty()),
-                openapi::Body::Json(_) => req
+                openapi::Body::Json(_) | openapi::Body::OptionalJson(_) => req
                     .header("content-type", "application/json")
                     .body(Body::from("{}")),
                 openapi::Body::Multipart(_) => req
