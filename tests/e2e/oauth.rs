@@ -530,6 +530,12 @@ async fn authorization_code_with_and_without_pkce_through_the_callback() {
         ("state=never-issued&code=x", 400, "invalid_state"),
         ("code=x", 400, "invalid_callback"),
         ("state=a&state=b&code=x", 400, "invalid_callback"),
+        // Over the 4,096 characters a parameter may have (4,097 'é', percent-encoded).
+        (
+            &format!("state=x&code={}", "%C3%A9".repeat(4097)),
+            400,
+            "invalid_callback",
+        ),
     ] {
         let r = stack
             .client

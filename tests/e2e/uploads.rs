@@ -1,7 +1,8 @@
 //! Certificate uploads: files from real tools work end to end; bad files and an unreachable
 //! Vault are refused and store nothing.
 
-use serde_json::Value;
+use reqwest::multipart::{Form, Part};
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::harness::{error_code, Stack, TOKEN};
@@ -109,6 +110,43 @@ async fn bad_uploads_are_refused_and_store_nothing() {
 
     let r = stack.upload(ACCOUNT, "empty", Vec::new(), "right").await;
     assert_eq!(error_code(r).await, (422, "p12_empty".into()));
+
+    // A field besides `file` and `certificate` (by file), or `file` and `password` (the
+    // tester): refused, not ignored.
+    let token = stack.token_for(ACCOUNT).await;
+    for (path, form) in [
+        (
+            "certificates/by-file",
+            Form::new()
+                .part("file", Part::bytes(good.clone()).file_name("c.p12"))
+                .text(
+                    "certificate",
+                    json!({"name": "extra", "password": "right"}).to_string(),
+                )
+                .text("displayName", "extra"),
+        ),
+        (
+            "p12-test/multipart",
+            Form::new()
+                .part("file", Part::bytes(good.clone()).file_name("c.p12"))
+                .text("password", "right")
+                .text("passphrase", "right"),
+        ),
+    ] {
+        let r = stack
+            .client
+            .post(format!("{}/mtls/account/{ACCOUNT}/{path}", stack.api))
+            .bearer_auth(&token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            error_code(r).await,
+            (400, "invalid_upload".into()),
+            "{path}"
+        );
+    }
 
     // A body over the upload limit (1 MiB by default).
     let r = stack
