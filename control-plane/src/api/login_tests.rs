@@ -227,6 +227,36 @@ async fn hashing_is_bounded_and_a_saturated_pool_answers_503() {
     );
 }
 
+/// User creation hashes its password in the same bounded slots as logins: with every slot
+/// taken, a creation waits its two seconds and gets 503 `hashing_busy`, and no user is made.
+#[tokio::test]
+async fn user_creation_hashes_in_the_bounded_slots() {
+    let env = env().await;
+    let s = &env.state;
+    let create = || async {
+        let body = json!({"username": "erin", "password": "erin-password-1"});
+        super::tests::call(
+            s,
+            Method::POST,
+            "/api/account/a/users",
+            Some(super::tests::DEV),
+            Some(body),
+        )
+        .await
+    };
+    let all = super::HASHING_SLOTS as u32;
+    let held = s.hashing.clone().acquire_many_owned(all).await.unwrap();
+    let (st, v) = create().await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("hashing_busy"))
+    );
+    assert!(s.store.user_named("a", "erin").await.unwrap().is_none());
+    drop(held);
+    assert_eq!(create().await.0, StatusCode::CREATED);
+    assert!(s.store.user_named("a", "erin").await.unwrap().is_some());
+}
+
 /// Finding 12: the last-admin check raced with the delete. Two admins deleting each other at
 /// the same moment: exactly one delete succeeds, the account keeps an admin.
 #[tokio::test]

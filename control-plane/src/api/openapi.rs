@@ -115,7 +115,7 @@ pub const OPERATIONS: &[Operation] = &[
         Auth::Bearer,
         Body::Json("NewUser"),
         "User",
-        [201, 400, 401, 403, 409, 413, 415]
+        [201, 400, 401, 403, 409, 413, 415, 503]
     ),
     op!(
         "DELETE",
@@ -396,8 +396,9 @@ fn reason(status: u16) -> &'static str {
         429 => "Too many attempts or pending requests; see Retry-After",
         502 => "The token endpoint refused the exchange or failed",
         503 => {
-            "Secret store unavailable, (login) too many logins at once, or (key-store uploads, \
-             the P12 tester) too many key stores being opened at once (busy, Retry-After)"
+            "Secret store unavailable, (login, user creation) too many passwords being hashed at \
+             once, or (key-store uploads, the P12 tester) too many key stores being opened at \
+             once (busy, Retry-After)"
         }
         _ => "",
     }

@@ -70,6 +70,29 @@ pub struct NewUser {
     privileges: Option<Vec<String>>,
 }
 
+/// One of the bounded slots every password hash (login, user creation) runs in: waits up to
+/// two seconds for one, then answers 503 `code` with `Retry-After: 1`.
+async fn hashing_slot(
+    state: &AppState,
+    code: &'static str,
+    why: &'static str,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.hashing.clone().acquire_owned(),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            format!("{why}; try again shortly"),
+        )
+        .retry_after(1)),
+    }
+}
+
 /// `POST /api/account/{account}/users` (admins only).
 pub async fn create(
     State(state): State<AppState>,
@@ -82,23 +105,35 @@ pub async fn create(
     check_username(&input.username)?;
     check_password(&input.password)?;
     let privileges = check_privileges(input.privileges, &privilege::RUNTIME)?;
+    // why: an Argon2id hash takes tens of milliseconds and 19 MiB; unbounded, a flood of
+    // creations (one admin is enough) would take every core and the memory with it. The
+    // slots are the ones logins use.
+    let permit = hashing_slot(
+        &state,
+        "hashing_busy",
+        "too many passwords being hashed at once",
+    )
+    .await?;
     let password = input.password;
-    let hash = tokio::task::spawn_blocking(move || identity::hash_password(&password))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-        })?
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-        })?;
+    let hash = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        identity::hash_password(&password)
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })?
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })?;
     let user = state
         .store
         .insert_user(
@@ -211,19 +246,7 @@ pub async fn login(
     } else {
         None
     };
-    let Ok(Ok(permit)) = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        state.hashing.clone().acquire_owned(),
-    )
-    .await
-    else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "login_busy",
-            "too many logins at once; try again shortly",
-        )
-        .retry_after(1));
-    };
+    let permit = hashing_slot(&state, "login_busy", "too many logins at once").await?;
     let password = input.password;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let ok = tokio::task::spawn_blocking(move || {
