@@ -61,35 +61,48 @@ pub async fn create(
     let access_token = format!("{}-{}", account, hex::encode(random::bytes::<16>()));
     let consumer_secret = Secret::new(token(&random::bytes::<32>()));
     let token_secret = Secret::new(token(&random::bytes::<32>()));
-    let row = {
-        let _w = state.store.write_lock().await;
-        let mut tx = state.store.begin().await?;
-        state
-            .quotas
-            .check(&mut tx, &account, Counted::AppKeys, 1)
-            .await?;
-        let row = Store::insert_appkey(
-            &mut tx,
-            &account,
-            &consumer_key,
-            &access_token,
-            &privileges,
-            &principal.describe(),
-        )
-        .await?;
-        state
-            .secrets
-            .put_appkey(&account, row.id, &consumer_secret, &token_secret)
-            .await?;
-        Store::commit_or_undo(tx, || state.secrets.delete_appkey(&account, row.id)).await?;
-        row
-    };
-    state.appkeys.insert(AppKey {
-        row: row.clone(),
-        consumer_secret: consumer_secret.clone(),
-        token_secret: token_secret.clone(),
-    });
-    state.reconciler.kick();
+    // The write runs to its end in a task of its own (`detached`): a request dropped between
+    // the secret store and the commit still commits or undoes, and the gateway's view
+    // (`state.appkeys`) always follows what was committed.
+    let row = super::detached({
+        let state = state.clone();
+        let account = account.clone();
+        let by = principal.describe();
+        let (consumer_secret, token_secret) = (consumer_secret.clone(), token_secret.clone());
+        async move {
+            let row = {
+                let _w = state.store.write_lock().await;
+                let mut tx = state.store.begin().await?;
+                state
+                    .quotas
+                    .check(&mut tx, &account, Counted::AppKeys, 1)
+                    .await?;
+                let row = Store::insert_appkey(
+                    &mut tx,
+                    &account,
+                    &consumer_key,
+                    &access_token,
+                    &privileges,
+                    &by,
+                )
+                .await?;
+                state
+                    .secrets
+                    .put_appkey(&account, row.id, &consumer_secret, &token_secret)
+                    .await?;
+                Store::commit_or_undo(tx, || state.secrets.delete_appkey(&account, row.id)).await?;
+                row
+            };
+            state.appkeys.insert(AppKey {
+                row: row.clone(),
+                consumer_secret,
+                token_secret,
+            });
+            state.reconciler.kick();
+            Ok(row)
+        }
+    })
+    .await?;
     tracing::info!(account, appkey = row.id, by = %principal.describe(), "AppKey created");
     let mut v = view(&row);
     if let Some(o) = v.as_object_mut() {
@@ -126,22 +139,33 @@ pub async fn revoke(
 ) -> Result<JsonOut<Value>, ApiError> {
     check_account(&account)?;
     principal.require_admin(&account)?;
-    {
-        let _w = state.store.write_lock().await;
-        let mut tx = state.store.begin().await?;
-        if !Store::revoke_appkey(&mut tx, &account, id).await? {
-            return Err(ApiError::not_found(format!(
-                "no AppKey {id} in this account"
-            )));
+    // Detached: once the revocation is committed, the gateway's view loses the key whatever
+    // happens to the request.
+    super::detached({
+        let state = state.clone();
+        let account = account.clone();
+        async move {
+            {
+                let _w = state.store.write_lock().await;
+                let mut tx = state.store.begin().await?;
+                if !Store::revoke_appkey(&mut tx, &account, id).await? {
+                    return Err(ApiError::not_found(format!(
+                        "no AppKey {id} in this account"
+                    )));
+                }
+                tx.commit().await.map_err(crate::store::StoreError::from)?;
+            }
+            // Revoked in the store and in memory first; a Vault failure only leaves unused
+            // secrets.
+            state.appkeys.remove(&account, id);
+            state.reconciler.kick();
+            if let Err(e) = state.secrets.delete_appkey(&account, id).await {
+                tracing::warn!(appkey = id, error = %e, "revoked, but its secrets could not be removed from Vault");
+            }
+            Ok(())
         }
-        tx.commit().await.map_err(crate::store::StoreError::from)?;
-    }
-    // Revoked in the store and in memory first; a Vault failure only leaves unused secrets.
-    state.appkeys.remove(&account, id);
-    state.reconciler.kick();
-    if let Err(e) = state.secrets.delete_appkey(&account, id).await {
-        tracing::warn!(appkey = id, error = %e, "revoked, but its secrets could not be removed from Vault");
-    }
+    })
+    .await?;
     tracing::info!(account, appkey = id, by = %principal.describe(), "AppKey revoked");
     Ok(JsonOut(json!({"id": id, "revoked": true})))
 }

@@ -400,3 +400,34 @@ async fn a_request_dropped_before_a_failing_commit_still_undoes_its_write() {
     let kept = s.secrets.get_credential("a", id, 1).await.unwrap().unwrap();
     assert_eq!(kept["password"], "Old-Pass-1x");
 }
+
+/// An AppKey creation dropped at its secret store write still commits, and the gateway's view
+/// of AppKeys (what the snapshot carries) has the key the database has.
+#[tokio::test]
+async fn an_appkey_creation_dropped_halfway_still_reaches_the_gateways_view() {
+    let env = setup().await;
+    let s = &env.state;
+    let mut request = Box::pin(call(
+        s,
+        Method::POST,
+        "/api/account/a/appkeys",
+        Some(DEV),
+        None,
+    ));
+    tokio::select! {
+        answer = &mut request => panic!("answered before its write: {answer:?}"),
+        () = env.memory.hold_writes_until_one_arrives() => {}
+    }
+    drop(request);
+    env.memory.open_gate();
+    drop(s.store.write_lock().await);
+    eventually(
+        "the dropped AppKey creation committed and is known",
+        || async {
+            let rows = s.store.appkeys("a").await.unwrap();
+            let known: Vec<i64> = s.appkeys.all().iter().map(|k| k.row.id).collect();
+            rows.len() == 1 && known == vec![rows[0].id]
+        },
+    )
+    .await;
+}
