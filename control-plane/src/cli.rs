@@ -68,6 +68,17 @@ pub struct PkiIssueGateway {
     pub node_id: String,
 }
 
+/// `mtlsgate pki issue-control-plane`
+#[derive(clap::Args, Debug)]
+pub struct PkiIssueControlPlane {
+    /// The PKI directory made by `mtlsgate pki init`.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Another DNS name or IP address gateways reach the control planes by (repeatable).
+    #[arg(long = "control-plane-name")]
+    pub control_plane_names: Vec<String>,
+}
+
 /// Creates the link PKI: CA, control plane certificate, and the gateways asked for.
 pub fn pki_init(args: PkiInit) -> Result<(), CliError> {
     crate::pki::init(&args.dir, &args.control_plane_names)?;
@@ -86,6 +97,16 @@ pub fn pki_init(args: PkiInit) -> Result<(), CliError> {
 pub fn pki_issue_gateway(args: PkiIssueGateway) -> Result<(), CliError> {
     let out = crate::pki::issue_gateway(&args.dir, &args.node_id)?;
     println!("issued gateway {:?}: {}", args.node_id, out.display());
+    Ok(())
+}
+
+/// Replaces the control planes' certificate; running control planes take it within a second.
+pub fn pki_issue_control_plane(args: PkiIssueControlPlane) -> Result<(), CliError> {
+    crate::pki::issue_control_plane(&args.dir, &args.control_plane_names)?;
+    println!(
+        "issued the control plane's certificate: {}",
+        args.dir.join("control-plane.pem").display()
+    );
     Ok(())
 }
 

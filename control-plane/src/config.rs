@@ -14,6 +14,17 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
+    /// The management API's certificate chain (PEM): with `--tls-key`, the API (and the
+    /// health check) is served over HTTPS only, and the files are read again when they
+    /// change. Without them the API is plain HTTP, which is allowed on a loopback
+    /// `--http-addr` only: passwords, tokens and P12 files cross it.
+    #[arg(long, env = "MTLSGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "MTLSGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Address of the xDS (ADS) gRPC server Envoy connects to (mutual TLS).
     #[arg(long, env = "MTLSGATE_XDS_ADDR", default_value = "127.0.0.1:18000")]
     pub xds_addr: SocketAddr,
@@ -213,12 +224,26 @@ impl ServeConfig {
             .unwrap_or_else(|| self.http_addr.to_string())
     }
 
+    /// The API's certificate and key files, when it serves HTTPS.
+    pub fn api_tls(&self) -> Option<(PathBuf, PathBuf)> {
+        self.tls_cert.clone().zip(self.tls_key.clone())
+    }
+
+    /// The scheme this API is served with.
+    fn api_scheme(&self) -> &'static str {
+        if self.api_tls().is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Where authorization servers send users back to.
     pub fn oauth_redirect_uri(&self) -> String {
         let base = self
             .public_api_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.public_api()));
+            .unwrap_or_else(|| format!("{}://{}", self.api_scheme(), self.public_api()));
         format!("{}/api/oauth2/callback", base.trim_end_matches('/'))
     }
 

@@ -42,6 +42,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("random", 6),
     ("pki", 6),
     ("link_tls", 6),
+    ("server_tls", 6),
     ("address_policy", 6),
     ("guarded_dns", 6),
 ];

@@ -46,9 +46,11 @@
 //!      ranges only where the operator allowed them, its own endpoints never) and
 //!      `guarded_dns` (name lookups checked against it; who connects gets the checked
 //!      addresses, never the name).
-//!    - `pki` (the link CA and the certificates of control planes and gateways) and
+//!    - `pki` (the link CA and the certificates of control planes and gateways),
 //!      `link_tls` (the mutual-TLS listeners of ADS and the feed: a gateway certificate of
-//!      the link CA required, its node id read from it).
+//!      the link CA required, its node id read from it) and `server_tls` (TLS server
+//!      configurations that follow their files, so certificates rotate without a restart,
+//!      and the accept loop that hands each connection the current one).
 //!
 //! # From a mapping write to the gateway's decision
 //! 1. `api::mappings` validates the body (URL, certificate and credential in the same
@@ -103,6 +105,7 @@ mod reconciler;
 mod rejections;
 mod secret;
 mod secret_store;
+mod server_tls;
 mod store;
 mod tls_versions;
 mod xds;

@@ -40,6 +40,9 @@ enum PkiCommand {
     Init(mtlsgate::cli::PkiInit),
     /// Issue (or replace) the certificate of one gateway.
     IssueGateway(mtlsgate::cli::PkiIssueGateway),
+    /// Replace the control planes' certificate (running control planes pick it up by
+    /// themselves, for their next connections).
+    IssueControlPlane(mtlsgate::cli::PkiIssueControlPlane),
 }
 
 #[derive(Subcommand)]
@@ -87,6 +90,9 @@ fn main() -> std::process::ExitCode {
             Command::Pki {
                 command: PkiCommand::IssueGateway(args),
             } => Ok(mtlsgate::cli::pki_issue_gateway(args)?),
+            Command::Pki {
+                command: PkiCommand::IssueControlPlane(args),
+            } => Ok(mtlsgate::cli::pki_issue_control_plane(args)?),
         }
     });
     match result {

@@ -30,8 +30,10 @@ pub enum ServeError {
     TokenRoots(String, std::io::Error),
     #[error("OAuth 2.0 client: {0}")]
     OAuthClient(#[from] crate::oauth2::ClientError),
-    #[error("link TLS: {0}")]
-    LinkTls(#[from] crate::link_tls::LinkTlsError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::server_tls::ServerTlsError),
+    #[error("--http-addr {0} is not a loopback address: give --tls-cert and --tls-key (the API carries passwords, tokens and P12 files; plain HTTP is for loopback only)")]
+    PlaintextApi(std::net::SocketAddr),
 }
 
 /// The deployment's own endpoints a tenant's URL must never reach, whatever range the
@@ -61,7 +63,18 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     }
     // The links to gateways are mutual TLS or nothing: fail at start, not at the first
     // gateway, when the files are missing or wrong.
-    let link_tls = crate::link_tls::server_config(&cfg.link_files())?;
+    let link_tls = crate::link_tls::reloading(cfg.link_files())?;
+    let api_tls = match cfg.api_tls() {
+        Some((cert, key)) => Some(crate::server_tls::Reloading::new(
+            "api",
+            vec![cert.clone(), key.clone()],
+            move || crate::server_tls::plain_server_config(&cert, &key),
+        )?),
+        None if !cfg.http_addr.ip().is_loopback() => {
+            return Err(ServeError::PlaintextApi(cfg.http_addr))
+        }
+        None => None,
+    };
     let store = Store::open(&cfg.database).await?;
     let secrets = Secrets::new(Arc::new(OpenBao::new(
         &cfg.vault_addr,
@@ -91,8 +104,9 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         api_scheme: if cfg
             .public_api_url
             .as_deref()
-            .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"))
-        {
+            .map_or(api_tls.is_some(), |u| {
+                u.to_ascii_lowercase().starts_with("https://")
+            }) {
             api::auth::Scheme::Https
         } else {
             api::auth::Scheme::Http
@@ -140,9 +154,12 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     let http = bind(cfg.http_addr).await?;
     let xds = bind(cfg.xds_addr).await?;
     let feed = bind(cfg.feed_addr).await?;
-    tracing::info!(http = %cfg.http_addr, xds = %cfg.xds_addr, feed = %cfg.feed_addr, database = %cfg.database.display(), "mtlsgate control plane listening (xDS and feed: mutual TLS)");
+    tracing::info!(http = %cfg.http_addr, api_tls = api_tls.is_some(), xds = %cfg.xds_addr, feed = %cfg.feed_addr, database = %cfg.database.display(), "mtlsgate control plane listening (xDS and feed: mutual TLS)");
+    // The watches run as long as the process: a certificate rotated in place applies to the
+    // next connection.
+    let _link_watch = link_tls.watch();
     let feed_task = tokio::spawn(serve_feed(
-        crate::link_tls::incoming(feed, link_tls.clone()),
+        crate::server_tls::incoming(feed, link_tls.clone()),
         feed_app,
     ));
 
@@ -150,6 +167,11 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     let mut http_stop = stop_rx.clone();
     let mut xds_stop = stop_rx;
     let http_task = tokio::spawn(async move {
+        if let Some(tls) = api_tls {
+            let _api_watch = tls.watch();
+            serve_api_tls(crate::server_tls::incoming(http, tls), app, http_stop).await;
+            return Ok(());
+        }
         // why: without TCP_NODELAY small answers wait out Nagle against Envoy's delayed ACK
         // (~40 ms per change; docs/benchmarks.md).
         use axum::serve::ListenerExt;
@@ -170,7 +192,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(ads.into_service())
-            .serve_with_incoming_shutdown(crate::link_tls::incoming(xds, link_tls), async move {
+            .serve_with_incoming_shutdown(crate::server_tls::incoming(xds, link_tls), async move {
                 let _ = xds_stop.wait_for(|s| *s).await;
             }),
     );
@@ -205,6 +227,41 @@ async fn serve_feed(
             let _ =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+        });
+    }
+}
+
+/// Serves the API on the TLS streams of `incoming` until `stop`, each request knowing its
+/// peer's address (login attempts are counted by it).
+async fn serve_api_tls(
+    mut incoming: tokio_stream::wrappers::ReceiverStream<
+        std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    >,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    loop {
+        let tls = tokio::select! {
+            next = incoming.next() => match next {
+                Some(Ok(tls)) => tls,
+                Some(Err(_)) => continue,
+                None => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok(peer) = tls.get_ref().0.peer_addr() else {
+            continue;
+        };
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        tokio::spawn(async move {
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
                     .await;
         });
     }

@@ -184,6 +184,10 @@ pub struct Options {
     pub forward_timeout_seconds: u64,
     /// The bootstrap's `FORWARD_MAX_BODY_BYTES` (as `scripts/up`: 8 MiB).
     pub forward_max_body_bytes: u64,
+    /// Serve the API over HTTPS (`--tls-cert`/`--tls-key`: the link PKI's control-plane
+    /// certificate); `api` is then `https://…` and `client` trusts the link CA. The gateway's
+    /// management route still speaks plain HTTP to the API, so only the API is for use then.
+    pub api_tls: bool,
 }
 
 impl Default for Options {
@@ -201,6 +205,7 @@ impl Default for Options {
             upstream_limits: None,
             forward_timeout_seconds: 60,
             forward_max_body_bytes: 8 * 1024 * 1024,
+            api_tls: false,
         }
     }
 }
@@ -267,6 +272,16 @@ impl Stack {
             .output()
             .expect("mtlsgate pki init");
         assert!(made.status.success(), "pki init: {made:?}");
+        let client = if opts.api_tls {
+            let ca = std::fs::read(pki.join("ca.pem")).expect("ca.pem");
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA"))
+                .build()
+                .expect("client")
+        } else {
+            client
+        };
         let admin_port = free_port();
         // With a hosts file: the control plane in its own mount namespace, that file
         // bind-mounted over /etc/hosts (glibc reads it on every lookup).
@@ -297,6 +312,16 @@ impl Stack {
                     vec!["--egress-allow".to_owned(), opts.egress_allow.join(",")]
                 })
                 .args(["--http-addr", &format!("127.0.0.1:{api_port}")])
+                .args(if opts.api_tls {
+                    vec![
+                        "--tls-cert".to_owned(),
+                        pki.join("control-plane.pem").to_string_lossy().into_owned(),
+                        "--tls-key".to_owned(),
+                        pki.join("control-plane.key").to_string_lossy().into_owned(),
+                    ]
+                } else {
+                    vec![]
+                })
                 .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
                 .args(["--feed-addr", &format!("127.0.0.1:{feed_port}")])
                 .args([
@@ -359,7 +384,8 @@ impl Stack {
                     "info,mtlsgate=debug,vaultrs=off,rustify=off",
                 ),
         );
-        let api = format!("http://127.0.0.1:{api_port}");
+        let scheme = if opts.api_tls { "https" } else { "http" };
+        let api = format!("{scheme}://127.0.0.1:{api_port}");
         wait_ok(&client, &format!("{api}/healthz"), &mut control_plane).await;
 
         let template = std::fs::read_to_string(root().join("envoy/bootstrap.yaml"))

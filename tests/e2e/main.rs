@@ -11,6 +11,7 @@ mod pki;
 mod tools;
 mod upstream;
 
+mod api_tls;
 mod bad_material;
 mod contract;
 mod credentials;

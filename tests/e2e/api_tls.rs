@@ -1,0 +1,153 @@
+//! The control plane's own certificates: the management API over HTTPS (`--tls-cert`,
+//! `--tls-key`), plain HTTP refused off loopback, and a certificate rotated in place
+//! (`mtlsgate pki issue-control-plane`) presented by the API and the gateway links on their
+//! next connections, without a restart.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::{component, Options, Stack};
+
+/// The DER of the first certificate of a PEM file.
+fn der_of_pem(pem: &str) -> Vec<u8> {
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("base64")
+}
+
+/// The certificate a fresh connection to `url` is shown (a new client: no pooled connection).
+async fn served_certificate(
+    ca_pem: &str,
+    identity: Option<(String, String)>,
+    url: &str,
+) -> Vec<u8> {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA");
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only([ca])
+        .tls_info(true);
+    if let Some((cert, key)) = identity {
+        b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
+    }
+    let r = b.build().unwrap().get(url).send().await.expect("request");
+    r.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+        .expect("the peer's certificate")
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_https_and_a_rotated_certificate_is_served_without_a_restart() {
+    let mut stack = Stack::start_with(Options {
+        api_tls: true,
+        ..Options::default()
+    })
+    .await;
+    assert!(stack.api.starts_with("https://"));
+    let ca = stack.link_ca();
+    let cert_file = stack.pki.join("control-plane.pem");
+    let first = der_of_pem(&std::fs::read_to_string(&cert_file).unwrap());
+
+    // HTTPS answers; plain HTTP on the same port gets no answer.
+    let r = stack
+        .client
+        .get(format!("{}/healthz", stack.api))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(r.status(), 200);
+    let plain = stack.api.replacen("https://", "http://", 1);
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{plain}/healthz"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .is_err(),
+        "plain HTTP was answered"
+    );
+    let healthz = format!("{}/healthz", stack.api);
+    assert_eq!(served_certificate(&ca, None, &healthz).await, first);
+    // The feed (mutual TLS) shows the same certificate to a gateway.
+    let node = stack.envoy_node_id().await;
+    let gateway = stack.gateway_identity(&node);
+    let feed = format!("{}/healthz", stack.feed);
+    assert_eq!(
+        served_certificate(&ca, Some(gateway.clone()), &feed).await,
+        first
+    );
+
+    // Rotated in place: the API and the links present the new one on new connections.
+    let out = Command::new(&stack.mtlsgate_bin)
+        .args(["pki", "issue-control-plane", "--dir"])
+        .arg(&stack.pki)
+        .output()
+        .expect("issue-control-plane");
+    assert!(out.status.success(), "{out:?}");
+    let second = der_of_pem(&std::fs::read_to_string(&cert_file).unwrap());
+    assert_ne!(first, second);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let api = served_certificate(&ca, None, &healthz).await;
+        let link = served_certificate(&ca, Some(gateway.clone()), &feed).await;
+        if api == second && link == second {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rotated certificate was not served within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stack.all_alive(), "a process of the stack stopped");
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused_at_start() {
+    let bin = component("MTLSGATE_BIN", "target/release/mtlsgate");
+    let pki = std::env::temp_dir().join(format!(
+        "mtlsgate-api-tls-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let _ = std::fs::remove_dir_all(&pki);
+    let made = Command::new(&bin)
+        .args(["pki", "init", "--dir"])
+        .arg(&pki)
+        .output()
+        .expect("pki init");
+    assert!(made.status.success(), "{made:?}");
+    let out = Command::new(&bin)
+        .args(["serve", "--http-addr", "0.0.0.0:1"])
+        .arg("--link-cert-file")
+        .arg(pki.join("control-plane.pem"))
+        .arg("--link-key-file")
+        .arg(pki.join("control-plane.key"))
+        .arg("--link-ca-file")
+        .arg(pki.join("ca.pem"))
+        .env("VAULT_TOKEN", "unused")
+        .output()
+        .expect("mtlsgate serve");
+    let _ = std::fs::remove_dir_all(&pki);
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("is not a loopback address"),
+        "no clear refusal: {text}"
+    );
+}
