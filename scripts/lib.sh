@@ -20,13 +20,22 @@ WBG_RUNNER="$ROOT/.tools/bin/wasm-bindgen-test-runner"
 log() { printf '\033[1m==> [%4ds] %s\033[0m\n' "$SECONDS" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# Envoy's plain transport socket (YAML flow style, one line).
+RAW_TRANSPORT='{name: envoy.transport_sockets.raw_buffer, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}'
+
 # render_bootstrap OUT KEY=VALUE... : fills envoy/bootstrap.yaml's ${KEY} placeholders.
+# GATEWAY_TRANSPORT and CONTROL_API_TRANSPORT default to plain: loopback only.
 render_bootstrap() {
   local out="$1"; shift
-  python3 - "$ROOT/envoy/bootstrap.yaml" "$out" "$@" <<'PY'
+  python3 - "$ROOT/envoy/bootstrap.yaml" "$out" "GATEWAY_TRANSPORT=$RAW_TRANSPORT" \
+    "CONTROL_API_TRANSPORT=$RAW_TRANSPORT" "$@" <<'PY'
 import re, sys
 src, out, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
 values = dict(p.split("=", 1) for p in pairs)
+if values.get("LISTEN_ADDRESS", "").strip("[]") not in ("127.0.0.1", "::1", "localhost") \
+        and "raw_buffer" in values["GATEWAY_TRANSPORT"]:
+    sys.exit("render_bootstrap: a gateway listening on %s needs GATEWAY_TRANSPORT (TLS): "
+             "plain HTTP is for loopback only" % values.get("LISTEN_ADDRESS"))
 text = open(src).read()
 missing = sorted(set(re.findall(r"\$\{([A-Z_]+)\}", text)) - set(values))
 if missing:

@@ -1,12 +1,14 @@
-//! The control plane's own certificates: the management API over HTTPS (`--tls-cert`,
-//! `--tls-key`), plain HTTP refused off loopback, and a certificate rotated in place
-//! (`mtlsgate pki issue-control-plane`) presented by the API and the gateway links on their
-//! next connections, without a restart.
+//! TLS on the caller-facing listeners, and certificates rotated in place: the management API
+//! over HTTPS (`--tls-cert`, `--tls-key`), the gateway's listener over TLS with its route to
+//! the API verifying the API's certificate, plain HTTP refused off loopback, and a
+//! certificate rotated in place (`mtlsgate pki issue-control-plane`) presented by the API,
+//! the gateway links and the gateway's listener on their next connections, without a restart.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::{component, Options, Stack};
+use crate::pki::Ca;
 
 /// The DER of the first certificate of a PEM file.
 fn der_of_pem(pem: &str) -> Vec<u8> {
@@ -45,9 +47,10 @@ async fn served_certificate(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_is_https_and_a_rotated_certificate_is_served_without_a_restart() {
+async fn callers_reach_the_api_and_the_gateway_over_tls_and_rotated_certificates_are_served_without_a_restart(
+) {
     let mut stack = Stack::start_with(Options {
-        api_tls: true,
+        tls: true,
         ..Options::default()
     })
     .await;
@@ -85,7 +88,24 @@ async fn the_api_is_https_and_a_rotated_certificate_is_served_without_a_restart(
         first
     );
 
-    // Rotated in place: the API and the links present the new one on new connections.
+    // The gateway's listener is TLS too, and a tenant's upload through it reaches the API over
+    // TLS (the gateway's route verifies the API's certificate).
+    assert!(stack.gateway.starts_with("https://"));
+    let gateway_healthz = format!("{}/healthz", stack.gateway);
+    assert_eq!(served_certificate(&ca, None, &gateway_healthz).await, first);
+    let partner_ca = Ca::new("partner");
+    let id = stack
+        .upload_ok(
+            "5005",
+            "over-tls",
+            partner_ca.client("c").p12(&partner_ca, "pw"),
+            "pw",
+        )
+        .await;
+    assert!(id > 0);
+
+    // Rotated in place: the API, the links and the gateway's listener present the new one on
+    // new connections.
     let out = Command::new(&stack.mtlsgate_bin)
         .args(["pki", "issue-control-plane", "--dir"])
         .arg(&stack.pki)
@@ -98,7 +118,8 @@ async fn the_api_is_https_and_a_rotated_certificate_is_served_without_a_restart(
     loop {
         let api = served_certificate(&ca, None, &healthz).await;
         let link = served_certificate(&ca, Some(gateway.clone()), &feed).await;
-        if api == second && link == second {
+        let listener = served_certificate(&ca, None, &gateway_healthz).await;
+        if api == second && link == second && listener == second {
             break;
         }
         assert!(

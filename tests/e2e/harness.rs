@@ -11,6 +11,12 @@ use serde_json::{json, Value};
 
 pub const TOKEN: &str = "e2e-admin-token";
 
+/// Envoy's transport sockets for the bootstrap's `*_TRANSPORT` placeholders (YAML flow style;
+/// `scripts/lib.sh` has the plain one too).
+const RAW_TRANSPORT: &str = r#"{name: envoy.transport_sockets.raw_buffer, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}"#;
+const DOWNSTREAM_TLS: &str = r#"{name: envoy.transport_sockets.tls, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, common_tls_context: {alpn_protocols: [h2, http/1.1], tls_certificate_sds_secret_configs: [{name: mtlsgate_gateway_listener, sds_config: {resource_api_version: V3, path_config_source: {path: SDS, watched_directory: {path: DIR}}}}]}}}"#;
+const UPSTREAM_API_TLS: &str = r#"{name: envoy.transport_sockets.tls, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: mtlsgate-control-plane, common_tls_context: {alpn_protocols: [h2], validation_context: {trusted_ca: {filename: CA}, match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: mtlsgate-control-plane}}]}}}}"#;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -184,10 +190,12 @@ pub struct Options {
     pub forward_timeout_seconds: u64,
     /// The bootstrap's `FORWARD_MAX_BODY_BYTES` (as `scripts/up`: 8 MiB).
     pub forward_max_body_bytes: u64,
-    /// Serve the API over HTTPS (`--tls-cert`/`--tls-key`: the link PKI's control-plane
-    /// certificate); `api` is then `https://…` and `client` trusts the link CA. The gateway's
-    /// management route still speaks plain HTTP to the API, so only the API is for use then.
-    pub api_tls: bool,
+    /// Every caller-facing listener over TLS, with the link PKI's control-plane certificate
+    /// (a server certificate for 127.0.0.1): the API (`--tls-cert`/`--tls-key`), the
+    /// gateway's listener (`GATEWAY_TRANSPORT`, file-based SDS) and the gateway's route to
+    /// the API (`CONTROL_API_TRANSPORT`). `api` and `gateway` are then `https://…` and
+    /// `client` trusts the link CA.
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -205,7 +213,7 @@ impl Default for Options {
             upstream_limits: None,
             forward_timeout_seconds: 60,
             forward_max_body_bytes: 8 * 1024 * 1024,
-            api_tls: false,
+            tls: false,
         }
     }
 }
@@ -272,7 +280,7 @@ impl Stack {
             .output()
             .expect("mtlsgate pki init");
         assert!(made.status.success(), "pki init: {made:?}");
-        let client = if opts.api_tls {
+        let client = if opts.tls {
             let ca = std::fs::read(pki.join("ca.pem")).expect("ca.pem");
             reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -312,7 +320,7 @@ impl Stack {
                     vec!["--egress-allow".to_owned(), opts.egress_allow.join(",")]
                 })
                 .args(["--http-addr", &format!("127.0.0.1:{api_port}")])
-                .args(if opts.api_tls {
+                .args(if opts.tls {
                     vec![
                         "--tls-cert".to_owned(),
                         pki.join("control-plane.pem").to_string_lossy().into_owned(),
@@ -384,12 +392,32 @@ impl Stack {
                     "info,mtlsgate=debug,vaultrs=off,rustify=off",
                 ),
         );
-        let scheme = if opts.api_tls { "https" } else { "http" };
+        let scheme = if opts.tls { "https" } else { "http" };
         let api = format!("{scheme}://127.0.0.1:{api_port}");
         wait_ok(&client, &format!("{api}/healthz"), &mut control_plane).await;
 
         let template = std::fs::read_to_string(root().join("envoy/bootstrap.yaml"))
             .expect("bootstrap template");
+        let (gateway_transport, control_api_transport) = if opts.tls {
+            // The listener's certificate by file-based SDS, read again when `pki` changes.
+            let abs = std::path::absolute(&pki).expect("pki path");
+            let sds = abs.join("listener-sds.yaml");
+            std::fs::write(
+                &sds,
+                "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: mtlsgate_gateway_listener\n  tls_certificate:\n    certificate_chain: { filename: CHAIN }\n    private_key: { filename: KEY }\n"
+                    .replace("CHAIN", &abs.join("control-plane.pem").to_string_lossy())
+                    .replace("KEY", &abs.join("control-plane.key").to_string_lossy()),
+            )
+            .expect("listener sds");
+            (
+                DOWNSTREAM_TLS
+                    .replace("SDS", &sds.to_string_lossy())
+                    .replace("DIR", &abs.to_string_lossy()),
+                UPSTREAM_API_TLS.replace("CA", &abs.join("ca.pem").to_string_lossy()),
+            )
+        } else {
+            (RAW_TRANSPORT.to_owned(), RAW_TRANSPORT.to_owned())
+        };
         let values = [
             ("NODE_ID", node.clone()),
             (
@@ -420,6 +448,8 @@ impl Stack {
             ("CONTROL_ADDRESS", "127.0.0.1".into()),
             ("XDS_PORT", xds_port.to_string()),
             ("API_PORT", api_port.to_string()),
+            ("GATEWAY_TRANSPORT", gateway_transport),
+            ("CONTROL_API_TRANSPORT", control_api_transport),
             (
                 "ACCESS_LOG",
                 dir.join("access.log").to_string_lossy().into_owned(),
@@ -471,7 +501,7 @@ impl Stack {
             tokens: Default::default(),
             mtlsgate_bin,
 
-            gateway: format!("http://127.0.0.1:{gateway_port}"),
+            gateway: format!("{scheme}://127.0.0.1:{gateway_port}"),
             vault: (format!("http://127.0.0.1:{bao_port}"), bao_token),
             api,
             admin,
