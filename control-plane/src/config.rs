@@ -55,6 +55,11 @@ pub struct ServeConfig {
     #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
     pub vault_addr: String,
 
+    /// The CA (PEM) that verifies an https `--vault-addr`'s certificate, besides the
+    /// system's roots. Plain http is accepted for a loopback address only.
+    #[arg(long, env = "VAULT_CACERT")]
+    pub vault_ca_file: Option<PathBuf>,
+
     /// Vault / OpenBao token.
     #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
     pub vault_token: Secret,

@@ -81,6 +81,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         &cfg.vault_token,
         &cfg.vault_mount,
         &cfg.vault_prefix,
+        cfg.vault_ca_file.as_deref(),
     )?));
     secrets.check().await?;
     let extra_roots = match &cfg.token_endpoint_ca_file {

@@ -189,6 +189,8 @@ async fn the_memory_store_fails_whole_while_down() {
 /// `bao server -dev` on a loopback port, killed (and its directory removed) when dropped.
 struct DevServer {
     child: Child,
+    /// With `-dev-tls`: the CA its certificate chains to.
+    ca: Option<PathBuf>,
     dir: PathBuf,
     addr: String,
     token: String,
@@ -217,6 +219,11 @@ fn bao_bin() -> PathBuf {
 }
 
 async fn dev_server() -> DevServer {
+    dev_server_with(false).await
+}
+
+/// A dev server; with `tls`, over https with a CA of its own (`-dev-tls`).
+async fn dev_server_with(tls: bool) -> DevServer {
     let dir = std::env::temp_dir().join(format!(
         "mtlsgate-bao-contract-{}",
         hex::encode(crate::random::bytes::<8>())
@@ -240,23 +247,39 @@ async fn dev_server() -> DevServer {
             &format!("-dev-root-token-id={token}"),
             &format!("-dev-listen-address=127.0.0.1:{port}"),
         ])
+        .args(if tls {
+            vec![
+                "-dev-tls".to_owned(),
+                format!("-dev-tls-cert-dir={}", dir.display()),
+            ]
+        } else {
+            vec![]
+        })
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
     let server = DevServer {
         child,
+        ca: tls.then(|| dir.join("vault-ca.pem")),
         dir,
-        addr: format!("http://127.0.0.1:{port}"),
+        addr: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
         token,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            let probe =
-                OpenBao::new(&server.addr, &Secret::new(&server.token), "secret", "t/").unwrap();
-            if probe.check().await.is_ok() {
-                return server;
+            // (With -dev-tls the CA file appears once the server is up.)
+            if let Ok(probe) = OpenBao::new(
+                &server.addr,
+                &Secret::new(&server.token),
+                "secret",
+                "t/",
+                server.ca.as_deref(),
+            ) {
+                if probe.check().await.is_ok() {
+                    return server;
+                }
             }
         }
         assert!(Instant::now() < deadline, "bao dev server did not start");
@@ -273,13 +296,59 @@ async fn openbao_keeps_the_contract() {
         &Secret::new(&server.token),
         "secret",
         "mtlsgate-contract/",
+        None,
     )
     .unwrap();
     contract(Arc::new(store)).await;
     // A token the store refuses is an error, not an empty answer.
-    let wrong = OpenBao::new(&server.addr, &Secret::new("wrong"), "secret", "x/").unwrap();
+    let wrong = OpenBao::new(&server.addr, &Secret::new("wrong"), "secret", "x/", None).unwrap();
     assert!(matches!(
         wrong.read("p", None).await,
         Err(SecretStoreError::Refused(403))
     ));
+}
+
+/// The link to the store is verified TLS, or plain only on loopback: an https store is
+/// reached with its CA and refused without it; plain http to another host is refused before
+/// anything is sent.
+#[tokio::test]
+async fn openbao_over_tls_is_verified_and_plain_http_stays_on_loopback() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = dev_server_with(true).await;
+    let token = Secret::new(&server.token);
+    let ca = server.ca.clone().unwrap();
+    let store = OpenBao::new(&server.addr, &token, "secret", "tls/", Some(&ca)).unwrap();
+    store.check().await.unwrap();
+    let mut entry = JsonMap::new();
+    entry.insert("k".into(), serde_json::json!("v"));
+    let v = store.write("p", &entry).await.unwrap();
+    assert_eq!(store.read("p", Some(v)).await.unwrap(), Some(entry));
+
+    // Without its CA (the system roots only): the handshake fails, nothing is read.
+    let unverified = OpenBao::new(&server.addr, &token, "secret", "tls/", None).unwrap();
+    assert!(matches!(
+        unverified.check().await,
+        Err(SecretStoreError::Unavailable(_))
+    ));
+    assert!(unverified.read("p", None).await.is_err());
+
+    for addr in ["http://10.0.0.1:8200", "http://vault.example:8200"] {
+        assert!(
+            matches!(
+                OpenBao::new(addr, &token, "secret", "x/", None),
+                Err(SecretStoreError::Address(_))
+            ),
+            "{addr}"
+        );
+    }
+    for addr in [
+        "http://127.0.0.1:8200",
+        "http://[::1]:8200",
+        "http://localhost:8200",
+    ] {
+        assert!(
+            OpenBao::new(addr, &token, "secret", "x/", None).is_ok(),
+            "{addr}"
+        );
+    }
 }
