@@ -137,10 +137,17 @@ async fn everything(stack: &Stack, account: &str, token: &str) -> Vec<(String, S
             .get("ac-revision")
             .map(|v| v.to_str().unwrap_or_default().to_owned())
             .unwrap_or_default();
-        out.push((
-            path,
-            format!("{revision} {}", r.text().await.expect("body")),
-        ));
+        let mut body: Value = r.json().await.expect("json body");
+        // A mapping's `status` is derived (what the gateway does with it now: pending, then
+        // active or unavailable as its target resolves), not something a request changed.
+        if let Some(items) = body.as_array_mut() {
+            for item in items {
+                if let Some(o) = item.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+        out.push((path, format!("{revision} {body}")));
     }
     out
 }

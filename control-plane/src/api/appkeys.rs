@@ -91,13 +91,15 @@ pub async fn create(
                     .put_appkey(&account, row.id, &consumer_secret, &token_secret)
                     .await?;
                 Store::commit_or_undo(tx, || state.secrets.delete_appkey(&account, row.id)).await?;
+                // Still under the write lock: a revocation of this id (which takes the lock)
+                // cannot remove it from the view before it is added.
+                state.appkeys.insert(AppKey {
+                    row: row.clone(),
+                    consumer_secret,
+                    token_secret,
+                });
                 row
             };
-            state.appkeys.insert(AppKey {
-                row: row.clone(),
-                consumer_secret,
-                token_secret,
-            });
             state.reconciler.kick();
             Ok(row)
         }
@@ -154,10 +156,10 @@ pub async fn revoke(
                     )));
                 }
                 tx.commit().await.map_err(crate::store::StoreError::from)?;
+                // Revoked in the store and in memory, under the write lock; a Vault failure
+                // below only leaves unused secrets.
+                state.appkeys.remove(&account, id);
             }
-            // Revoked in the store and in memory first; a Vault failure only leaves unused
-            // secrets.
-            state.appkeys.remove(&account, id);
             state.reconciler.kick();
             if let Err(e) = state.secrets.delete_appkey(&account, id).await {
                 tracing::warn!(appkey = id, error = %e, "revoked, but its secrets could not be removed from Vault");

@@ -255,6 +255,15 @@ async fn user_creation_hashes_in_the_bounded_slots() {
     drop(held);
     assert_eq!(create().await.0, StatusCode::CREATED);
     assert!(s.store.user_named("a", "erin").await.unwrap().is_some());
+    // A name already taken is refused before any hashing: with every slot held it is still
+    // a 409, not a wait for a slot ending in 503.
+    let held = s.hashing.clone().acquire_many_owned(all).await.unwrap();
+    let (st, v) = create().await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("duplicate_username"))
+    );
+    drop(held);
 }
 
 /// Finding 12: the last-admin check raced with the delete. Two admins deleting each other at

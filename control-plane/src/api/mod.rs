@@ -70,6 +70,8 @@ pub struct AppState {
     /// Password hashes computed at once (Argon2id is made to be slow and big): a flood of
     /// logins waits here, briefly, then gets 503, instead of exhausting the blocking pool.
     pub hashing: Arc<tokio::sync::Semaphore>,
+    /// User creations under way (one at a time): they take at most one of `hashing`'s slots.
+    pub user_creations: Arc<tokio::sync::Semaphore>,
     /// Which addresses tenants' targets and token endpoints may have.
     pub dns: crate::guarded_dns::GuardedDns,
     /// Where key stores are opened (their key derivations) and the P12 tester runs: a few
@@ -173,6 +175,7 @@ impl AppState {
             max_upload_bytes: settings.max_upload_bytes,
             feed: Default::default(),
             hashing: Arc::new(tokio::sync::Semaphore::new(HASHING_SLOTS)),
+            user_creations: Arc::new(tokio::sync::Semaphore::new(1)),
             dns: settings.dns,
             cpu: CpuPool::per_core(CPU_POOL_WAIT),
         })

@@ -93,6 +93,13 @@ async fn hashing_slot(
     }
 }
 
+fn duplicate_username(name: &str) -> ApiError {
+    ApiError::conflict(
+        "duplicate_username",
+        format!("a user named {name:?} already exists"),
+    )
+}
+
 /// `POST /api/account/{account}/users` (admins only).
 pub async fn create(
     State(state): State<AppState>,
@@ -105,9 +112,27 @@ pub async fn create(
     check_username(&input.username)?;
     check_password(&input.password)?;
     let privileges = check_privileges(input.privileges, &privilege::RUNTIME)?;
+    // A name already taken is refused before any hashing: a loop of duplicates costs nothing.
+    if state
+        .store
+        .user_named(&account, &input.username)
+        .await?
+        .is_some()
+    {
+        return Err(duplicate_username(&input.username));
+    }
     // why: an Argon2id hash takes tens of milliseconds and 19 MiB; unbounded, a flood of
     // creations (one admin is enough) would take every core and the memory with it. The
-    // slots are the ones logins use.
+    // slots are the ones logins use, and creations hold at most one of them at a time, so no
+    // admin's flood leaves logins without a slot.
+    let Ok(_creation) = state.user_creations.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "hashing_busy",
+            "another user is being created; try again shortly",
+        )
+        .retry_after(1));
+    };
     let permit = hashing_slot(
         &state,
         "hashing_busy",
@@ -144,12 +169,7 @@ pub async fn create(
             &privileges,
         )
         .await?
-        .ok_or_else(|| {
-            ApiError::conflict(
-                "duplicate_username",
-                format!("a user named {:?} already exists", input.username),
-            )
-        })?;
+        .ok_or_else(|| duplicate_username(&input.username))?;
     // The gateway's snapshot lists live users.
     state.reconciler.kick();
     tracing::info!(account, user = user.id, by = %principal.describe(), "user created");
