@@ -332,7 +332,12 @@ async fn openbao_over_tls_is_verified_and_plain_http_stays_on_loopback() {
     ));
     assert!(unverified.read("p", None).await.is_err());
 
-    for addr in ["http://10.0.0.1:8200", "http://vault.example:8200"] {
+    for addr in [
+        "http://10.0.0.1:8200",
+        "http://vault.example:8200",
+        "http://localhost:8200",
+        "http://127.0.0.1.vault.example:8200",
+    ] {
         assert!(
             matches!(
                 OpenBao::new(addr, &token, "secret", "x/", None),
@@ -341,11 +346,7 @@ async fn openbao_over_tls_is_verified_and_plain_http_stays_on_loopback() {
             "{addr}"
         );
     }
-    for addr in [
-        "http://127.0.0.1:8200",
-        "http://[::1]:8200",
-        "http://localhost:8200",
-    ] {
+    for addr in ["http://127.0.0.1:8200", "http://[::1]:8200"] {
         assert!(
             OpenBao::new(addr, &token, "secret", "x/", None).is_ok(),
             "{addr}"

@@ -19,14 +19,41 @@ pub(crate) struct OpenBao {
     prefix: String,
 }
 
-/// Whether the URL's host is this machine (a loopback address or `localhost`).
+/// Whether the URL's host is a loopback address (a literal: a name could resolve anywhere).
 fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
+        _ => false,
     }
+}
+
+/// The HTTP client for the store: no proxy, no redirects, verified TLS against the system's
+/// roots and `ca_file`.
+fn http_client(
+    url: &url::Url,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, SecretStoreError> {
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none());
+    if url.scheme() == "https" {
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                SecretStoreError::Address(format!("cannot read {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+                SecretStoreError::Address(format!("{} holds no PEM certificate", path.display()))
+            })?;
+            b = b.tls_certs_merge(certs);
+        }
+    } else {
+        // (No TLS on this link: no roots to load.)
+        b = b.tls_certs_only(Vec::new());
+    }
+    b.build()
+        .map_err(|e| SecretStoreError::Unavailable(format!("HTTP client: {e}")))
 }
 
 impl OpenBao {
@@ -67,8 +94,14 @@ impl OpenBao {
             )
             .build()
             .map_err(|e| SecretStoreError::Address(e.to_string()))?;
-        let client =
+        let mut client =
             VaultClient::new(settings).map_err(|e| SecretStoreError::Unavailable(describe(&e)))?;
+        // why: the library's own HTTP client would take HTTP_PROXY/ALL_PROXY from the
+        // environment (and send the token and private keys through that proxy, in the clear
+        // for a loopback http store) and follow redirects with the X-Vault-Token header (a
+        // standby's redirect could send it to another host, or from https to http). This one
+        // connects where --vault-addr says and nowhere else.
+        client.http.http = http_client(&url, ca_file)?;
         let prefix = if prefix.is_empty() || prefix.ends_with('/') {
             prefix.to_owned()
         } else {
