@@ -24,7 +24,9 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 RAW_TRANSPORT='{name: envoy.transport_sockets.raw_buffer, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}'
 
 # render_bootstrap OUT KEY=VALUE... : fills envoy/bootstrap.yaml's ${KEY} placeholders.
-# GATEWAY_TRANSPORT and CONTROL_API_TRANSPORT default to plain: loopback only.
+# GATEWAY_TRANSPORT and CONTROL_API_TRANSPORT default to plain: loopback only. GATEWAY_SCHEME
+# defaults to https with a TLS GATEWAY_TRANSPORT, else http (set it to https behind a
+# TLS-terminating load balancer).
 render_bootstrap() {
   local out="$1"; shift
   python3 - "$ROOT/envoy/bootstrap.yaml" "$out" "GATEWAY_TRANSPORT=$RAW_TRANSPORT" \
@@ -32,10 +34,24 @@ render_bootstrap() {
 import re, sys
 src, out, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
 values = dict(p.split("=", 1) for p in pairs)
-if values.get("LISTEN_ADDRESS", "").strip("[]") not in ("127.0.0.1", "::1", "localhost") \
-        and "raw_buffer" in values["GATEWAY_TRANSPORT"]:
+import ipaddress
+def loopback(addr):
+    try:
+        return ipaddress.ip_address(addr.strip("[]")).is_loopback
+    except ValueError:
+        return False
+# Plain HTTP only where it never leaves the host: a listener off loopback needs TLS, and so
+# does the route to an API off loopback.
+if "LISTEN_ADDRESS" in values and not loopback(values["LISTEN_ADDRESS"]) \
+        and "DownstreamTlsContext" not in values["GATEWAY_TRANSPORT"]:
     sys.exit("render_bootstrap: a gateway listening on %s needs GATEWAY_TRANSPORT (TLS): "
-             "plain HTTP is for loopback only" % values.get("LISTEN_ADDRESS"))
+             "plain HTTP is for loopback only" % values["LISTEN_ADDRESS"])
+if "CONTROL_ADDRESS" in values and not loopback(values["CONTROL_ADDRESS"]) \
+        and "UpstreamTlsContext" not in values["CONTROL_API_TRANSPORT"]:
+    sys.exit("render_bootstrap: an API at %s needs CONTROL_API_TRANSPORT (TLS): "
+             "plain HTTP is for loopback only" % values["CONTROL_ADDRESS"])
+values.setdefault("GATEWAY_SCHEME",
+                  "https" if "DownstreamTlsContext" in values["GATEWAY_TRANSPORT"] else "http")
 text = open(src).read()
 missing = sorted(set(re.findall(r"\$\{([A-Z_]+)\}", text)) - set(values))
 if missing:

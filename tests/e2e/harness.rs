@@ -449,6 +449,7 @@ impl Stack {
             ("XDS_PORT", xds_port.to_string()),
             ("API_PORT", api_port.to_string()),
             ("GATEWAY_TRANSPORT", gateway_transport),
+            ("GATEWAY_SCHEME", scheme.to_owned()),
             ("CONTROL_API_TRANSPORT", control_api_transport),
             (
                 "ACCESS_LOG",

@@ -63,13 +63,20 @@ fn via_gateway(parts: &Parts) -> bool {
         .is_some_and(|v| v.as_bytes() == b"gateway")
 }
 
-/// The scheme the caller signed for: the gateway's listener is plain HTTP (internal
-/// services send plain HTTP to it); a direct call to the API uses the API's public scheme,
-/// `https` when the operator serves it behind TLS. Before, `http` was assumed everywhere,
-/// so no AppKey could sign a request to an API served over https.
+/// The header the gateway's Envoy sets (overwriting what a caller sent) to the scheme its
+/// listener is reached with: `https` when it terminates TLS (or sits behind a load balancer
+/// that does), else `http`.
+pub(crate) const SCHEME_HEADER: &str = "x-mtlsgate-scheme";
+
+/// The scheme the caller signed for: through the gateway, the gateway's (see
+/// [`SCHEME_HEADER`]; `http` when absent); a direct call to the API uses the API's public
+/// scheme, `https` when it serves TLS or sits behind TLS.
 fn signed_scheme(parts: &Parts, api: Scheme) -> Scheme {
     if via_gateway(parts) {
-        Scheme::Http
+        match parts.headers.get(SCHEME_HEADER).map(|v| v.as_bytes()) {
+            Some(b"https") => Scheme::Https,
+            _ => Scheme::Http,
+        }
     } else {
         api
     }
@@ -302,5 +309,23 @@ mod scheme_tests {
             Scheme::Http
         );
         assert!(!via_gateway(&parts(Some("something else"))));
+        // A gateway with a TLS listener says so; a direct caller's header means nothing.
+        let with_scheme = |via: Option<&str>, scheme: &str| {
+            let mut p = parts(via);
+            p.headers.insert(SCHEME_HEADER, scheme.parse().unwrap());
+            p
+        };
+        assert_eq!(
+            signed_scheme(&with_scheme(Some("gateway"), "https"), Scheme::Http),
+            Scheme::Https
+        );
+        assert_eq!(
+            signed_scheme(&with_scheme(Some("gateway"), "gopher"), Scheme::Https),
+            Scheme::Http
+        );
+        assert_eq!(
+            signed_scheme(&with_scheme(None, "https"), Scheme::Http),
+            Scheme::Http
+        );
     }
 }
