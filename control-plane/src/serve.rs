@@ -233,8 +233,16 @@ async fn serve_feed(
     }
 }
 
+/// Connections the HTTPS API keeps at once; more are closed as they arrive.
+const MAX_API_CONNECTIONS: usize = 4096;
+/// How long a client may take to send a request's headers (a slow sender holds a connection
+/// and a task, not the listener).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the API on the TLS streams of `incoming` until `stop`, each request knowing its
-/// peer's address (login attempts are counted by it).
+/// peer's address (login attempts are counted by it); then lets the requests under way
+/// finish, for at most the caller's grace period (the plain-HTTP path does the same through
+/// `axum::serve`).
 async fn serve_api_tls(
     mut incoming: tokio_stream::wrappers::ReceiverStream<
         std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
@@ -243,29 +251,51 @@ async fn serve_api_tls(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use futures::StreamExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_API_CONNECTIONS));
     loop {
         let tls = tokio::select! {
             next = incoming.next() => match next {
                 Some(Ok(tls)) => tls,
                 Some(Err(_)) => continue,
-                None => return,
+                None => break,
             },
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => break,
         };
         let Ok(peer) = tls.get_ref().0.peer_addr() else {
             continue;
         };
-        let app = app
-            .clone()
-            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "API: too many connections; closing a new one");
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        );
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(tls), service)
+                .into_owned(),
+        );
         tokio::spawn(async move {
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
+            let _slot = slot;
+            let _ = conn.await;
         });
     }
+    // Requests under way finish; `run` bounds how long it waits.
+    graceful.shutdown().await;
 }
 
 async fn shutdown_signal() {
