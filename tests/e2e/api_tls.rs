@@ -203,9 +203,10 @@ async fn callers_reach_the_api_and_the_gateway_over_tls_and_rotated_certificates
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Over HTTPS the API still sees each client's address: twenty failed logins from one
-    // address (last in this test: it locks 127.0.0.1 out) (each for another user name) are free, then the address is locked for 1 s,
+    // address (each for another user name) are free, then the address is locked for 1 s,
     // 2 s, 4 s … and a login within the lock is refused before any hash. (Without the
-    // address only the per-name counters would apply, and these names never repeat.)
+    // address only the per-name counters would apply, and these names never repeat.) Last
+    // in this test: it locks 127.0.0.1 out.
     let login = |user: String| {
         let client = stack.client.clone();
         let url = format!("{}/api/account/6006/login?v=1.3", stack.api);
