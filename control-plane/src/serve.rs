@@ -165,29 +165,22 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut http_stop = stop_rx.clone();
+    let http_stop = stop_rx.clone();
     let mut xds_stop = stop_rx;
     let http_task = tokio::spawn(async move {
-        if let Some(tls) = api_tls {
-            let _api_watch = tls.watch();
-            serve_api_tls(crate::server_tls::incoming(http, tls), app, http_stop).await;
-            return Ok(());
+        use futures::StreamExt;
+        match api_tls {
+            Some(tls) => {
+                let _api_watch = tls.watch();
+                let incoming = crate::server_tls::incoming(http, tls).filter_map(|r| async move {
+                    let tls = r.ok()?;
+                    let peer = tls.get_ref().0.peer_addr().ok()?;
+                    Some((tls, peer))
+                });
+                serve_api(incoming.boxed(), app, http_stop).await;
+            }
+            None => serve_api(plain_incoming(http).boxed(), app, http_stop).await,
         }
-        // why: without TCP_NODELAY small answers wait out Nagle against Envoy's delayed ACK
-        // (~40 ms per change; docs/benchmarks.md).
-        use axum::serve::ListenerExt;
-        let http = http.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        // why: the peer address is what login attempts are counted by.
-        axum::serve(
-            http,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        })
-        .await
     });
     let xds_task = tokio::spawn(
         tonic::transport::Server::builder()
@@ -233,23 +226,46 @@ async fn serve_feed(
     }
 }
 
-/// Connections the HTTPS API keeps at once; more are closed as they arrive.
+/// Connections the API keeps at once; more are closed as they arrive.
 const MAX_API_CONNECTIONS: usize = 4096;
-/// How long a client may take to send a request's headers (a slow sender holds a connection
-/// and a task, not the listener).
+/// How long a client may take to send a request's headers: a slow sender holds a connection
+/// and a task for this long at most, and never the listener.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the API on the TLS streams of `incoming` until `stop`, each request knowing its
-/// peer's address (login attempts are counted by it); then lets the requests under way
-/// finish, for at most the caller's grace period (the plain-HTTP path does the same through
-/// `axum::serve`).
-async fn serve_api_tls(
-    mut incoming: tokio_stream::wrappers::ReceiverStream<
-        std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
-    >,
+/// The plain-HTTP API's connections (loopback only, see `run`), with their peers.
+fn plain_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = (tokio::net::TcpStream, std::net::SocketAddr)> {
+    futures::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, peer)) => {
+                    // why: without TCP_NODELAY small answers wait out Nagle against Envoy's
+                    // delayed ACK (~40 ms per change; docs/benchmarks.md).
+                    let _ = tcp.set_nodelay(true);
+                    return Some(((tcp, peer), listener));
+                }
+                Err(e) => {
+                    // Out of file descriptors, most often: wait instead of spinning.
+                    tracing::warn!(error = %e, "API listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Serves the API on the connections of `incoming` (plain or TLS) until `stop`, each
+/// request knowing its peer's address (login attempts are counted by it); then lets the
+/// requests under way finish (`run` bounds how long). Every connection has a header-read
+/// timeout, HTTP/2 keep-alive pings, and a place among [`MAX_API_CONNECTIONS`].
+async fn serve_api<I>(
+    mut incoming: futures::stream::BoxStream<'static, (I, std::net::SocketAddr)>,
     app: axum::Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     use futures::StreamExt;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -261,20 +277,15 @@ async fn serve_api_tls(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_API_CONNECTIONS));
     loop {
-        let tls = tokio::select! {
+        let (io, peer) = tokio::select! {
             next = incoming.next() => match next {
-                Some(Ok(tls)) => tls,
-                Some(Err(_)) => continue,
+                Some(c) => c,
                 None => break,
             },
             _ = stop.wait_for(|s| *s) => break,
-        };
-        let Ok(peer) = tls.get_ref().0.peer_addr() else {
-            continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "API: too many connections; closing a new one");
@@ -286,7 +297,7 @@ async fn serve_api_tls(
         );
         let conn = graceful.watch(
             builder
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned(),
         );
         tokio::spawn(async move {
@@ -294,7 +305,6 @@ async fn serve_api_tls(
             let _ = conn.await;
         });
     }
-    // Requests under way finish; `run` bounds how long it waits.
     graceful.shutdown().await;
 }
 

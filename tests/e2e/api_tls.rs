@@ -298,3 +298,44 @@ fn plain_http_off_loopback_is_refused_at_start() {
         "no clear refusal: {text}"
     );
 }
+
+/// A client that sends a request's headers slowly (or never finishes them) holds its
+/// connection for the header-read timeout (10 s) at most, and the API answers others
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start().await;
+    let addr = stack.api.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let r = stack
+        .client
+        .get(format!("{}/healthz", stack.api))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(r.status(), 200, "the API stopped answering others");
+    let mut buf = [0u8; 512];
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                // (A 408 answer before the close is fine too.)
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the half-sent request's connection was never closed"
+    );
+    // Not before the timeout: the server waited for the headers first.
+    assert!(started.elapsed() >= Duration::from_secs(5));
+}
