@@ -213,17 +213,34 @@ async fn serve_feed(
     app: axum::Router,
 ) {
     use futures::StreamExt;
+    let builder = Arc::new(http_builder());
     while let Some(Ok(tls)) = incoming.next().await {
         let node = crate::link_tls::peer_node(&tls);
         let app = app.clone().layer(axum::Extension(api::PeerNode(node)));
+        let builder = Arc::clone(&builder);
         tokio::spawn(async move {
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
+            let _ = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
         });
     }
+}
+
+/// The HTTP server settings of the API and the feed: a header-read timeout for HTTP/1.1,
+/// keep-alive pings for HTTP/2.
+fn http_builder() -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
 }
 
 /// Connections the API keeps at once; more are closed as they arrive.
@@ -267,16 +284,8 @@ async fn serve_api<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use futures::StreamExt;
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+    use hyper_util::rt::TokioIo;
+    let builder = http_builder();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_API_CONNECTIONS));
     loop {

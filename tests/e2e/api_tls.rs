@@ -338,4 +338,44 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     );
     // Not before the timeout: the server waited for the headers first.
     assert!(started.elapsed() >= Duration::from_secs(5));
+
+    // The feed too, for a gateway that completed mutual TLS.
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let node = stack.envoy_node_id().await;
+    let (cert, key) = stack.gateway_identity(&node);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(stack.link_ca().as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(stack.feed.trim_start_matches("https://"))
+        .await
+        .expect("connect feed");
+    let mut slow = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("mtlsgate-control-plane").unwrap(), tcp)
+        .await
+        .expect("handshake");
+    slow.write_all(b"GET /v1/runtime/snapshot HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let closed = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the feed kept a half-sent request's connection"
+    );
 }
