@@ -7,7 +7,6 @@ use mtlsgate_filter::privilege;
 
 use crate::identity;
 use crate::secret::Secret;
-use crate::store::Store;
 
 /// `mtlsgate user add`
 #[derive(clap::Args, Debug)]
@@ -24,9 +23,8 @@ pub struct UserAdd {
     /// on the terminal without echo, or read from standard input when that is not a terminal.
     #[arg(long)]
     pub password_file: Option<PathBuf>,
-    /// The SQLite database of the control plane.
-    #[arg(long, env = "MTLSGATE_DATABASE", default_value = "mtlsgate.db")]
-    pub database: PathBuf,
+    #[command(flatten)]
+    pub database: crate::config::DatabaseArgs,
 }
 
 /// Why a command failed.
@@ -149,7 +147,7 @@ pub async fn user_add(args: UserAdd) -> Result<(), CliError> {
     identity::check_password(&password).map_err(|e| invalid(e.to_string()))?;
     let hash = identity::hash_password(&password)
         .map_err(|_| invalid("cannot hash the password".into()))?;
-    let store = Store::open(&args.database).await?;
+    let store = args.database.open().await?;
     let privileges: Vec<String> = privilege::RUNTIME.iter().map(|s| s.to_string()).collect();
     match store
         .insert_user(

@@ -8,6 +8,50 @@ use crate::secret::Secret;
 
 /// Everything `serve` needs. Every flag has an environment variable; secrets are read from
 /// the environment by preference so they stay out of `ps`.
+/// Where the metadata lives: `serve` and the commands that write straight to the database
+/// take the same flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// SQLite database file (the default store: nothing to install); created with its schema
+    /// on first start. For PostgreSQL or MySQL/MariaDB, give --database-url instead.
+    #[arg(long, env = "MTLSGATE_DATABASE", default_value = "mtlsgate.db")]
+    pub database: PathBuf,
+
+    /// The database as a URL, in place of --database: `sqlite://PATH?mode=rwc`,
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (PostgreSQL 15+) or
+    /// `mysql://USER:PASSWORD@HOST:PORT/DB` (MySQL 8, MariaDB 10.11+). TLS as the URL asks:
+    /// `?sslmode=verify-full&sslrootcert=CA.pem` (PostgreSQL),
+    /// `?ssl-mode=VERIFY_IDENTITY&ssl-ca=CA.pem` (MySQL). Its schema is created or brought up
+    /// to date on start; several control planes may share it.
+    #[arg(long, env = "MTLSGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// At most this many connections to the database (default: 4 for SQLite, else 10).
+    #[arg(long, env = "MTLSGATE_DATABASE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: Option<u32>,
+}
+
+impl DatabaseArgs {
+    /// Connects and brings the schema up to date.
+    pub(crate) async fn open(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        let opts = crate::store::DbOptions {
+            max_connections: self.database_max_connections,
+        };
+        match &self.database_url {
+            Some(url) => crate::store::Store::connect(url, &opts).await,
+            None => crate::store::Store::open_with(&self.database, &opts).await,
+        }
+    }
+
+    /// The database for a log line, without a password or the URL's parameters.
+    pub fn describe(&self) -> String {
+        match &self.database_url {
+            Some(url) => crate::store::redacted_url(url),
+            None => self.database.display().to_string(),
+        }
+    }
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeConfig {
     /// Address of the management API, the runtime snapshot feed and the health check.
@@ -47,9 +91,8 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_LINK_CA_FILE")]
     pub link_ca_file: PathBuf,
 
-    /// SQLite database file; created with its schema on first start.
-    #[arg(long, env = "MTLSGATE_DATABASE", default_value = "mtlsgate.db")]
-    pub database: PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// Vault / OpenBao address.
     #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]

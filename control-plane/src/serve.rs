@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::api::{self, AppState, StartError};
 use crate::config::ServeConfig;
 use crate::secret_store::{OpenBao, Secrets};
-use crate::store::Store;
 use crate::xds::{Ads, ResourceOptions};
 
 /// Why the server could not start or stopped.
@@ -75,7 +74,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         }
         None => None,
     };
-    let store = Store::open(&cfg.database).await?;
+    let store = cfg.database.open().await?;
     let secrets = Secrets::new(Arc::new(OpenBao::new(
         &cfg.vault_addr,
         &cfg.vault_token,
@@ -155,7 +154,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     let http = bind(cfg.http_addr).await?;
     let xds = bind(cfg.xds_addr).await?;
     let feed = bind(cfg.feed_addr).await?;
-    tracing::info!(http = %cfg.http_addr, api_tls = api_tls.is_some(), xds = %cfg.xds_addr, feed = %cfg.feed_addr, database = %cfg.database.display(), "mtlsgate control plane listening (xDS and feed: mutual TLS)");
+    tracing::info!(http = %cfg.http_addr, api_tls = api_tls.is_some(), xds = %cfg.xds_addr, feed = %cfg.feed_addr, database = %cfg.database.describe(), "mtlsgate control plane listening (xDS and feed: mutual TLS)");
     // The watches run as long as the process: a certificate rotated in place applies to the
     // next connection.
     let _link_watch = link_tls.watch();

@@ -72,7 +72,7 @@ pub async fn create(
         async move {
             let row = {
                 let _w = state.store.write_lock().await;
-                let mut tx = state.store.begin().await?;
+                let mut tx = state.store.begin_write(&account).await?;
                 state
                     .quotas
                     .check(&mut tx, &account, Counted::AppKeys, 1)
@@ -149,7 +149,7 @@ pub async fn revoke(
         async move {
             {
                 let _w = state.store.write_lock().await;
-                let mut tx = state.store.begin().await?;
+                let mut tx = state.store.begin_write(&account).await?;
                 if !Store::revoke_appkey(&mut tx, &account, id).await? {
                     return Err(ApiError::not_found(format!(
                         "no AppKey {id} in this account"

@@ -230,7 +230,7 @@ async fn save_new(
     new: &NewCertificate<'_>,
     material: Material,
 ) -> Result<CertificateRow, ApiError> {
-    let mut tx = state.store.begin().await?;
+    let mut tx = state.store.begin_write(&account).await?;
     if let Some(existing) = Store::certificate_named(&mut tx, account, new.name).await? {
         return Err(duplicate_name(new.name, existing));
     }
@@ -285,7 +285,7 @@ async fn save_update(
             "no certificate {id} in this account"
         )));
     }
-    let mut tx = state.store.begin().await?;
+    let mut tx = state.store.begin_write(&account).await?;
     if let Some(other) = Store::certificate_named(&mut tx, account, new.name)
         .await?
         .filter(|o| *o != id)
@@ -639,7 +639,7 @@ async fn delete_detached(state: AppState, account: String, id: i64) -> Result<()
             "no certificate {id} in this account"
         )));
     }
-    let mut tx = state.store.begin().await?;
+    let mut tx = state.store.begin_write(&account).await?;
     let users = Store::mappings_using(&mut tx, account, id).await?;
     if !users.is_empty() {
         return Err(ApiError::conflict(

@@ -144,7 +144,7 @@ async fn create_detached(
 ) -> Result<CredentialRow, ApiError> {
     let account = account.as_str();
     let _w = state.store.write_lock().await;
-    let mut tx = state.store.begin().await?;
+    let mut tx = state.store.begin_write(&account).await?;
     state
         .quotas
         .check(&mut tx, account, Counted::Credentials, 1)
@@ -255,7 +255,7 @@ async fn update_detached(
             state.store.pin_legacy_credential(account, id, live).await?;
         }
     }
-    let mut tx = state.store.begin().await?;
+    let mut tx = state.store.begin_write(&account).await?;
     if current.kind() != v.kind()
         && !Store::mappings_using_credential(&mut tx, account, id)
             .await?
@@ -327,7 +327,7 @@ pub async fn delete(
 async fn delete_detached(state: AppState, account: String, id: i64) -> Result<(), ApiError> {
     let account = account.as_str();
     let _w = state.store.write_lock().await;
-    let mut tx = state.store.begin().await?;
+    let mut tx = state.store.begin_write(&account).await?;
     let users = Store::mappings_using_credential(&mut tx, account, id).await?;
     if !users.is_empty() {
         return Err(ApiError::conflict(

@@ -233,7 +233,7 @@ pub async fn create(
 
     let (rows, revision) = {
         let _w = state.store.write_lock().await;
-        let mut tx = state.store.begin().await?;
+        let mut tx = state.store.begin_write(&account).await?;
         state
             .quotas
             .check(
@@ -314,7 +314,7 @@ pub async fn list(
 /// mapping being updated).
 async fn check_against_store(
     state: &AppState,
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut crate::store::Tx,
     account: &str,
     index: usize,
     v: &NewMapping,
@@ -432,7 +432,7 @@ pub async fn update(
     let v = validate(0, &account, &input, state.dns.policy())?;
     let (row, revision) = {
         let _w = state.store.write_lock().await;
-        let mut tx = state.store.begin().await?;
+        let mut tx = state.store.begin_write(&account).await?;
         check_if_match(&headers, Store::revision_in(&mut tx, &account).await?)?;
         if state.store.mapping(&account, id).await?.is_none() {
             return Err(ApiError::not_found(format!(
@@ -463,7 +463,7 @@ pub async fn delete(
     principal.require_manage(&account)?;
     let revision = {
         let _w = state.store.write_lock().await;
-        let mut tx = state.store.begin().await?;
+        let mut tx = state.store.begin_write(&account).await?;
         check_if_match(&headers, Store::revision_in(&mut tx, &account).await?)?;
         if !Store::delete_mapping(&mut tx, &account, id).await? {
             return Err(ApiError::not_found(format!(

@@ -7,9 +7,9 @@
 //! delivery time, without limit. Checked in the writer's transaction under the store's write
 //! lock, so concurrent creations cannot overshoot.
 
+use crate::store::Tx;
 use axum::http::StatusCode;
 use serde_json::json;
-use sqlx::{Sqlite, Transaction};
 
 use super::error::ApiError;
 use crate::store::{Counted, Store};
@@ -48,7 +48,7 @@ impl Quotas {
     /// that would take it over its limit.
     pub async fn check(
         &self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         what: Counted,
         adding: u64,

@@ -1,9 +1,9 @@
 //! Certificate rows.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
-use super::{now, SoftDeleted, Store, StoreError};
+use super::{flag, now, opt_text, text, SoftDeleted, Store, StoreError, Tx};
 use crate::certinfo::CertInfo;
 
 /// A certificate's metadata as stored.
@@ -33,24 +33,26 @@ pub struct NewCertificate<'a> {
 const COLUMNS: &str = "id, account, name, display_name, deleted, subject, issuer, serial_number, \
     not_before, not_after, sha256_fingerprint, key_algorithm, key_size, vault_version, created_at, updated_at";
 
-fn from_row(r: &SqliteRow) -> Result<CertificateRow, sqlx::Error> {
+fn from_row(r: &AnyRow) -> Result<CertificateRow, sqlx::Error> {
     Ok(CertificateRow {
         id: r.try_get("id")?,
-        account: r.try_get("account")?,
-        name: r.try_get("name")?,
-        display_name: r.try_get("display_name")?,
-        deleted: r.try_get("deleted")?,
+        account: text(r, "account")?,
+        name: text(r, "name")?,
+        display_name: text(r, "display_name")?,
+        deleted: flag(r, "deleted")?,
         info: CertInfo {
-            subject: r.try_get("subject")?,
-            issuer: r.try_get("issuer")?,
-            serial_number: r.try_get("serial_number")?,
+            subject: text(r, "subject")?,
+            issuer: text(r, "issuer")?,
+            serial_number: text(r, "serial_number")?,
             not_before: r.try_get("not_before")?,
             not_after: r.try_get("not_after")?,
-            sha256_fingerprint: r.try_get("sha256_fingerprint")?,
-            key_algorithm: r.try_get("key_algorithm")?,
-            key_size: r.try_get::<i64, _>("key_size")? as u32,
+            sha256_fingerprint: text(r, "sha256_fingerprint")?,
+            key_algorithm: text(r, "key_algorithm")?,
+            key_size: u32::try_from(r.try_get::<i64, _>("key_size")?)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         },
-        vault_version: r.try_get::<i64, _>("vault_version")? as u64,
+        vault_version: u64::try_from(r.try_get::<i64, _>("vault_version")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -63,9 +65,9 @@ impl Store {
         account: &str,
         id: i64,
     ) -> Result<Option<CertificateRow>, StoreError> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(self.sql(&format!(
             "SELECT {COLUMNS} FROM certificates WHERE account = ? AND id = ? AND deleted = 0"
-        ))
+        )))
         .bind(account)
         .bind(id)
         .fetch_optional(self.pool())
@@ -76,9 +78,9 @@ impl Store {
     /// The account's live certificates, oldest first.
     pub async fn certificates(&self, account: &str) -> Result<Vec<CertificateRow>, StoreError> {
         self.fetch_rows(
-            sqlx::query(&format!(
+            sqlx::query(self.sql(&format!(
                 "SELECT {COLUMNS} FROM certificates WHERE account = ? AND deleted = 0 ORDER BY id"
-            ))
+            )))
             .bind(account),
             from_row,
         )
@@ -88,9 +90,9 @@ impl Store {
     /// Every live certificate of every account.
     pub async fn all_certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
         self.fetch_rows(
-            sqlx::query(&format!(
+            sqlx::query(self.sql(&format!(
                 "SELECT {COLUMNS} FROM certificates WHERE deleted = 0 ORDER BY id"
-            )),
+            ))),
             from_row,
         )
         .await
@@ -98,57 +100,58 @@ impl Store {
 
     /// The id of a live certificate of the account with this name.
     pub async fn certificate_named(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         name: &str,
     ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM certificates WHERE account = ? AND name = ? AND deleted = 0",
+            tx.sql("SELECT id FROM certificates WHERE account = ? AND name = ? AND deleted = 0"),
         )
         .bind(account)
         .bind(name)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx.conn())
         .await?)
     }
 
     pub async fn insert_certificate(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         c: &NewCertificate<'_>,
     ) -> Result<i64, StoreError> {
         let t = now();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO certificates (account, name, display_name, subject, issuer, serial_number, \
-             not_before, not_after, sha256_fingerprint, key_algorithm, key_size, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(c.account)
-        .bind(c.name)
-        .bind(c.display_name)
-        .bind(&c.info.subject)
-        .bind(&c.info.issuer)
-        .bind(&c.info.serial_number)
-        .bind(c.info.not_before)
-        .bind(c.info.not_after)
-        .bind(&c.info.sha256_fingerprint)
-        .bind(&c.info.key_algorithm)
-        .bind(i64::from(c.info.key_size))
-        .bind(t)
-        .bind(t)
-        .fetch_one(&mut **tx)
-        .await?;
+        let id = tx
+            .insert_id(
+                "INSERT INTO certificates (account, name, display_name, subject, issuer, serial_number, \
+                 not_before, not_after, sha256_fingerprint, key_algorithm, key_size, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                |q| {
+                    q.bind(c.account)
+                        .bind(c.name)
+                        .bind(c.display_name)
+                        .bind(&c.info.subject)
+                        .bind(&c.info.issuer)
+                        .bind(&c.info.serial_number)
+                        .bind(c.info.not_before)
+                        .bind(c.info.not_after)
+                        .bind(&c.info.sha256_fingerprint)
+                        .bind(&c.info.key_algorithm)
+                        .bind(i64::from(c.info.key_size))
+                        .bind(t)
+                        .bind(t)
+                },
+            )
+            .await?;
         Ok(id)
     }
 
     pub async fn update_certificate(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         id: i64,
         c: &NewCertificate<'_>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE certificates SET name = ?, display_name = ?, subject = ?, issuer = ?, serial_number = ?, \
+        sqlx::query(tx.sql("UPDATE certificates SET name = ?, display_name = ?, subject = ?, issuer = ?, serial_number = ?, \
              not_before = ?, not_after = ?, sha256_fingerprint = ?, key_algorithm = ?, key_size = ?, \
              updated_at = ? WHERE id = ? AND account = ? AND deleted = 0",
-        )
+        ))
         .bind(c.name)
         .bind(c.display_name)
         .bind(&c.info.subject)
@@ -162,7 +165,7 @@ impl Store {
         .bind(now())
         .bind(id)
         .bind(c.account)
-        .execute(&mut **tx)
+        .execute(tx.conn())
         .await?;
         Ok(())
     }
@@ -171,17 +174,19 @@ impl Store {
     /// mark), in the transaction that commits the write: until it commits, the row keeps
     /// naming the version before, and the gateway keeps presenting it.
     pub async fn set_vault_version(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         id: i64,
         version: u64,
         write_id: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE certificates SET vault_version = ?, vault_write_id = ? WHERE id = ?")
-            .bind(version as i64)
-            .bind(write_id)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            tx.sql("UPDATE certificates SET vault_version = ?, vault_write_id = ? WHERE id = ?"),
+        )
+        .bind(version as i64)
+        .bind(write_id)
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
         Ok(())
     }
 
@@ -191,17 +196,18 @@ impl Store {
         &self,
         id: i64,
     ) -> Result<Option<(u64, Option<String>)>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query(self.sql(
             "SELECT vault_version, vault_write_id FROM certificates WHERE id = ? AND deleted = 0",
-        )
+        ))
         .bind(id)
         .fetch_optional(self.pool())
         .await?;
         Ok(row
             .map(|r| {
                 Ok::<_, sqlx::Error>((
-                    r.try_get::<i64, _>("vault_version")? as u64,
-                    r.try_get("vault_write_id")?,
+                    u64::try_from(r.try_get::<i64, _>("vault_version")?)
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    opt_text(&r, "vault_write_id")?,
                 ))
             })
             .transpose()?)
@@ -218,10 +224,10 @@ impl Store {
         to: u64,
         write_id: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = sqlx::query(self.sql(
             "UPDATE certificates SET vault_version = ?, vault_write_id = ?, updated_at = ? \
              WHERE id = ? AND vault_version = ? AND deleted = 0",
-        )
+        ))
         .bind(to as i64)
         .bind(write_id)
         .bind(now())
@@ -234,10 +240,10 @@ impl Store {
 
     /// Marks the certificate deleted. The caller checks for mappings first.
     pub async fn mark_certificate_deleted(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         id: i64,
     ) -> Result<bool, StoreError> {
-        Store::mark_deleted(&mut **tx, SoftDeleted::Certificates, account, id).await
+        Store::mark_deleted(tx, SoftDeleted::Certificates, account, id).await
     }
 }

@@ -1,10 +1,10 @@
 //! Credential rows: kind and public settings (secrets live in the secret store).
 
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
-use super::{now, SoftDeleted, Store, StoreError};
+use super::{now, text, SoftDeleted, Store, StoreError, Tx};
 use crate::credential_kind::{CredentialKind, CredentialSettings};
 
 /// A credential as stored.
@@ -38,15 +38,16 @@ fn settings(kind: &str, json: &str) -> Result<CredentialSettings, sqlx::Error> {
 
 const COLUMNS: &str = "id, account, name, kind, settings, secret_version, created_at, updated_at";
 
-fn from_row(r: &SqliteRow) -> Result<CredentialRow, sqlx::Error> {
-    let kind: String = r.try_get("kind")?;
-    let json: String = r.try_get("settings")?;
+fn from_row(r: &AnyRow) -> Result<CredentialRow, sqlx::Error> {
+    let kind = text(r, "kind")?;
+    let json = text(r, "settings")?;
     Ok(CredentialRow {
         id: r.try_get("id")?,
-        account: r.try_get("account")?,
-        name: r.try_get("name")?,
+        account: text(r, "account")?,
+        name: text(r, "name")?,
         settings: settings(&kind, &json)?,
-        secret_version: r.try_get::<i64, _>("secret_version")? as u64,
+        secret_version: u64::try_from(r.try_get::<i64, _>("secret_version")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -55,9 +56,9 @@ fn from_row(r: &SqliteRow) -> Result<CredentialRow, sqlx::Error> {
 impl Store {
     pub async fn credentials(&self, account: &str) -> Result<Vec<CredentialRow>, StoreError> {
         self.fetch_rows(
-            sqlx::query(&format!(
+            sqlx::query(self.sql(&format!(
                 "SELECT {COLUMNS} FROM credentials WHERE account = ? AND deleted = 0 ORDER BY id"
-            ))
+            )))
             .bind(account),
             from_row,
         )
@@ -69,9 +70,9 @@ impl Store {
         account: &str,
         id: i64,
     ) -> Result<Option<CredentialRow>, StoreError> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(self.sql(&format!(
             "SELECT {COLUMNS} FROM credentials WHERE account = ? AND id = ? AND deleted = 0"
-        ))
+        )))
         .bind(account)
         .bind(id)
         .fetch_optional(self.pool())
@@ -81,10 +82,10 @@ impl Store {
 
     /// Every live credential used by an enabled mapping (for the gateway).
     pub async fn attached_credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
-        self.fetch_rows(sqlx::query(&format!(
+        self.fetch_rows(sqlx::query(self.sql(&format!(
             "SELECT {COLUMNS} FROM credentials WHERE deleted = 0 AND id IN \
              (SELECT credential_id FROM mappings WHERE deleted = 0 AND enabled = 1 AND credential_id IS NOT NULL)"
-        )), from_row).await
+        ))), from_row).await
     }
 
     /// Every live credential whose kind needs access tokens (OAuth 2.0, Transfer to
@@ -98,7 +99,7 @@ impl Store {
         let sql = format!(
             "SELECT {COLUMNS} FROM credentials WHERE deleted = 0 AND kind IN ({marks}) ORDER BY id"
         );
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(self.sql(&sql));
         for k in kinds {
             query = query.bind(k.as_str());
         }
@@ -108,31 +109,31 @@ impl Store {
     /// The id of another live credential of the account with this name, or of the account's
     /// Consumer Pre-Authentication credential when `kind` is that.
     pub async fn credential_clash(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         name: &str,
         kind: CredentialKind,
         except: Option<i64>,
     ) -> Result<Option<(i64, &'static str)>, StoreError> {
-        let by_name: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM credentials WHERE account = ? AND name = ? AND deleted = 0 AND id IS NOT ?",
-        )
+        let by_name: Option<i64> = sqlx::query_scalar(tx.sql("SELECT id FROM credentials WHERE account = ? AND name = ? AND deleted = 0 AND (? IS NULL OR id <> ?)",
+        ))
         .bind(account)
         .bind(name)
         .bind(except)
-        .fetch_optional(&mut **tx)
+        .bind(except)
+        .fetch_optional(tx.conn())
         .await?;
         if let Some(id) = by_name {
             return Ok(Some((id, "duplicate_credential_name")));
         }
         if kind.one_per_account() {
-            let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM credentials WHERE account = ? AND kind = ? AND deleted = 0 AND id IS NOT ?",
-            )
+            let existing: Option<i64> = sqlx::query_scalar(tx.sql("SELECT id FROM credentials WHERE account = ? AND kind = ? AND deleted = 0 AND (? IS NULL OR id <> ?)",
+            ))
             .bind(account)
             .bind(kind.as_str())
             .bind(except)
-            .fetch_optional(&mut **tx)
+            .bind(except)
+            .fetch_optional(tx.conn())
             .await?;
             if let Some(id) = existing {
                 return Ok(Some((id, "consumer_pre_authentication_exists")));
@@ -142,42 +143,43 @@ impl Store {
     }
 
     pub async fn insert_credential(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         name: &str,
         settings: &CredentialSettings,
     ) -> Result<i64, StoreError> {
         let t = now();
-        Ok(sqlx::query_scalar(
-            "INSERT INTO credentials (account, name, kind, settings, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        tx.insert_id(
+            "INSERT INTO credentials (account, name, kind, settings, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+            |q| {
+                q.bind(account)
+                    .bind(name)
+                    .bind(settings.kind().as_str())
+                    .bind(Value::Object(settings.to_json()).to_string())
+                    .bind(t)
+                    .bind(t)
+            },
         )
-        .bind(account)
-        .bind(name)
-        .bind(settings.kind().as_str())
-        .bind(Value::Object(settings.to_json()).to_string())
-        .bind(t)
-        .bind(t)
-        .fetch_one(&mut **tx)
-        .await?)
+        .await
     }
 
     pub async fn update_credential(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         id: i64,
         name: &str,
         settings: &CredentialSettings,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE credentials SET name = ?, kind = ?, settings = ?, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0",
-        )
+        let done = sqlx::query(tx.sql("UPDATE credentials SET name = ?, kind = ?, settings = ?, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0",
+        ))
         .bind(name)
         .bind(settings.kind().as_str())
         .bind(Value::Object(settings.to_json()).to_string())
         .bind(now())
         .bind(account)
         .bind(id)
-        .execute(&mut **tx)
+        .execute(tx.conn())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -185,17 +187,19 @@ impl Store {
     /// Pins the row to the secrets version the API just wrote, in the transaction that
     /// commits the write: until it commits, the row keeps naming the version before.
     pub async fn set_credential_secret_version(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         id: i64,
         version: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE credentials SET secret_version = ? WHERE account = ? AND id = ?")
-            .bind(version as i64)
-            .bind(account)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            tx.sql("UPDATE credentials SET secret_version = ? WHERE account = ? AND id = ?"),
+        )
+        .bind(version as i64)
+        .bind(account)
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
         Ok(())
     }
 
@@ -208,10 +212,10 @@ impl Store {
         id: i64,
         version: u64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = sqlx::query(self.sql(
             "UPDATE credentials SET secret_version = ? \
              WHERE account = ? AND id = ? AND secret_version = 0 AND deleted = 0",
-        )
+        ))
         .bind(version as i64)
         .bind(account)
         .bind(id)
@@ -221,29 +225,28 @@ impl Store {
     }
 
     pub async fn delete_credential(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         id: i64,
     ) -> Result<bool, StoreError> {
-        Store::mark_deleted(&mut **tx, SoftDeleted::Credentials, account, id).await
+        Store::mark_deleted(tx, SoftDeleted::Credentials, account, id).await
     }
 
     /// Ids and names of live mappings that use a credential.
     pub async fn mappings_using_credential(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         id: i64,
     ) -> Result<Vec<(i64, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name FROM mappings WHERE account = ? AND credential_id = ? AND deleted = 0 ORDER BY id",
-        )
+        let rows = sqlx::query(tx.sql("SELECT id, name FROM mappings WHERE account = ? AND credential_id = ? AND deleted = 0 ORDER BY id",
+        ))
         .bind(account)
         .bind(id)
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.conn())
         .await?;
         Ok(rows
             .iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+            .map(|r| Ok((r.try_get("id")?, text(r, "name")?)))
             .collect::<Result<_, sqlx::Error>>()?)
     }
 }

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{text, Store, StoreError};
 use crate::egress::EgressHost;
 
 /// One allowed host of one account, as stored.
@@ -19,16 +19,17 @@ fn port(p: i64) -> Result<u16, sqlx::Error> {
 impl Store {
     /// The account's allowed hosts, in the order it gave them.
     pub async fn egress_hosts(&self, account: &str) -> Result<Vec<EgressHost>, StoreError> {
-        let rows =
-            sqlx::query("SELECT host, port FROM egress_hosts WHERE account = ? ORDER BY position")
-                .bind(account)
-                .fetch_all(self.pool())
-                .await?;
+        let rows = sqlx::query(
+            self.sql("SELECT host, port FROM egress_hosts WHERE account = ? ORDER BY position"),
+        )
+        .bind(account)
+        .fetch_all(self.pool())
+        .await?;
         let hosts = rows
             .iter()
             .map(|r| {
                 Ok(EgressHost {
-                    host: r.try_get("host")?,
+                    host: text(r, "host")?,
                     port: port(r.try_get("port")?)?,
                 })
             })
@@ -38,17 +39,18 @@ impl Store {
 
     /// Every account's allowed hosts (for the desired state), by account then position.
     pub async fn all_egress_hosts(&self) -> Result<Vec<EgressRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT account, host, port FROM egress_hosts ORDER BY account, position")
-                .fetch_all(self.pool())
-                .await?;
+        let rows = sqlx::query(
+            self.sql("SELECT account, host, port FROM egress_hosts ORDER BY account, position"),
+        )
+        .fetch_all(self.pool())
+        .await?;
         let hosts = rows
             .iter()
             .map(|r| {
                 Ok(EgressRow {
-                    account: r.try_get("account")?,
+                    account: text(r, "account")?,
                     host: EgressHost {
-                        host: r.try_get("host")?,
+                        host: text(r, "host")?,
                         port: port(r.try_get("port")?)?,
                     },
                 })
@@ -65,20 +67,20 @@ impl Store {
         hosts: &[EgressHost],
     ) -> Result<(), StoreError> {
         let _w = self.write_lock().await;
-        let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM egress_hosts WHERE account = ?")
+        let mut tx = self.begin_write(account).await?;
+        sqlx::query(tx.sql("DELETE FROM egress_hosts WHERE account = ?"))
             .bind(account)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?;
         for (i, h) in hosts.iter().enumerate() {
-            sqlx::query(
+            sqlx::query(tx.sql(
                 "INSERT INTO egress_hosts (account, position, host, port) VALUES (?, ?, ?, ?)",
-            )
+            ))
             .bind(account)
             .bind(i as i64)
             .bind(&h.host)
             .bind(i64::from(h.port))
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?;
         }
         tx.commit().await?;

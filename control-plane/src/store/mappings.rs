@@ -1,10 +1,10 @@
 //! Mapping rows: (account, service, url) → certificate.
 
 use mtlsgate_filter::service::Service;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
-use super::{now, SoftDeleted, Store, StoreError};
+use super::{flag, now, opt_text, text, SoftDeleted, Store, StoreError, Tx};
 
 /// A mapping as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ const COLUMNS: &str =
     "id, account, name, service_id, url, certificate_id, enabled, deleted, ca_certificates, \
     credential_id, created_at, updated_at";
 
-fn from_row(r: &SqliteRow) -> Result<MappingRow, sqlx::Error> {
+fn from_row(r: &AnyRow) -> Result<MappingRow, sqlx::Error> {
     let service_id: i64 = r.try_get("service_id")?;
     let service = u8::try_from(service_id)
         .ok()
@@ -50,14 +50,14 @@ fn from_row(r: &SqliteRow) -> Result<MappingRow, sqlx::Error> {
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown service id {service_id}").into()))?;
     Ok(MappingRow {
         id: r.try_get("id")?,
-        account: r.try_get("account")?,
-        name: r.try_get("name")?,
+        account: text(r, "account")?,
+        name: text(r, "name")?,
         service,
-        url: r.try_get("url")?,
+        url: text(r, "url")?,
         certificate_id: r.try_get("certificate_id")?,
-        enabled: r.try_get("enabled")?,
-        deleted: r.try_get("deleted")?,
-        ca_certificates: r.try_get("ca_certificates")?,
+        enabled: flag(r, "enabled")?,
+        deleted: flag(r, "deleted")?,
+        ca_certificates: opt_text(r, "ca_certificates")?,
         credential_id: r.try_get("credential_id")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
@@ -68,9 +68,9 @@ impl Store {
     /// The account's live mappings, oldest first.
     pub async fn mappings(&self, account: &str) -> Result<Vec<MappingRow>, StoreError> {
         self.fetch_rows(
-            sqlx::query(&format!(
+            sqlx::query(self.sql(&format!(
                 "SELECT {COLUMNS} FROM mappings WHERE account = ? AND deleted = 0 ORDER BY id"
-            ))
+            )))
             .bind(account),
             from_row,
         )
@@ -80,9 +80,9 @@ impl Store {
     /// Every enabled, live mapping of every account: what the gateway serves.
     pub async fn enabled_mappings(&self) -> Result<Vec<MappingRow>, StoreError> {
         self.fetch_rows(
-            sqlx::query(&format!(
+            sqlx::query(self.sql(&format!(
                 "SELECT {COLUMNS} FROM mappings WHERE enabled = 1 AND deleted = 0 ORDER BY id"
-            )),
+            ))),
             from_row,
         )
         .await
@@ -90,101 +90,124 @@ impl Store {
 
     /// Live, enabled mappings that use a certificate.
     pub async fn mappings_using(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         certificate_id: i64,
     ) -> Result<Vec<MappingRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(tx.sql(&format!(
             "SELECT {COLUMNS} FROM mappings WHERE account = ? AND certificate_id = ? AND enabled = 1 AND deleted = 0 ORDER BY id"
-        ))
+        )))
         .bind(account)
         .bind(certificate_id)
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.conn())
         .await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
     /// The live mapping of the account with this name, if any.
     pub async fn mapping_named(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         name: &str,
     ) -> Result<Option<MappingRow>, StoreError> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(tx.sql(&format!(
             "SELECT {COLUMNS} FROM mappings WHERE account = ? AND name = ? AND deleted = 0"
-        ))
+        )))
         .bind(account)
         .bind(name)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx.conn())
         .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
     }
 
     /// The live mapping of the account for this triplet, if any.
     pub async fn mapping_for(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         service: Service,
         url: &str,
     ) -> Result<Option<MappingRow>, StoreError> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(tx.sql(&format!(
             "SELECT {COLUMNS} FROM mappings WHERE account = ? AND service_id = ? AND url = ? AND deleted = 0"
-        ))
+        )))
         .bind(account)
         .bind(i64::from(service.id()))
         .bind(url)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(tx.conn())
         .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
     }
 
     pub async fn insert_mapping(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         m: &NewMapping,
     ) -> Result<MappingRow, StoreError> {
         let t = now();
-        let row = sqlx::query(&format!(
-            "INSERT INTO mappings (account, name, service_id, url, certificate_id, enabled, ca_certificates, \
-             credential_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
-        ))
+        let id = tx
+            .insert_id(
+                "INSERT INTO mappings (account, name, service_id, url, certificate_id, enabled, \
+                 ca_certificates, credential_id, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                |q| {
+                    q.bind(account)
+                        .bind(&m.name)
+                        .bind(i64::from(m.service.id()))
+                        .bind(&m.url)
+                        .bind(m.certificate_id)
+                        .bind(i64::from(m.enabled))
+                        .bind(&m.ca_certificates)
+                        .bind(m.credential_id)
+                        .bind(t)
+                        .bind(t)
+                },
+            )
+            .await?;
+        Store::mapping_in(tx, account, id)
+            .await?
+            .ok_or_else(|| sqlx::Error::RowNotFound.into())
+    }
+
+    /// A live mapping of the account, read inside a write transaction.
+    async fn mapping_in(
+        tx: &mut Tx,
+        account: &str,
+        id: i64,
+    ) -> Result<Option<MappingRow>, StoreError> {
+        let row = sqlx::query(tx.sql(&format!(
+            "SELECT {COLUMNS} FROM mappings WHERE account = ? AND id = ? AND deleted = 0"
+        )))
         .bind(account)
-        .bind(&m.name)
-        .bind(i64::from(m.service.id()))
-        .bind(&m.url)
-        .bind(m.certificate_id)
-        .bind(m.enabled)
-        .bind(&m.ca_certificates)
-        .bind(m.credential_id)
-        .bind(t)
-        .bind(t)
-        .fetch_one(&mut **tx)
+        .bind(id)
+        .fetch_optional(tx.conn())
         .await?;
-        Ok(from_row(&row)?)
+        Ok(row.as_ref().map(from_row).transpose()?)
     }
 
     /// Bumps the account's mapping revision (its `ac-revision`) and answers the new value.
-    pub async fn bump_revision(
-        tx: &mut Transaction<'_, Sqlite>,
-        account: &str,
-    ) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "INSERT INTO account_revisions (account, revision) VALUES (?, 1) \
-             ON CONFLICT (account) DO UPDATE SET revision = revision + 1 RETURNING revision",
-        )
-        .bind(account)
-        .fetch_one(&mut **tx)
-        .await?)
+    pub async fn bump_revision(tx: &mut Tx, account: &str) -> Result<i64, StoreError> {
+        let upsert = tx
+            .dialect()
+            .upsert_increment("account_revisions", "account", "revision", &[]);
+        sqlx::query(tx.sql(&upsert))
+            .bind(account)
+            .bind(1i64)
+            .execute(tx.conn())
+            .await?;
+        // The row is ours (locked) until the commit: this reads the value just written.
+        Store::revision_in(tx, account).await
     }
 
     /// The account's current mapping revision (0 before any change).
     pub async fn revision(&self, account: &str) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT revision FROM account_revisions WHERE account = ?")
-                .bind(account)
-                .fetch_optional(self.pool())
-                .await?
-                .unwrap_or(0),
+            sqlx::query_scalar(
+                self.sql("SELECT revision FROM account_revisions WHERE account = ?"),
+            )
+            .bind(account)
+            .fetch_optional(self.pool())
+            .await?
+            .unwrap_or(0),
         )
     }
 }
@@ -192,9 +215,9 @@ impl Store {
 impl Store {
     /// A live mapping of the account.
     pub async fn mapping(&self, account: &str, id: i64) -> Result<Option<MappingRow>, StoreError> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(self.sql(&format!(
             "SELECT {COLUMNS} FROM mappings WHERE account = ? AND id = ? AND deleted = 0"
-        ))
+        )))
         .bind(account)
         .bind(id)
         .fetch_optional(self.pool())
@@ -203,49 +226,44 @@ impl Store {
     }
 
     pub async fn update_mapping(
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Tx,
         account: &str,
         id: i64,
         m: &NewMapping,
     ) -> Result<Option<MappingRow>, StoreError> {
-        let row = sqlx::query(&format!(
+        let done = sqlx::query(tx.sql(
             "UPDATE mappings SET name = ?, service_id = ?, url = ?, certificate_id = ?, enabled = ?, \
-             ca_certificates = ?, credential_id = ?, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0 \
-             RETURNING {COLUMNS}"
+             ca_certificates = ?, credential_id = ?, updated_at = ? WHERE account = ? AND id = ? AND deleted = 0",
         ))
         .bind(&m.name)
         .bind(i64::from(m.service.id()))
         .bind(&m.url)
         .bind(m.certificate_id)
-        .bind(m.enabled)
+        .bind(i64::from(m.enabled))
         .bind(&m.ca_certificates)
         .bind(m.credential_id)
         .bind(now())
         .bind(account)
         .bind(id)
-        .fetch_optional(&mut **tx)
+        .execute(tx.conn())
         .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        Store::mapping_in(tx, account, id).await
     }
 
     /// Marks a mapping deleted; false when there was no such live mapping.
-    pub async fn delete_mapping(
-        tx: &mut Transaction<'_, Sqlite>,
-        account: &str,
-        id: i64,
-    ) -> Result<bool, StoreError> {
-        Store::mark_deleted(&mut **tx, SoftDeleted::Mappings, account, id).await
+    pub async fn delete_mapping(tx: &mut Tx, account: &str, id: i64) -> Result<bool, StoreError> {
+        Store::mark_deleted(tx, SoftDeleted::Mappings, account, id).await
     }
 
     /// The account's revision, read inside a write transaction.
-    pub async fn revision_in(
-        tx: &mut Transaction<'_, Sqlite>,
-        account: &str,
-    ) -> Result<i64, StoreError> {
+    pub async fn revision_in(tx: &mut Tx, account: &str) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT revision FROM account_revisions WHERE account = ?")
+            sqlx::query_scalar(tx.sql("SELECT revision FROM account_revisions WHERE account = ?"))
                 .bind(account)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(tx.conn())
                 .await?
                 .unwrap_or(0),
         )

@@ -1,8 +1,6 @@
 //! How many live rows of each kind an account holds: what the per-account quotas count.
 
-use sqlx::{Sqlite, Transaction};
-
-use super::{Store, StoreError};
+use super::{Store, StoreError, Tx};
 
 /// A kind of row an account's quota bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,14 +31,10 @@ impl Counted {
 impl Store {
     /// Live rows of `what` in `account`, read in the writer's transaction (under the write
     /// lock), so a quota check and the insert it allows cannot interleave with another's.
-    pub async fn live_count(
-        tx: &mut Transaction<'_, Sqlite>,
-        account: &str,
-        what: Counted,
-    ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(what.query())
+    pub async fn live_count(tx: &mut Tx, account: &str, what: Counted) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(tx.sql(what.query()))
             .bind(account)
-            .fetch_one(&mut **tx)
+            .fetch_one(tx.conn())
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }

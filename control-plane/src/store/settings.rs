@@ -1,13 +1,13 @@
 //! Per-account settings.
 
-use super::{now, Store, StoreError};
+use super::{now, text, Store, StoreError};
 
 impl Store {
     /// Whether the account lets a caller's `LP-authorization-override` replace a credential
     /// attached to a mapping (default: no).
     pub async fn allows_authorization_override(&self, account: &str) -> Result<bool, StoreError> {
         let v: Option<i64> = sqlx::query_scalar(
-            "SELECT allow_authorization_override FROM account_settings WHERE account = ?",
+            self.sql("SELECT allow_authorization_override FROM account_settings WHERE account = ?"),
         )
         .bind(account)
         .fetch_optional(self.pool())
@@ -21,25 +21,28 @@ impl Store {
         allow: bool,
     ) -> Result<(), StoreError> {
         let _w = self.write_lock().await;
-        sqlx::query(
-            "INSERT INTO account_settings (account, allow_authorization_override, updated_at) VALUES (?, ?, ?) \
-             ON CONFLICT (account) DO UPDATE SET allow_authorization_override = excluded.allow_authorization_override, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(account)
-        .bind(i64::from(allow))
-        .bind(now())
-        .execute(self.pool())
-        .await?;
+        let upsert = self.dialect().upsert(
+            "account_settings",
+            "account",
+            &["allow_authorization_override", "updated_at"],
+        );
+        sqlx::query(self.sql(&upsert))
+            .bind(account)
+            .bind(i64::from(allow))
+            .bind(now())
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
     /// The accounts that let the override win (for the desired state).
     pub async fn accounts_allowing_override(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT account FROM account_settings WHERE allow_authorization_override = 1",
+        self.fetch_rows(
+            sqlx::query(self.sql(
+                "SELECT account FROM account_settings WHERE allow_authorization_override = 1",
+            )),
+            |r| text(r, "account"),
         )
-        .fetch_all(self.pool())
-        .await?)
+        .await
     }
 }

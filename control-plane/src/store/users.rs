@@ -1,9 +1,9 @@
 //! User rows.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{now, SoftDeleted, Store, StoreError};
+use super::{flag, now, text, SoftDeleted, Store, StoreError};
 
 /// A user as stored. The hash is argon2id in PHC string form.
 #[derive(Clone, PartialEq, Eq)]
@@ -30,14 +30,14 @@ impl std::fmt::Debug for UserRow {
 
 const COLUMNS: &str = "id, account, username, password_hash, is_admin, privileges, created_at";
 
-fn from_row(r: &SqliteRow) -> Result<UserRow, sqlx::Error> {
-    let privileges: String = r.try_get("privileges")?;
+fn from_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
+    let privileges = text(r, "privileges")?;
     Ok(UserRow {
         id: r.try_get("id")?,
-        account: r.try_get("account")?,
-        username: r.try_get("username")?,
-        password_hash: r.try_get("password_hash")?,
-        is_admin: r.try_get("is_admin")?,
+        account: text(r, "account")?,
+        username: text(r, "username")?,
+        password_hash: text(r, "password_hash")?,
+        is_admin: flag(r, "is_admin")?,
         privileges: serde_json::from_str(&privileges)
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         created_at: r.try_get("created_at")?,
@@ -59,9 +59,9 @@ impl Store {
         account: &str,
         username: &str,
     ) -> Result<Option<UserRow>, StoreError> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(self.sql(&format!(
             "SELECT {COLUMNS} FROM users WHERE account = ? AND username = ? AND deleted = 0"
-        ))
+        )))
         .bind(account)
         .bind(username)
         .fetch_optional(self.pool())
@@ -70,9 +70,9 @@ impl Store {
     }
 
     pub async fn user(&self, account: &str, id: i64) -> Result<Option<UserRow>, StoreError> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(self.sql(&format!(
             "SELECT {COLUMNS} FROM users WHERE account = ? AND id = ? AND deleted = 0"
-        ))
+        )))
         .bind(account)
         .bind(id)
         .fetch_optional(self.pool())
@@ -82,9 +82,9 @@ impl Store {
 
     pub async fn users(&self, account: &str) -> Result<Vec<UserRow>, StoreError> {
         self.fetch_rows(
-            sqlx::query(&format!(
+            sqlx::query(self.sql(&format!(
                 "SELECT {COLUMNS} FROM users WHERE account = ? AND deleted = 0 ORDER BY id"
-            ))
+            )))
             .bind(account),
             from_row,
         )
@@ -93,11 +93,13 @@ impl Store {
 
     /// Every live user of every account, as (account, id), for the gateway's snapshot.
     pub async fn all_user_ids(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT account, id FROM users WHERE deleted = 0 ORDER BY account, id")
-                .fetch_all(self.pool())
-                .await?,
+        self.fetch_rows(
+            sqlx::query(
+                self.sql("SELECT account, id FROM users WHERE deleted = 0 ORDER BY account, id"),
+            ),
+            |r| Ok((text(r, "account")?, r.try_get("id")?)),
         )
+        .await
     }
 
     /// Inserts a user; `None` when the account already has a user of that name.
@@ -110,32 +112,38 @@ impl Store {
         privileges: &[String],
     ) -> Result<Option<UserRow>, StoreError> {
         let _w = self.write_lock().await;
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_write(account).await?;
         let exists: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM users WHERE account = ? AND username = ? AND deleted = 0",
+            tx.sql("SELECT id FROM users WHERE account = ? AND username = ? AND deleted = 0"),
         )
         .bind(account)
         .bind(username)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx.conn())
         .await?;
         if exists.is_some() {
             return Ok(None);
         }
         let t = now();
         let privileges = serde_json::to_string(privileges).unwrap_or_else(|_| "[]".into());
-        let row = sqlx::query(&format!(
-            "INSERT INTO users (account, username, password_hash, is_admin, privileges, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
-        ))
-        .bind(account)
-        .bind(username)
-        .bind(password_hash)
-        .bind(is_admin)
-        .bind(privileges)
-        .bind(t)
-        .bind(t)
-        .fetch_one(&mut *tx)
-        .await?;
+        let id = tx
+            .insert_id(
+                "INSERT INTO users (account, username, password_hash, is_admin, privileges, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                |q| {
+                    q.bind(account)
+                        .bind(username)
+                        .bind(password_hash)
+                        .bind(i64::from(is_admin))
+                        .bind(privileges)
+                        .bind(t)
+                        .bind(t)
+                },
+            )
+            .await?;
+        let row = sqlx::query(tx.sql(&format!("SELECT {COLUMNS} FROM users WHERE id = ?")))
+            .bind(id)
+            .fetch_one(tx.conn())
+            .await?;
         tx.commit().await?;
         Ok(Some(from_row(&row)?))
     }
@@ -149,30 +157,30 @@ impl Store {
         id: i64,
     ) -> Result<UserDeletion, StoreError> {
         let _w = self.write_lock().await;
-        let mut tx = self.begin().await?;
-        let is_admin: Option<bool> = sqlx::query_scalar(
-            "SELECT is_admin FROM users WHERE account = ? AND id = ? AND deleted = 0",
+        let mut tx = self.begin_write(account).await?;
+        let is_admin: Option<i64> = sqlx::query_scalar(
+            tx.sql("SELECT is_admin FROM users WHERE account = ? AND id = ? AND deleted = 0"),
         )
         .bind(account)
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx.conn())
         .await?;
         match is_admin {
             None => return Ok(UserDeletion::NotFound),
-            Some(true) => {
-                let admins: i64 = sqlx::query_scalar(
+            Some(flag) if flag != 0 => {
+                let admins: i64 = sqlx::query_scalar(tx.sql(
                     "SELECT COUNT(*) FROM users WHERE account = ? AND is_admin = 1 AND deleted = 0",
-                )
+                ))
                 .bind(account)
-                .fetch_one(&mut *tx)
+                .fetch_one(tx.conn())
                 .await?;
                 if admins <= 1 {
                     return Ok(UserDeletion::LastAdmin);
                 }
             }
-            Some(false) => {}
+            Some(_) => {}
         }
-        if !Store::mark_deleted(&mut *tx, SoftDeleted::Users, account, id).await? {
+        if !Store::mark_deleted(&mut tx, SoftDeleted::Users, account, id).await? {
             return Ok(UserDeletion::NotFound);
         }
         tx.commit().await?;
