@@ -580,8 +580,8 @@ impl Reconciler {
     }
 
     /// A marked version `v` no row names: left alone for [`STRAY_GRACE`] (it may be an API
-    /// write about to commit), then destroyed — under the store's write lock, and only if
-    /// the row still does not pin it, so a write committing right now is never destroyed.
+    /// write about to commit), then destroyed — under the account's lock, and only if the
+    /// row still does not pin it, so a write committing right now is never destroyed.
     async fn stray(&self, c: &Pinned, v: u64) {
         let first_seen = *self
             .strays
@@ -598,7 +598,17 @@ impl Reconciler {
             return;
         }
         let _w = self.store.write_lock().await;
-        match self.store.certificate_pin(c.id).await {
+        // why: the account's lock in the database, held until the destroy is done. Every API
+        // write of the certificate holds it from before its secret-store write to its commit,
+        // on whichever control plane it runs, so no write is between the two now.
+        let mut tx = match self.store.begin_write(&c.account).await {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::warn!(certificate = c.id, error = %e, "cannot lock the account to look at a stray Vault version; next watch");
+                return;
+            }
+        };
+        match Store::certificate_pin_in(&mut tx, c.id).await {
             Ok(Some((pinned, _))) if pinned != v => {
                 match self
                     .secrets
@@ -620,6 +630,8 @@ impl Reconciler {
             }
             _ => {}
         }
+        // Nothing was written: rolled back, which frees the account.
+        drop(tx);
     }
 
     /// Brings the material cache up to date with `rows` (read from the store after the

@@ -230,7 +230,7 @@ async fn save_new(
     new: &NewCertificate<'_>,
     material: Material,
 ) -> Result<CertificateRow, ApiError> {
-    let mut tx = state.store.begin_write(&account).await?;
+    let mut tx = state.store.begin_write(account).await?;
     if let Some(existing) = Store::certificate_named(&mut tx, account, new.name).await? {
         return Err(duplicate_name(new.name, existing));
     }
@@ -280,19 +280,20 @@ async fn save_update(
     new: &NewCertificate<'_>,
     material: Material,
 ) -> Result<CertificateRow, ApiError> {
-    if state.store.certificate(account, id).await?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "no certificate {id} in this account"
-        )));
-    }
-    let mut tx = state.store.begin_write(&account).await?;
+    let mut tx = state.store.begin_write(account).await?;
     if let Some(other) = Store::certificate_named(&mut tx, account, new.name)
         .await?
         .filter(|o| *o != id)
     {
         return Err(duplicate_name(new.name, other));
     }
-    Store::update_certificate(&mut tx, id, new).await?;
+    // why: the guard is this update, under the account's lock, before the secret store is
+    // written: a certificate deleted meanwhile (by any control plane) gets no new version.
+    if !Store::update_certificate(&mut tx, id, new).await? {
+        return Err(ApiError::not_found(format!(
+            "no certificate {id} in this account"
+        )));
+    }
     let write_id = WriteId::new();
     let version = state
         .secrets
@@ -632,14 +633,15 @@ pub async fn delete(
 async fn delete_detached(state: AppState, account: String, id: i64) -> Result<(), ApiError> {
     let account = account.as_str();
     let _w = state.store.write_lock().await;
+    let mut tx = state.store.begin_write(account).await?;
     // why: before looking at which mappings use it, or a 409 would list another account's
-    // mappings (URLs, names, CA bundles) to whoever guesses its certificate id.
+    // mappings (URLs, names, CA bundles) to whoever guesses its certificate id; under the
+    // account's lock, so it cannot go between this check and the delete.
     if state.store.certificate(account, id).await?.is_none() {
         return Err(ApiError::not_found(format!(
             "no certificate {id} in this account"
         )));
     }
-    let mut tx = state.store.begin_write(&account).await?;
     let users = Store::mappings_using(&mut tx, account, id).await?;
     if !users.is_empty() {
         return Err(ApiError::conflict(

@@ -144,7 +144,7 @@ async fn create_detached(
 ) -> Result<CredentialRow, ApiError> {
     let account = account.as_str();
     let _w = state.store.write_lock().await;
-    let mut tx = state.store.begin_write(&account).await?;
+    let mut tx = state.store.begin_write(account).await?;
     state
         .quotas
         .check(&mut tx, account, Counted::Credentials, 1)
@@ -255,7 +255,14 @@ async fn update_detached(
             state.store.pin_legacy_credential(account, id, live).await?;
         }
     }
-    let mut tx = state.store.begin_write(&account).await?;
+    let mut tx = state.store.begin_write(account).await?;
+    // Read again under the account's lock: another control plane may have changed or
+    // deleted it since.
+    let current = state
+        .store
+        .credential(account, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no credential {id} in this account")))?;
     if current.kind() != v.kind()
         && !Store::mappings_using_credential(&mut tx, account, id)
             .await?
@@ -276,7 +283,11 @@ async fn update_detached(
         )
         .with("existingCredentialId", json!(existing)));
     }
-    Store::update_credential(&mut tx, account, id, &name, &v.settings).await?;
+    if !Store::update_credential(&mut tx, account, id, &name, &v.settings).await? {
+        return Err(ApiError::not_found(format!(
+            "no credential {id} in this account"
+        )));
+    }
     let version = state
         .secrets
         .put_credential(account, id, &v.secrets.to_map())
@@ -327,7 +338,7 @@ pub async fn delete(
 async fn delete_detached(state: AppState, account: String, id: i64) -> Result<(), ApiError> {
     let account = account.as_str();
     let _w = state.store.write_lock().await;
-    let mut tx = state.store.begin_write(&account).await?;
+    let mut tx = state.store.begin_write(account).await?;
     let users = Store::mappings_using_credential(&mut tx, account, id).await?;
     if !users.is_empty() {
         return Err(ApiError::conflict(

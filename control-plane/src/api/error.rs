@@ -86,12 +86,32 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        match e {
+            // Another writer (on this control plane or another) created the same name or
+            // triplet between this request's check and its insert: the answer the check
+            // would have given.
+            StoreError::Conflict => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "a resource with the same name or key was created at the same time; read it and try again",
+            ),
+            StoreError::Busy => {
+                tracing::warn!("database busy: a lock was not had in time");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_busy",
+                    "the database is busy; try again",
+                )
+            }
+            e => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
     }
 }
 

@@ -143,12 +143,13 @@ impl Store {
         Ok(id)
     }
 
+    /// Writes new metadata; false when the account has no such live certificate.
     pub async fn update_certificate(
         tx: &mut Tx,
         id: i64,
         c: &NewCertificate<'_>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(tx.sql("UPDATE certificates SET name = ?, display_name = ?, subject = ?, issuer = ?, serial_number = ?, \
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(tx.sql("UPDATE certificates SET name = ?, display_name = ?, subject = ?, issuer = ?, serial_number = ?, \
              not_before = ?, not_after = ?, sha256_fingerprint = ?, key_algorithm = ?, key_size = ?, \
              updated_at = ? WHERE id = ? AND account = ? AND deleted = 0",
         ))
@@ -167,7 +168,7 @@ impl Store {
         .bind(c.account)
         .execute(tx.conn())
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Pins the row to the Vault version the API just wrote (`write_id` is that version's
@@ -201,6 +202,28 @@ impl Store {
         ))
         .bind(id)
         .fetch_optional(self.pool())
+        .await?;
+        Ok(row
+            .map(|r| {
+                Ok::<_, sqlx::Error>((
+                    u64::try_from(r.try_get::<i64, _>("vault_version")?)
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    opt_text(&r, "vault_write_id")?,
+                ))
+            })
+            .transpose()?)
+    }
+
+    /// [`Store::certificate_pin`], read inside a write transaction (under the account's lock).
+    pub async fn certificate_pin_in(
+        tx: &mut Tx,
+        id: i64,
+    ) -> Result<Option<(u64, Option<String>)>, StoreError> {
+        let row = sqlx::query(tx.sql(
+            "SELECT vault_version, vault_write_id FROM certificates WHERE id = ? AND deleted = 0",
+        ))
+        .bind(id)
+        .fetch_optional(tx.conn())
         .await?;
         Ok(row
             .map(|r| {

@@ -191,44 +191,36 @@ impl Dialect {
             }
         }
     }
+}
 
-    /// What a database error means for the write that met it.
-    pub(crate) fn classify(self, e: &sqlx::Error) -> ErrorClass {
-        let Some(db) = e.as_database_error() else {
-            return match e {
-                sqlx::Error::PoolTimedOut => ErrorClass::Busy,
-                _ => ErrorClass::Other,
-            };
+/// What a database error means for the write that met it. The codes of the three backends do
+/// not overlap (SQLite's are numbers, PostgreSQL's and MySQL's SQLSTATEs agree on 40001), so
+/// this needs no dialect.
+pub(crate) fn classify(e: &sqlx::Error) -> ErrorClass {
+    let Some(db) = e.as_database_error() else {
+        return match e {
+            sqlx::Error::PoolTimedOut => ErrorClass::Busy,
+            _ => ErrorClass::Other,
         };
-        if db.kind() == sqlx::error::ErrorKind::UniqueViolation {
-            return ErrorClass::Conflict;
-        }
-        let code = db.code();
-        let code = code.as_deref().unwrap_or("");
-        match self {
-            // SQLITE_BUSY (5) and its extended codes (…5 + 256·n).
-            Dialect::Sqlite => match code.parse::<i64>() {
-                Ok(c) if c & 0xff == 5 => ErrorClass::Retry,
-                _ => ErrorClass::Other,
-            },
-            // serialization_failure, deadlock_detected; lock_not_available (lock_timeout).
-            Dialect::Postgres => match code {
-                "40001" | "40P01" => ErrorClass::Retry,
-                "55P03" => ErrorClass::Busy,
-                _ => ErrorClass::Other,
-            },
-            // sqlx gives MySQL's SQLSTATE: 40001 is ER_LOCK_DEADLOCK (1213); HY000 with
-            // "Lock wait timeout" is ER_LOCK_WAIT_TIMEOUT (1205).
-            Dialect::MySql => match code {
-                "40001" => ErrorClass::Retry,
-                _ if db.message().contains("Lock wait timeout") => ErrorClass::Busy,
-                _ => ErrorClass::Other,
-            },
-        }
+    };
+    if db.kind() == sqlx::error::ErrorKind::UniqueViolation {
+        return ErrorClass::Conflict;
+    }
+    let code = db.code();
+    match code.as_deref().unwrap_or("") {
+        // serialization_failure (PostgreSQL), ER_LOCK_DEADLOCK (MySQL); deadlock_detected.
+        "40001" | "40P01" => ErrorClass::Retry,
+        // lock_not_available: PostgreSQL's lock_timeout.
+        "55P03" => ErrorClass::Busy,
+        // SQLITE_BUSY (5) and its extended codes (5 + 256·n), after the 10 s busy timeout.
+        c if c.parse::<i64>().is_ok_and(|c| c & 0xff == 5) => ErrorClass::Busy,
+        // ER_LOCK_WAIT_TIMEOUT (1205) comes as SQLSTATE HY000, told by its message.
+        _ if db.message().contains("Lock wait timeout") => ErrorClass::Busy,
+        _ => ErrorClass::Other,
     }
 }
 
-/// See [`Dialect::classify`].
+/// See [`classify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorClass {
     /// A deadlock or serialization failure: the transaction was rolled back and may run again.

@@ -13,6 +13,8 @@
 
 mod appkeys;
 mod certificates;
+#[cfg(test)]
+pub(crate) mod contract;
 mod credentials;
 pub mod dialect;
 mod egress;
@@ -94,7 +96,7 @@ impl SoftDeleted {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("the database schema is newer ({0}) than this mtlsgate knows ({1})")]
     SchemaTooNew(i64, usize),
     #[error("unsupported database URL (expected sqlite://, postgres:// or mysql://)")]
@@ -144,11 +146,7 @@ impl Tx {
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
-        let dialect = self.dialect;
-        self.inner
-            .commit()
-            .await
-            .map_err(|e| StoreError::from_sqlx(dialect, e))
+        Ok(self.inner.commit().await?)
     }
 
     /// Runs an `INSERT` of one row into a table with an `id` column and answers the new id
@@ -175,9 +173,12 @@ impl Tx {
 
 pub(crate) use crate::clock::now;
 
-impl StoreError {
-    fn from_sqlx(dialect: Dialect, e: sqlx::Error) -> StoreError {
-        match dialect.classify(&e) {
+/// A refused unique index is a [`StoreError::Conflict`] and a lock not had in time is
+/// [`StoreError::Busy`], on every backend; the rest (deadlocks included, which
+/// [`Store::retrying`] looks for) stays a database error.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        match dialect::classify(&e) {
             ErrorClass::Busy => StoreError::Busy,
             ErrorClass::Conflict => StoreError::Conflict,
             ErrorClass::Retry | ErrorClass::Other => StoreError::Database(e),
@@ -322,17 +323,20 @@ impl Store {
     /// Each migration in one transaction (PostgreSQL's DDL is transactional) that first takes
     /// an advisory lock, so replicas starting at once migrate one after the other.
     async fn migrate_postgres(&self) -> Result<(), StoreError> {
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS mtlsgate_schema              (id BIGINT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
         for (to, sql) in POSTGRES_MIGRATIONS {
             let mut tx = self.pool.begin().await?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(MIGRATION_LOCK)
                 .execute(&mut *tx)
                 .await?;
+            // Under the lock: two concurrent CREATE TABLE IF NOT EXISTS can both try to
+            // create it, and one then fails.
+            sqlx::raw_sql(
+                "CREATE TABLE IF NOT EXISTS mtlsgate_schema \
+                 (id BIGINT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)",
+            )
+            .execute(&mut *tx)
+            .await?;
             if Store::schema_level(&mut *tx).await? >= *to {
                 continue;
             }
@@ -462,7 +466,7 @@ impl Store {
         for step in self.dialect.account_lock() {
             let sql = tx.sql(step);
             let result = sqlx::query(sql).bind(account).execute(tx.conn()).await;
-            result.map_err(|e| StoreError::from_sqlx(self.dialect, e))?;
+            result.map_err(|e| StoreError::from(e))?;
         }
         Ok(tx)
     }
@@ -474,7 +478,7 @@ impl Store {
             Some(statement) => self.pool.begin_with(statement).await,
             None => self.pool.begin().await,
         }
-        .map_err(|e| StoreError::from_sqlx(self.dialect, e))?;
+        .map_err(|e| StoreError::from(e))?;
         Ok(Tx {
             inner,
             dialect: self.dialect,
@@ -494,12 +498,12 @@ impl Store {
             attempt += 1;
             match f().await {
                 Err(StoreError::Database(e))
-                    if attempt < 3 && self.dialect.classify(&e) == ErrorClass::Retry =>
+                    if attempt < 3 && dialect::classify(&e) == ErrorClass::Retry =>
                 {
                     tracing::debug!(attempt, "write rolled back by the database; again");
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
                 }
-                Err(StoreError::Database(e)) => return Err(StoreError::from_sqlx(self.dialect, e)),
+                Err(StoreError::Database(e)) => return Err(StoreError::from(e)),
                 other => return other,
             }
         }
