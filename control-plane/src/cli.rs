@@ -79,6 +79,23 @@ pub struct PkiIssueControlPlane {
     pub control_plane_names: Vec<String>,
 }
 
+/// `mtlsgate pki revoke-gateway`
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["node_id", "serial"])))]
+pub struct PkiRevokeGateway {
+    /// The PKI directory made by `mtlsgate pki init`; its `crl.pem` is written again.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Revoke the certificate this gateway holds now (`gateways/<node>/gateway.pem`).
+    /// Revoke before issuing its replacement, or name the old one by `--serial`.
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Revoke the certificate with this serial number (hex; colons allowed), as `issue-gateway`
+    /// and the control plane's log print it.
+    #[arg(long)]
+    pub serial: Option<String>,
+}
+
 /// Creates the link PKI: CA, control plane certificate, and the gateways asked for.
 pub fn pki_init(args: PkiInit) -> Result<(), CliError> {
     crate::pki::init(&args.dir, &args.control_plane_names)?;
@@ -96,7 +113,40 @@ pub fn pki_init(args: PkiInit) -> Result<(), CliError> {
 /// Issues (or replaces) one gateway's certificate; Envoy picks a replaced one up by itself.
 pub fn pki_issue_gateway(args: PkiIssueGateway) -> Result<(), CliError> {
     let out = crate::pki::issue_gateway(&args.dir, &args.node_id)?;
-    println!("issued gateway {:?}: {}", args.node_id, out.display());
+    let serial = crate::pki::gateway_serial(&args.dir, &args.node_id)?;
+    println!(
+        "issued gateway {:?} (serial {}): {}",
+        args.node_id,
+        hex::encode(serial),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Revokes a gateway certificate: the CRL (`crl.pem`) lists it; control planes that follow
+/// that file (`--link-crl-file`) refuse it and close its open connections within a second.
+pub fn pki_revoke_gateway(args: PkiRevokeGateway) -> Result<(), CliError> {
+    let target = match (args.node_id, args.serial) {
+        (Some(node), None) => crate::pki::RevokeTarget::Node(node),
+        (None, Some(serial)) => crate::pki::RevokeTarget::Serial(serial),
+        _ => {
+            return Err(CliError::Invalid(
+                "name the certificate by --node-id or by --serial".into(),
+            ))
+        }
+    };
+    let done = crate::pki::revoke(&args.dir, &target)?;
+    println!(
+        "{} certificate {}{}; {} lists {} revoked certificate(s): copy it to every control plane's --link-crl-file",
+        if done.newly { "revoked" } else { "already revoked:" },
+        done.serial,
+        match &target {
+            crate::pki::RevokeTarget::Node(node) => format!(" (gateway {node:?})"),
+            crate::pki::RevokeTarget::Serial(_) => String::new(),
+        },
+        crate::pki::crl_path(&args.dir).display(),
+        done.listed
+    );
     Ok(())
 }
 

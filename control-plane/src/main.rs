@@ -43,6 +43,10 @@ enum PkiCommand {
     /// Replace the control planes' certificate (running control planes pick it up by
     /// themselves, for their next connections).
     IssueControlPlane(mtlsgate::cli::PkiIssueControlPlane),
+    /// Revoke a gateway certificate (a stolen one): adds it to the link CA's CRL
+    /// (`crl.pem`), which control planes follow with `--link-crl-file`; they refuse it and
+    /// close its open connections within a second.
+    RevokeGateway(mtlsgate::cli::PkiRevokeGateway),
 }
 
 #[derive(Subcommand)]
@@ -93,6 +97,9 @@ fn main() -> std::process::ExitCode {
             Command::Pki {
                 command: PkiCommand::IssueControlPlane(args),
             } => Ok(mtlsgate::cli::pki_issue_control_plane(args)?),
+            Command::Pki {
+                command: PkiCommand::RevokeGateway(args),
+            } => Ok(mtlsgate::cli::pki_revoke_gateway(args)?),
         }
     });
     match result {

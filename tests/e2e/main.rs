@@ -21,6 +21,7 @@ mod isolation;
 mod management;
 mod oauth;
 mod p12tester;
+mod revocation;
 mod runtime;
 mod runtime_api;
 mod slow_partner;
