@@ -32,6 +32,19 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// mtlsgate's own keys in the secret store.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Rotate the login-token signing key: a new key (a new `kid`) signs after
+    /// `--activate-in-seconds`; tokens of the old one stay accepted until they expire.
+    /// Running control planes follow without a restart.
+    RotateLogin(mtlsgate::cli::KeysRotateLogin),
 }
 
 #[derive(Subcommand)]
@@ -97,6 +110,9 @@ fn main() -> std::process::ExitCode {
             Command::Pki {
                 command: PkiCommand::IssueControlPlane(args),
             } => Ok(mtlsgate::cli::pki_issue_control_plane(args)?),
+            Command::Keys {
+                command: KeysCommand::RotateLogin(args),
+            } => Ok(mtlsgate::cli::keys_rotate_login(args).await?),
             Command::Pki {
                 command: PkiCommand::RevokeGateway(args),
             } => Ok(mtlsgate::cli::pki_revoke_gateway(args)?),

@@ -18,6 +18,7 @@ mod credentials;
 mod egress_guard;
 mod forward;
 mod isolation;
+mod login_keys;
 mod management;
 mod oauth;
 mod p12tester;
