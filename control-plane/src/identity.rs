@@ -454,7 +454,6 @@ impl LoginTokens {
         let keys = LoginKeys::from_stored(stored)?;
         let kids: Vec<&str> = keys.keys.iter().map(|k| k.kid.as_str()).collect();
         tracing::info!(keys = ?kids, "token signing keys changed in the secret store");
-        drop(kids);
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         Ok(true)
     }

@@ -12,7 +12,7 @@
 //! AppKey secrets for as long as it keeps the connection up.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -48,16 +48,16 @@ pub struct LinkFiles {
 /// would make every gateway's status unknown, so every gateway refused: better to refuse
 /// the file and keep what works).
 fn crls(
-    path: &PathBuf,
+    path: &Path,
     cas: &[CertificateDer<'static>],
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, ServerTlsError> {
     use rustls::pki_types::pem::PemObject;
     let pem = read(path)?;
     let list = CertificateRevocationListDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerTlsError::Pem(path.clone(), e.to_string()))?;
+        .map_err(|e| ServerTlsError::Pem(path.to_owned(), e.to_string()))?;
     if list.is_empty() {
-        return Err(ServerTlsError::Missing(path.clone(), "CRL"));
+        return Err(ServerTlsError::Missing(path.to_owned(), "CRL"));
     }
     let keys = cas
         .iter()
@@ -65,13 +65,13 @@ fn crls(
         .collect::<Vec<_>>();
     for crl in &list {
         let (_, parsed) = x509_parser::parse_x509_crl(crl)
-            .map_err(|e| ServerTlsError::Pem(path.clone(), e.to_string()))?;
+            .map_err(|e| ServerTlsError::Pem(path.to_owned(), e.to_string()))?;
         if !keys
             .iter()
             .any(|(_, ca)| parsed.verify_signature(ca.public_key()).is_ok())
         {
             return Err(ServerTlsError::Pem(
-                path.clone(),
+                path.to_owned(),
                 "a CRL not signed by the link CA".into(),
             ));
         }

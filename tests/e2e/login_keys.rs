@@ -53,7 +53,7 @@ async fn statuses(stack: &Stack, url: &str, bearer: &str) -> (u16, u16) {
             "GET",
             url,
             "IDP",
-            &[("authorization", &auth)],
+            &[("authorization", auth.as_str())],
             None,
         )
         .await
