@@ -179,8 +179,8 @@ pub struct PkiRevokeGateway {
     /// Revoke before issuing its replacement, or name the old one by `--serial`.
     #[arg(long)]
     pub node_id: Option<String>,
-    /// Revoke the certificate with this serial number (hex; colons allowed), as `issue-gateway`
-    /// and the control plane's log print it.
+    /// Revoke the certificate with this serial number (hex; colons allowed), as
+    /// `issue-gateway` prints it (or `openssl x509 -serial` shows it).
     #[arg(long)]
     pub serial: Option<String>,
 }
