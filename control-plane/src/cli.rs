@@ -38,6 +38,95 @@ pub enum CliError {
     Store(#[from] crate::store::StoreError),
     #[error("pki: {0}")]
     Pki(#[from] crate::pki::PkiError),
+    #[error("secret store: {0}")]
+    Secrets(#[from] crate::secret_store::SecretStoreError),
+    #[error("{0}")]
+    Rotate(#[from] identity::RotateError),
+}
+
+/// The secret store, as `serve` reaches it (the same flags and environment variables).
+#[derive(clap::Args, Debug)]
+pub struct SecretStoreArgs {
+    /// Vault / OpenBao address.
+    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
+    pub vault_addr: String,
+    /// The CA (PEM) that verifies an https `--vault-addr`'s certificate, besides the
+    /// system's roots. Plain http is accepted for a loopback address only.
+    #[arg(long, env = "VAULT_CACERT")]
+    pub vault_ca_file: Option<PathBuf>,
+    /// Vault / OpenBao token.
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
+    pub vault_token: Secret,
+    /// KV v2 mount that holds mtlsgate's secrets.
+    #[arg(long, env = "MTLSGATE_VAULT_MOUNT", default_value = "secret")]
+    pub vault_mount: String,
+    /// Path prefix inside the mount.
+    #[arg(long, env = "MTLSGATE_VAULT_PREFIX", default_value = "mtlsgate/")]
+    pub vault_prefix: String,
+}
+
+impl SecretStoreArgs {
+    async fn open(&self) -> Result<crate::secret_store::Secrets, CliError> {
+        let secrets = crate::secret_store::Secrets::new(std::sync::Arc::new(
+            crate::secret_store::OpenBao::new(
+                &self.vault_addr,
+                &self.vault_token,
+                &self.vault_mount,
+                &self.vault_prefix,
+                self.vault_ca_file.as_deref(),
+            )?,
+        ));
+        secrets.check().await?;
+        Ok(secrets)
+    }
+}
+
+/// `mtlsgate keys rotate-login`
+#[derive(clap::Args, Debug)]
+pub struct KeysRotateLogin {
+    #[command(flatten)]
+    pub secrets: SecretStoreArgs,
+    /// The control planes' `--session-ttl-seconds`: tokens of the old key are accepted this
+    /// long after the new key takes over (plus a minute of clock skew).
+    #[arg(long, env = "MTLSGATE_SESSION_TTL_SECONDS", default_value_t = 8 * 3600,
+          value_parser = clap::value_parser!(u64).range(60..=30 * 86_400))]
+    pub session_ttl_seconds: u64,
+    /// Seconds until the new key signs tokens (0 to 86400). Make it longer than every
+    /// control plane's `--vault-watch-seconds`: each must know the new public key (and so
+    /// must the gateways' snapshot) before another signs a token with it.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub activate_in_seconds: u64,
+    /// The old keys are compromised: remove them now (tokens signed with them are refused
+    /// as soon as each control plane polls, so every user logs in again) and sign with the
+    /// new key at once.
+    #[arg(long)]
+    pub compromised: bool,
+}
+
+/// Rotates the login-token signing key in the secret store; running control planes take the
+/// new key set at their next poll (`--vault-watch-seconds`), without a restart.
+pub async fn keys_rotate_login(args: KeysRotateLogin) -> Result<(), CliError> {
+    let secrets = args.secrets.open().await?;
+    let done = identity::rotate(
+        &secrets,
+        identity::RotatePolicy {
+            ttl_secs: args.session_ttl_seconds,
+            activate_in_secs: args.activate_in_seconds,
+            compromised: args.compromised,
+        },
+    )
+    .await?;
+    println!(
+        "new login-token key {} signs from {} (unix seconds)",
+        done.kid, done.signs_from
+    );
+    for (kid, until) in &done.retiring {
+        println!("key {kid}: its tokens are accepted until {until} (unix seconds)");
+    }
+    if done.removed > 0 {
+        println!("removed {} key(s)", done.removed);
+    }
+    Ok(())
 }
 
 /// `mtlsgate pki init`
@@ -77,6 +166,23 @@ pub struct PkiIssueControlPlane {
     pub control_plane_names: Vec<String>,
 }
 
+/// `mtlsgate pki revoke-gateway`
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["node_id", "serial"])))]
+pub struct PkiRevokeGateway {
+    /// The PKI directory made by `mtlsgate pki init`; its `crl.pem` is written again.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Revoke the certificate this gateway holds now (`gateways/<node>/gateway.pem`).
+    /// Revoke before issuing its replacement, or name the old one by `--serial`.
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Revoke the certificate with this serial number (hex; colons allowed), as
+    /// `issue-gateway` prints it (or `openssl x509 -serial` shows it).
+    #[arg(long)]
+    pub serial: Option<String>,
+}
+
 /// Creates the link PKI: CA, control plane certificate, and the gateways asked for.
 pub fn pki_init(args: PkiInit) -> Result<(), CliError> {
     crate::pki::init(&args.dir, &args.control_plane_names)?;
@@ -94,7 +200,40 @@ pub fn pki_init(args: PkiInit) -> Result<(), CliError> {
 /// Issues (or replaces) one gateway's certificate; Envoy picks a replaced one up by itself.
 pub fn pki_issue_gateway(args: PkiIssueGateway) -> Result<(), CliError> {
     let out = crate::pki::issue_gateway(&args.dir, &args.node_id)?;
-    println!("issued gateway {:?}: {}", args.node_id, out.display());
+    let serial = crate::pki::gateway_serial(&args.dir, &args.node_id)?;
+    println!(
+        "issued gateway {:?} (serial {}): {}",
+        args.node_id,
+        hex::encode(serial),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Revokes a gateway certificate: the CRL (`crl.pem`) lists it; control planes that follow
+/// that file (`--link-crl-file`) refuse it and close its open connections within a second.
+pub fn pki_revoke_gateway(args: PkiRevokeGateway) -> Result<(), CliError> {
+    let target = match (args.node_id, args.serial) {
+        (Some(node), None) => crate::pki::RevokeTarget::Node(node),
+        (None, Some(serial)) => crate::pki::RevokeTarget::Serial(serial),
+        _ => {
+            return Err(CliError::Invalid(
+                "name the certificate by --node-id or by --serial".into(),
+            ))
+        }
+    };
+    let done = crate::pki::revoke(&args.dir, &target)?;
+    println!(
+        "{} certificate {}{}; {} lists {} revoked certificate(s): copy it to every control plane's --link-crl-file",
+        if done.newly { "revoked" } else { "already revoked:" },
+        done.serial,
+        match &target {
+            crate::pki::RevokeTarget::Node(node) => format!(" (gateway {node:?})"),
+            crate::pki::RevokeTarget::Serial(_) => String::new(),
+        },
+        crate::pki::crl_path(&args.dir).display(),
+        done.listed
+    );
     Ok(())
 }
 

@@ -91,6 +91,14 @@ pub struct ServeConfig {
     #[arg(long, env = "MTLSGATE_LINK_CA_FILE")]
     pub link_ca_file: PathBuf,
 
+    /// The link CA's certificate revocation list (PEM; `mtlsgate pki init` writes an empty
+    /// `crl.pem`, `mtlsgate pki revoke-gateway` adds to it). A revoked gateway certificate
+    /// is refused, and the ADS streams and feed polls it holds open are closed, within a
+    /// second of the file changing. A file that is missing, malformed or not signed by the
+    /// link CA stops the start; later, it leaves the last good list in force.
+    #[arg(long, env = "MTLSGATE_LINK_CRL_FILE")]
+    pub link_crl_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -301,6 +309,7 @@ impl ServeConfig {
             cert: self.link_cert_file.clone(),
             key: self.link_key_file.clone(),
             client_ca: self.link_ca_file.clone(),
+            crl: self.link_crl_file.clone(),
         }
     }
 

@@ -32,6 +32,19 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// mtlsgate's own keys in the secret store.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Rotate the login-token signing key: a new key (a new `kid`) signs after
+    /// `--activate-in-seconds`; tokens of the old one stay accepted until they expire.
+    /// Running control planes follow without a restart.
+    RotateLogin(mtlsgate::cli::KeysRotateLogin),
 }
 
 #[derive(Subcommand)]
@@ -43,6 +56,10 @@ enum PkiCommand {
     /// Replace the control planes' certificate (running control planes pick it up by
     /// themselves, for their next connections).
     IssueControlPlane(mtlsgate::cli::PkiIssueControlPlane),
+    /// Revoke a gateway certificate (a stolen one): adds it to the link CA's CRL
+    /// (`crl.pem`), which control planes follow with `--link-crl-file`; they refuse it and
+    /// close its open connections within a second.
+    RevokeGateway(mtlsgate::cli::PkiRevokeGateway),
 }
 
 #[derive(Subcommand)]
@@ -93,6 +110,12 @@ fn main() -> std::process::ExitCode {
             Command::Pki {
                 command: PkiCommand::IssueControlPlane(args),
             } => Ok(mtlsgate::cli::pki_issue_control_plane(args)?),
+            Command::Keys {
+                command: KeysCommand::RotateLogin(args),
+            } => Ok(mtlsgate::cli::keys_rotate_login(args).await?),
+            Command::Pki {
+                command: PkiCommand::RevokeGateway(args),
+            } => Ok(mtlsgate::cli::pki_revoke_gateway(args)?),
         }
     });
     match result {

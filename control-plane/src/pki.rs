@@ -8,11 +8,17 @@
 //! - `ca.pem`, `ca.key`: the CA (keep `ca.key` offline once the gateways are issued);
 //! - `control-plane.pem`, `control-plane.key`: the control planes' server identity
 //!   (`--link-cert-file`, `--link-key-file`), SANs `mtlsgate-control-plane` and those asked for;
+//! - `crl.pem`: the CA's revocation list (`--link-crl-file`), empty at first and written again
+//!   by `mtlsgate pki revoke-gateway`;
 //! - `gateways/<node>/gateway.pem`, `gateway.key`, `sds.yaml`: a gateway's identity and the
 //!   file-based SDS resource its Envoy watches (so the certificate can be replaced in place).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+mod crl;
+
+pub use crl::{crl_path, gateway_serial, revoke, RevokeTarget};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -35,6 +41,14 @@ pub enum PkiError {
     Exists(PathBuf),
     #[error("invalid node id {0:?}: 1-128 letters, digits, '.', '-' or '_'")]
     NodeId(String),
+    #[error("no certificate was issued to gateway {0:?} in this directory")]
+    NoGateway(String),
+    #[error("invalid serial number {0:?}: hex digits, colons allowed, at most 20 bytes")]
+    Serial(String),
+    #[error("{0} does not hold {1}")]
+    Unreadable(PathBuf, &'static str),
+    #[error("the system clock is out of the range a certificate can say")]
+    Clock,
 }
 
 /// Whether a node id can be named in a certificate and a file name.
@@ -92,6 +106,7 @@ pub fn init(dir: &Path, names: &[String]) -> Result<(), PkiError> {
     let ca = params.self_signed(&ca_key)?;
     write(&dir.join("ca.key"), &ca_key.serialize_pem(), true)?;
     write(&ca_path, &ca.pem(), false)?;
+    crl::write_empty_crl(dir)?;
     issue_control_plane(dir, names)
 }
 

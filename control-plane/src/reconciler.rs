@@ -49,8 +49,9 @@ type Materials = HashMap<i64, (u64, Arc<Material>)>;
 pub struct CallerSources {
     /// Live AppKeys with their secrets; the API updates it, then kicks.
     pub appkeys: Arc<Directory>,
-    /// Public halves of the token signing keys (fixed for the life of the process).
-    pub token_keys: Vec<TokenKey>,
+    /// Public halves of the token signing keys accepted now; whoever changes them (a key
+    /// rotated in the secret store, a retired key expired) kicks.
+    pub token_keys: watch::Receiver<Vec<TokenKey>>,
 }
 
 impl CallerSources {
@@ -743,7 +744,7 @@ impl Reconciler {
         let refreshed = self.load_pinned(cached, &ids).await;
         let materials = self.materials.lock().await.clone();
         let callers = Callers {
-            token_keys: self.callers.token_keys.clone(),
+            token_keys: self.callers.token_keys.borrow().clone(),
             app_keys: self.callers.app_keys(),
             users: users
                 .into_iter()

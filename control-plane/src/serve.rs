@@ -158,10 +158,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     // The watches run as long as the process: a certificate rotated in place applies to the
     // next connection.
     let _link_watch = link_tls.watch();
-    let feed_task = tokio::spawn(serve_feed(
-        crate::server_tls::incoming(feed, link_tls.clone()),
-        feed_app,
-    ));
+    let feed_task = tokio::spawn(serve_feed(link_tls.incoming(feed), feed_app));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http_stop = stop_rx.clone();
@@ -185,7 +182,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(ads.into_service())
-            .serve_with_incoming_shutdown(crate::server_tls::incoming(xds, link_tls), async move {
+            .serve_with_incoming_shutdown(link_tls.incoming(xds), async move {
                 let _ = xds_stop.wait_for(|s| *s).await;
             }),
     );
@@ -203,18 +200,16 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Serves the runtime snapshot feed on the TLS streams of `incoming`, each request knowing
+/// Serves the runtime snapshot feed on the link streams of `incoming`, each request knowing
 /// the node its peer's certificate names (or none).
 async fn serve_feed(
-    mut incoming: tokio_stream::wrappers::ReceiverStream<
-        std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
-    >,
+    mut incoming: impl futures::Stream<Item = std::io::Result<crate::link_tls::LinkStream>> + Unpin,
     app: axum::Router,
 ) {
     use futures::StreamExt;
     let builder = Arc::new(http_builder());
     while let Some(Ok(tls)) = incoming.next().await {
-        let node = crate::link_tls::peer_node(&tls);
+        let node = tls.node().map(str::to_owned);
         let app = app.clone().layer(axum::Extension(api::PeerNode(node)));
         let builder = Arc::clone(&builder);
         tokio::spawn(async move {

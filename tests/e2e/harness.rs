@@ -341,6 +341,8 @@ impl Stack {
                     &pki.join("control-plane.key").to_string_lossy(),
                 ])
                 .args(["--link-ca-file", &pki.join("ca.pem").to_string_lossy()])
+                // The CRL `pki init` wrote; `pki revoke-gateway` adds to it.
+                .args(["--link-crl-file", &pki.join("crl.pem").to_string_lossy()])
                 .args(["--database", &dir.join("mtlsgate.db").to_string_lossy()])
                 .args(["--vault-addr", &format!("http://127.0.0.1:{bao_port}")])
                 .args([

@@ -121,6 +121,10 @@ impl AppState {
         settings: Settings,
     ) -> Result<AppState, StartError> {
         let login_tokens = Arc::new(LoginTokens::load(&secrets, settings.session_ttl_secs).await?);
+        let token_keys = tokio::sync::watch::channel(crate::reconciler::CallerSources::token_keys(
+            &login_tokens.public_keys(),
+        ))
+        .0;
         let appkeys = Arc::new(
             Directory::load(&store, &secrets)
                 .await
@@ -141,14 +145,19 @@ impl AppState {
             secrets.clone(),
             crate::reconciler::CallerSources {
                 appkeys: appkeys.clone(),
-                token_keys: crate::reconciler::CallerSources::token_keys(
-                    &login_tokens.public_keys(),
-                ),
+                token_keys: token_keys.subscribe(),
             },
             credential_tokens.clone(),
             settings.dns.clone(),
         );
         reconciler.rebuild(true).await?;
+        tokio::spawn(follow_login_keys(
+            login_tokens.clone(),
+            secrets.clone(),
+            token_keys,
+            reconciler.clone(),
+            settings.watch_period,
+        ));
         tokio::spawn(
             reconciler
                 .clone()
@@ -184,6 +193,37 @@ impl AppState {
 
 /// Password hashes computed at once (each takes tens of milliseconds and 19 MiB).
 const HASHING_SLOTS: usize = 4;
+
+/// Keeps the login-token keys current: every `every`, reads the key set from the secret
+/// store again (a rotation made by `mtlsgate keys rotate-login`, seen by every control plane
+/// on the store) and drops retired keys whose time is up; when the accepted public keys
+/// change, publishes them and kicks the reconciler so the gateways' snapshot follows.
+async fn follow_login_keys(
+    login_tokens: Arc<LoginTokens>,
+    secrets: Secrets,
+    published: tokio::sync::watch::Sender<Vec<mtlsgate_filter::snapshot::TokenKey>>,
+    reconciler: Arc<Reconciler>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = login_tokens.refresh(&secrets).await {
+            tracing::warn!(error = %e, "cannot read the token signing keys; keeping those in memory");
+        }
+        let now = crate::reconciler::CallerSources::token_keys(&login_tokens.public_keys());
+        if published.send_if_modified(|keys| {
+            let changed = *keys != now;
+            if changed {
+                *keys = now;
+            }
+            changed
+        }) {
+            reconciler.kick();
+        }
+    }
+}
 
 /// How long a request waits for a free slot of [`AppState::cpu`] before 503 `busy`.
 const CPU_POOL_WAIT: Duration = Duration::from_secs(2);

@@ -152,8 +152,10 @@ async fn a_replaced_link_ca_admits_its_gateways_and_refuses_the_old_ones() {
         cert: old.join("control-plane.pem"),
         key: old.join("control-plane.key"),
         client_ca: client_ca.clone(),
+        crl: None,
     })
-    .unwrap();
+    .unwrap()
+    .tls;
     let addr = serve(tls.clone()).await;
     let ca = old.join("ca.pem");
     let id = |d: &Path| (d.join("gateway.pem"), d.join("gateway.key"));
