@@ -139,7 +139,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         limits: cfg.upstream_limits(),
     };
     let ads = Ads::new(
-        state.reconciler.subscribe(),
+        state.reconciler.published(),
         state.acks.clone(),
         state.reconciler.rejections(),
         opts,

@@ -12,6 +12,7 @@ pub(crate) mod extract;
 mod mappings;
 pub mod openapi;
 pub mod p12test;
+pub(crate) mod prefer;
 pub(crate) mod quotas;
 mod runtime;
 mod schemas;
@@ -387,7 +388,9 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .merge(certificates_json)
         .merge(by_file)
-        .layer(middleware::from_fn(deadline));
+        .layer(middleware::from_fn(deadline))
+        // Outside the deadline: the wait follows a committed write (see `prefer`).
+        .layer(middleware::from_fn_with_state(state.clone(), prefer::wait));
     Router::new()
         .route(
             "/healthz",
