@@ -923,6 +923,11 @@ impl Stack {
             .collect()
     }
 
+    /// The process id of this stack's Envoy (to stop and continue it).
+    pub fn envoy_pid(&self) -> u32 {
+        self.envoy.child.id()
+    }
+
     pub fn control_plane_alive(&mut self) -> bool {
         self.control_plane.alive()
     }

@@ -22,6 +22,7 @@ mod login_keys;
 mod management;
 mod oauth;
 mod p12tester;
+mod prefer_wait;
 mod revocation;
 mod runtime;
 mod runtime_api;
