@@ -807,7 +807,7 @@ mod tests {
             hex::encode(crate::random::bytes::<8>())
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("db.sqlite")).await.unwrap();
+        let store = crate::store::contract::test_store(&dir).await;
         let secrets = Secrets::new(Arc::new(crate::secret_store::MemoryStore::new()));
         let tokens = CredentialTokens::new(
             store,

@@ -50,7 +50,7 @@ pub(super) async fn env() -> Env {
         hex::encode(crate::random::bytes::<8>())
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let store = Store::open(&dir.join("db.sqlite")).await.unwrap();
+    let store = crate::store::contract::test_store(&dir).await;
     let memory = Arc::new(MemoryStore::new());
     let state = AppState::start(
         store,
