@@ -25,6 +25,7 @@ mod p12tester;
 mod revocation;
 mod runtime;
 mod runtime_api;
+mod server_databases;
 mod slow_partner;
 mod uploads;
 mod vault_watch;

@@ -465,8 +465,7 @@ impl Store {
         let mut tx = self.begin().await?;
         for step in self.dialect.account_lock() {
             let sql = tx.sql(step);
-            let result = sqlx::query(sql).bind(account).execute(tx.conn()).await;
-            result.map_err(|e| StoreError::from(e))?;
+            sqlx::query(sql).bind(account).execute(tx.conn()).await?;
         }
         Ok(tx)
     }
@@ -475,10 +474,9 @@ impl Store {
     /// write lock; elsewhere the rows it writes are its locks).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let inner = match self.dialect.begin_write() {
-            Some(statement) => self.pool.begin_with(statement).await,
-            None => self.pool.begin().await,
-        }
-        .map_err(|e| StoreError::from(e))?;
+            Some(statement) => self.pool.begin_with(statement).await?,
+            None => self.pool.begin().await?,
+        };
         Ok(Tx {
             inner,
             dialect: self.dialect,
