@@ -119,6 +119,24 @@ pub(crate) async fn test_store(dir: &std::path::Path) -> Store {
     TestDb::new(dialect).await.store().await
 }
 
+/// Two stores on one new database (two control planes), on the backend
+/// `MTLSGATE_TEST_DATABASE` names (SQLite: a file in `dir`).
+pub(crate) async fn test_store_pair(dir: &std::path::Path) -> (Store, Store) {
+    let dialect = match std::env::var("MTLSGATE_TEST_DATABASE").as_deref() {
+        Ok("postgres") => Dialect::Postgres,
+        Ok("mariadb") | Ok("mysql") => Dialect::MySql,
+        _ => {
+            let path = dir.join("db.sqlite");
+            return (
+                Store::open(&path).await.unwrap(),
+                Store::open(&path).await.unwrap(),
+            );
+        }
+    };
+    let db = TestDb::new(dialect).await;
+    (db.store().await, db.store().await)
+}
+
 fn info(serial: &str) -> CertInfo {
     CertInfo {
         subject: "CN=partner ✓".into(),
