@@ -14,8 +14,16 @@
 //!   token stays in use until it expires. Each request runs in its own task, so a token
 //!   endpoint that hangs delays nothing else.
 //!
-//! Token state lives in this process's memory (authorization-code tokens also in Vault);
-//! nothing here ever logs or answers a token or secret.
+//! - Several control planes: every token obtained is kept in the secret store with the mark of
+//!   the credential's settings it was obtained with, and a control plane about to request
+//!   first looks there: a newer token another one obtained is taken as it is, so every
+//!   replica pushes the same token. Only the holder of the credential's lease in the database
+//!   requests ([`LEASE_SECS`]; given back when done, taken over when its holder died); the
+//!   others look again a second later. A credential changed through another control plane is
+//!   noticed by its new mark and starts over.
+//!
+//! Token state lives in this process's memory and in the secret store; nothing here ever logs
+//! or answers a token or secret.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,6 +51,11 @@ const MAX_PENDING_PER_ACCOUNT: usize = 50;
 /// Open authorization requests kept at most in all: beyond, new ones are refused until some
 /// expire or complete, rather than evicting other accounts' users mid-consent.
 const MAX_PENDING: usize = 10_000;
+/// How long a control plane may take over a credential's token request before another may
+/// (a request times out well before; a holder that died frees it after this).
+const LEASE_SECS: i64 = 30;
+/// How soon a control plane that found another one requesting looks for its result.
+const FOLLOW: Duration = Duration::from_secs(1);
 
 /// Where a credential stands, as its answers show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +111,15 @@ struct Entry {
     busy: bool,
     /// Authorization code: tokens kept in Vault were looked for.
     loaded: bool,
+    /// The settings the tokens were obtained with ([`mark`]); tokens kept under another mark
+    /// are not taken.
+    mark: String,
+}
+
+/// Which settings and secrets of a credential tokens were obtained with: they change with
+/// every update, through whichever control plane.
+fn mark(row: &CredentialRow) -> String {
+    format!("{}:{}", row.updated_at, row.secret_version)
 }
 
 impl Entry {
@@ -120,7 +142,8 @@ impl Entry {
             Some(c) if renewable => c.refresh_at,
             Some(c) => c.expires_at,
             None if renewable || !self.loaded => UNIX_EPOCH,
-            None => return None,
+            // Waiting for a user: looked for again now and then (see `renew`).
+            None => return self.retry_at,
         };
         Some(due.max(self.retry_at.unwrap_or(UNIX_EPOCH)))
     }
@@ -149,9 +172,10 @@ impl Entry {
         self.last_error = Some(error);
     }
 
-    /// What is kept in Vault for an authorization-code credential.
+    /// What is kept in Vault.
     fn persisted(&self) -> Map<String, Value> {
         let mut m = Map::new();
+        m.insert("mark".into(), json!(self.mark));
         if let Some(c) = &self.current {
             m.insert("accessToken".into(), json!(c.token.expose()));
             m.insert("expiresAt".into(), json!(unix(c.expires_at)));
@@ -247,6 +271,8 @@ pub struct CredentialTokens {
     wake: Notify,
     changed: Notify,
     epochs: std::sync::atomic::AtomicU64,
+    /// This process's name on leases.
+    holder: String,
 }
 
 /// The OAuth parameters of a credential row.
@@ -274,6 +300,7 @@ impl CredentialTokens {
             wake: Notify::new(),
             changed: Notify::new(),
             epochs: std::sync::atomic::AtomicU64::new(1),
+            holder: hex::encode(crate::random::bytes::<16>()),
         })
     }
 
@@ -401,6 +428,18 @@ impl CredentialTokens {
             });
             for row in &rows {
                 let e = entries.entry(row.id).or_insert_with(|| self.fresh());
+                let m = mark(row);
+                if e.mark.is_empty() {
+                    e.mark = m;
+                } else if e.mark != m {
+                    // Changed through another control plane: what was obtained with the old
+                    // settings goes, as `forget` does here.
+                    changed |= e.current.is_some();
+                    *e = Entry {
+                        mark: m,
+                        ..self.fresh()
+                    };
+                }
                 // Even while a renewal hangs: an expired token is never pushed again.
                 if e.current.as_ref().is_some_and(|c| c.expires_at <= now) {
                     tracing::warn!(credential = row.id, "access token expired without renewal");
@@ -441,6 +480,9 @@ impl CredentialTokens {
     /// Obtains or renews one credential's token and records the outcome.
     async fn renew(self: Arc<Self>, row: CredentialRow, epoch: u64) {
         let outcome = self.renew_once(&row).await;
+        // Given back whenever this control plane may have held it (a release by another
+        // holder's name changes nothing).
+        let leased = matches!(outcome, Ok(Renewed::Tokens(_)) | Err(_));
         let now = SystemTime::now();
         let mut persist = None;
         let mut changed = false;
@@ -460,16 +502,19 @@ impl CredentialTokens {
                     );
                     e.succeeded(tokens, now);
                     changed = true;
-                    if row.kind().authorized_by_user() {
-                        persist = Some(e.persisted());
-                    }
+                    persist = Some(e.persisted());
                 }
                 Ok(Renewed::Restored(kept)) => {
                     e.restore(&kept, now);
                     e.loaded = true;
                     changed = e.current.is_some();
                 }
-                Ok(Renewed::NothingToDo) => e.loaded = true,
+                Ok(Renewed::NothingToDo) => {
+                    e.loaded = true;
+                    // Authorization code: a user may authorize through another control plane.
+                    e.retry_at = Some(after(now, IDLE));
+                }
+                Ok(Renewed::Wait) => e.retry_at = Some(after(now, FOLLOW)),
                 Err(error) => {
                     let message = error.to_string();
                     tracing::warn!(credential = row.id, error = %message, "cannot obtain an access token; retrying with backoff");
@@ -478,9 +523,7 @@ impl CredentialTokens {
                         // try is a new grant (or, for authorization code, a new authorize).
                         if g.oauth_error() == Some("invalid_grant") && e.refresh_token.is_some() {
                             e.refresh_token = None;
-                            if row.kind().authorized_by_user() {
-                                persist = Some(e.persisted());
-                            }
+                            persist = Some(e.persisted());
                         }
                     }
                     e.failed(message, now);
@@ -496,6 +539,15 @@ impl CredentialTokens {
                 tracing::warn!(credential = row.id, error = %e, "cannot keep the tokens in Vault");
             }
         }
+        if leased {
+            if let Err(e) = self
+                .store
+                .release_lease(&lease_name(row.id), &self.holder)
+                .await
+            {
+                tracing::debug!(credential = row.id, error = %e, "cannot give the token lease back; it expires");
+            }
+        }
         if changed {
             self.changed.notify_one();
         }
@@ -503,24 +555,34 @@ impl CredentialTokens {
     }
 
     async fn renew_once(&self, row: &CredentialRow) -> Result<Renewed, RenewError> {
-        let (loaded, refresh_token) = {
+        let now = SystemTime::now();
+        let (ours, refresh_token) = {
             let entries = self.entries();
             let e = entries.get(&row.id);
             (
-                e.is_some_and(|e| e.loaded),
+                e.and_then(|e| e.current.as_ref()).map(|c| c.expires_at),
                 e.and_then(|e| e.refresh_token.clone()),
             )
         };
-        if row.kind().authorized_by_user() && !loaded {
-            return match self
-                .secrets
-                .get_credential_tokens(&row.account, row.id)
-                .await
-            {
-                Ok(Some(kept)) => Ok(Renewed::Restored(kept)),
-                Ok(None) => Ok(Renewed::NothingToDo),
-                Err(_) => Err(RenewError::Vault),
-            };
+        // What another control plane (or this one before a restart) obtained: taken when it
+        // is for these settings and newer than ours.
+        let kept = self
+            .secrets
+            .get_credential_tokens(&row.account, row.id)
+            .await
+            .map_err(|_| RenewError::Vault)?
+            .filter(|k| k.get("mark").and_then(Value::as_str) == Some(mark(row).as_str()));
+        if let Some(kept) = kept {
+            let expires = kept
+                .get("expiresAt")
+                .and_then(Value::as_u64)
+                .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
+            let newer = expires.is_some_and(|k| k > now && ours.is_none_or(|o| k > o));
+            let refresh_only =
+                ours.is_none() && refresh_token.is_none() && kept.contains_key("refreshToken");
+            if newer || refresh_only {
+                return Ok(Renewed::Restored(kept));
+            }
         }
         let grant = match &refresh_token {
             Some(r) => Grant::Refresh { refresh_token: r },
@@ -529,6 +591,20 @@ impl CredentialTokens {
                 scope: self.plan(row).and_then(|p| p.scope),
             },
         };
+        // One control plane requests at a time; the others take its result from the secret
+        // store.
+        match self
+            .store
+            .take_lease(&lease_name(row.id), &self.holder, LEASE_SECS)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Ok(Renewed::Wait),
+            Err(e) => {
+                tracing::warn!(credential = row.id, error = %e, "cannot take the token lease");
+                return Ok(Renewed::Wait);
+            }
+        }
         self.request(row, &grant).await.map(Renewed::Tokens)
     }
 
@@ -677,6 +753,7 @@ impl CredentialTokens {
             let e = entries.entry(row.id).or_insert_with(|| self.fresh());
             // A new authorization replaces whatever the old grant left.
             e.refresh_token = None;
+            e.mark = mark(&row);
             e.succeeded(tokens, now);
             e.persisted()
         };
@@ -694,9 +771,17 @@ impl CredentialTokens {
 }
 
 enum Renewed {
+    /// Obtained by this control plane, which holds the lease until it has kept them.
     Tokens(TokenSet),
     Restored(Map<String, Value>),
     NothingToDo,
+    /// Another control plane holds the lease: look for its result shortly.
+    Wait,
+}
+
+/// The lease of a credential's token requests.
+fn lease_name(credential: i64) -> String {
+    format!("credential-token:{credential}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -881,5 +966,108 @@ mod tests {
         late.restore(&kept, now + Duration::from_secs(200));
         assert!(late.current.is_none());
         assert!(late.refresh_token.is_some());
+    }
+
+    /// Two control planes on one database and one secret store: one token request for a new
+    /// client-credentials credential, and both push that one token.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_control_planes_request_once_and_push_the_same_token() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("warn,mtlsgate=debug")
+            .try_init();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // A real token endpoint on loopback that answers slowly (a wide window for a race)
+        // and counts what it is asked.
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || {
+                let counter = counter.clone();
+                async move {
+                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    axum::Json(json!({"access_token": format!("token-{n}"), "token_type": "Bearer", "expires_in": 3600}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let dir = std::env::temp_dir().join(format!(
+            "mtlsgate-token-replicas-{}",
+            hex::encode(crate::random::bytes::<8>())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (store_a, store_b) = crate::store::contract::test_store_pair(&dir).await;
+        let secrets = Secrets::new(Arc::new(crate::secret_store::MemoryStore::new()));
+        let settings = CredentialSettings::from_json(
+            CredentialKind::Oauth2ClientCredentials,
+            json!({"clientId": "c", "tokenUrl": format!("http://{addr}/token")}),
+        )
+        .unwrap();
+        let id = {
+            let mut tx = store_a.begin_write("a").await.unwrap();
+            let id = Store::insert_credential(&mut tx, "a", "partner", &settings)
+                .await
+                .unwrap();
+            let mut secret = Map::new();
+            secret.insert("clientSecret".into(), json!("s3cret"));
+            let version = secrets.put_credential("a", id, &secret).await.unwrap();
+            Store::set_credential_secret_version(&mut tx, "a", id, version)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            id
+        };
+        let loopback = Arc::new(crate::address_policy::AddressPolicy::new(
+            vec![crate::address_policy::parse_range("127.0.0.1/32").unwrap()],
+            vec![],
+            vec![],
+        ));
+        let keeper = |store: Store| {
+            CredentialTokens::new(
+                store,
+                secrets.clone(),
+                oauth2::Client::new(
+                    None,
+                    Duration::from_secs(5),
+                    crate::guarded_dns::GuardedDns::new(loopback.clone(), Duration::from_secs(1)),
+                )
+                .unwrap(),
+                Settings {
+                    redirect_uri: "http://api/cb".into(),
+                    messaging_token_url: None,
+                },
+            )
+        };
+        let (a, b) = (keeper(store_a), keeper(store_b));
+        let runs = [tokio::spawn(a.clone().run()), tokio::spawn(b.clone().run())];
+        let both = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let (Some(x), Some(y)) = (a.header(id), b.header(id)) {
+                    return (x, y);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("both control planes push a token within 10 s");
+        assert_eq!(
+            both.0, both.1,
+            "the two control planes push different tokens"
+        );
+        assert_eq!(both.0, "Bearer token-1");
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "the token endpoint was asked more than once"
+        );
+        for r in runs {
+            r.abort();
+        }
     }
 }

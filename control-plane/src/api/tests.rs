@@ -356,6 +356,43 @@ fn appkey(id: i64) -> AppKey {
     }
 }
 
+/// AppKey `id` of account `a` (the `id`th made in this database), made as the API makes it:
+/// its row, its secrets, then the directory (the change feed keeps the directory in line
+/// with the store, so one in the directory alone would be dropped).
+async fn add_appkey(s: &AppState, id: i64) {
+    let key = appkey(id);
+    let _w = s.store.write_lock().await;
+    let mut tx = s.store.begin_write("a").await.unwrap();
+    let row = crate::store::Store::insert_appkey(
+        &mut tx,
+        "a",
+        &key.row.consumer_key,
+        &key.row.access_token,
+        &key.row.privileges,
+        "test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(row.id, id);
+    s.secrets
+        .put_appkey("a", id, &key.consumer_secret, &key.token_secret)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    s.appkeys.insert(key);
+}
+
+/// Revokes AppKey `id` of account `a` as the API does.
+async fn revoke_appkey(s: &AppState, id: i64) {
+    let _w = s.store.write_lock().await;
+    let mut tx = s.store.begin_write("a").await.unwrap();
+    assert!(crate::store::Store::revoke_appkey(&mut tx, "a", id)
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+    s.appkeys.remove("a", id);
+}
+
 /// Finding 9: the whole snapshot, revocations included, used to wait for the node's ADS
 /// stream. A gateway whose stream is down but whose filter runs a snapshot gets revocations
 /// at once (gated on what its Envoy last acknowledged); a new filter still waits for ADS.
@@ -363,7 +400,7 @@ fn appkey(id: i64) -> AppKey {
 async fn revocations_reach_a_gateway_whose_ads_stream_is_down() {
     let env = env().await;
     let s = &env.state;
-    s.appkeys.insert(appkey(1));
+    add_appkey(s, 1).await;
     s.reconciler.rebuild(false).await.unwrap();
     let (st, v) = snapshot(s, "", 0).await;
     assert_eq!(st, StatusCode::OK);
@@ -378,7 +415,7 @@ async fn revocations_reach_a_gateway_whose_ads_stream_is_down() {
         async move { snapshot(&s, &v, 10).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    s.appkeys.remove("a", 1);
+    revoke_appkey(s, 1).await;
     s.reconciler.kick();
     let (st, v) = tokio::time::timeout(Duration::from_secs(2), poll)
         .await
@@ -407,7 +444,7 @@ async fn revocations_reach_a_gateway_whose_ads_stream_is_down() {
 async fn the_snapshot_carries_credentials_and_long_polls_wake_on_every_change() {
     let env = env().await;
     let s = &env.state;
-    s.appkeys.insert(appkey(1));
+    add_appkey(s, 1).await;
     let user = s
         .store
         .insert_user("a", "u", "hash", false, &[])
@@ -491,11 +528,11 @@ async fn the_snapshot_carries_credentials_and_long_polls_wake_on_every_change() 
 async fn change(s: &AppState, what: &str) {
     match what {
         "AppKey revoked" => {
-            s.appkeys.remove("a", 1);
+            revoke_appkey(s, 1).await;
             s.reconciler.kick();
         }
         "AppKey created" => {
-            s.appkeys.insert(appkey(2));
+            add_appkey(s, 2).await;
             s.reconciler.kick();
         }
         "user created" => {

@@ -18,6 +18,7 @@ pub(crate) mod contract;
 mod credentials;
 pub mod dialect;
 mod egress;
+mod leases;
 mod login_failures;
 mod mappings;
 mod quotas;
@@ -53,17 +54,23 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_generation.sql"),
     include_str!("../../migrations/0007_login_failures.sql"),
     include_str!("../../migrations/0008_pinned_secret_versions.sql"),
+    include_str!("../../migrations/0009_leases.sql"),
 ];
 
 /// PostgreSQL's and MySQL's migrations: (the schema level it brings the database to, the
 /// SQL). Their first step is the whole schema of SQLite's level 8; from level 9 on, every
 /// migration comes in all three dialects.
-const POSTGRES_MIGRATIONS: &[(usize, &str)] = &[(
-    8,
-    include_str!("../../migrations/postgres/0008_baseline.sql"),
-)];
-const MYSQL_MIGRATIONS: &[(usize, &str)] =
-    &[(8, include_str!("../../migrations/mysql/0008_baseline.sql"))];
+const POSTGRES_MIGRATIONS: &[(usize, &str)] = &[
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_baseline.sql"),
+    ),
+    (9, include_str!("../../migrations/postgres/0009_leases.sql")),
+];
+const MYSQL_MIGRATIONS: &[(usize, &str)] = &[
+    (8, include_str!("../../migrations/mysql/0008_baseline.sql")),
+    (9, include_str!("../../migrations/mysql/0009_leases.sql")),
+];
 
 /// The schema level this mtlsgate knows.
 const SCHEMA_LEVEL: usize = SQLITE_MIGRATIONS.len();
