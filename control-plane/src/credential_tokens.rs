@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
@@ -220,11 +220,21 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-struct Pending {
-    account: String,
-    credential: i64,
-    verifier: Option<String>,
-    created: Instant,
+/// A PKCE verifier, kept in the secret store while its authorization waits for the callback
+/// (at `system/oauth-pending/<hex SHA-256 of the state>`).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredVerifier {
+    verifier: String,
+}
+
+fn verifier_name(state_sha256: &str) -> String {
+    format!("oauth-pending/{state_sha256}")
+}
+
+fn state_sha256(state: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(state.as_bytes()))
 }
 
 /// What `authorize` answers.
@@ -243,6 +253,9 @@ pub enum AuthorizeError {
     NotAuthorizable,
     #[error("too many authorizations are waiting for their callback; try again in a few minutes")]
     TooManyPending,
+    /// The database or the secret store did not answer.
+    #[error("the authorization cannot be recorded now; try again")]
+    Unavailable,
 }
 
 /// Why a callback was refused.
@@ -267,7 +280,6 @@ pub struct CredentialTokens {
     client: oauth2::Client,
     settings: Settings,
     entries: Mutex<HashMap<i64, Entry>>,
-    pending: Mutex<HashMap<String, Pending>>,
     wake: Notify,
     changed: Notify,
     epochs: std::sync::atomic::AtomicU64,
@@ -296,7 +308,6 @@ impl CredentialTokens {
             client,
             settings,
             entries: Mutex::default(),
-            pending: Mutex::default(),
             wake: Notify::new(),
             changed: Notify::new(),
             epochs: std::sync::atomic::AtomicU64::new(1),
@@ -322,10 +333,6 @@ impl CredentialTokens {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             ..Entry::default()
         }
-    }
-
-    fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `None` for a kind that gets no tokens.
@@ -380,7 +387,12 @@ impl CredentialTokens {
     /// settings (and its kept tokens), and look again at once.
     pub async fn forget(&self, account: &str, credential: i64) {
         let had = self.entries().remove(&credential).is_some();
-        self.pending().retain(|_, p| p.credential != credential);
+        match self.store.forget_pending_authorizations(credential).await {
+            Ok(hashes) => self.destroy_verifiers(&hashes).await,
+            Err(e) => {
+                tracing::warn!(credential, error = %e, "cannot drop the credential's waiting authorizations; they expire")
+            }
+        }
         if let Err(e) = self
             .secrets
             .delete_credential_tokens(account, credential)
@@ -637,56 +649,81 @@ impl CredentialTokens {
         Ok(self.client.request(token_url, &client, grant).await?)
     }
 
-    /// The URL to send the user to for an authorization-code credential.
-    pub fn authorize(&self, row: &CredentialRow) -> Result<Authorization, AuthorizeError> {
+    /// The URL to send the user to for an authorization-code credential. The request is kept
+    /// in the database (its PKCE verifier in the secret store), so the callback may reach any
+    /// control plane.
+    pub async fn authorize(&self, row: &CredentialRow) -> Result<Authorization, AuthorizeError> {
         let CredentialSettings::Oauth2AuthorizationCode(settings) = &row.settings else {
             return Err(AuthorizeError::NotAuthorizable);
         };
         let auth_url = &settings.auth_url;
         let state = base64_url(&crate::random::bytes::<32>());
         let verifier = settings.pkce.then(oauth2::pkce_verifier);
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        query.append_pair("response_type", "code");
-        query.append_pair("client_id", &settings.client.client_id);
-        query.append_pair("redirect_uri", &self.settings.redirect_uri);
-        if let Some(scope) = settings.scope.as_deref().filter(|s| !s.is_empty()) {
-            query.append_pair("scope", scope);
-        }
-        query.append_pair("state", &state);
-        if let Some(v) = &verifier {
-            query.append_pair("code_challenge", &oauth2::pkce_challenge(v));
-            query.append_pair("code_challenge_method", "S256");
-        }
-        let sep = if auth_url.contains('?') { '&' } else { '?' };
-        let url = format!("{auth_url}{sep}{}", query.finish());
-        {
-            let mut pending = self.pending();
-            pending.retain(|_, p| p.created.elapsed() < AUTHORIZATION_TTL);
-            let own = pending
-                .values()
-                .filter(|p| p.account == row.account)
-                .count();
-            if own >= MAX_PENDING_PER_ACCOUNT {
-                if let Some(oldest) = pending
-                    .iter()
-                    .filter(|(_, p)| p.account == row.account)
-                    .min_by_key(|(_, p)| p.created)
-                    .map(|(k, _)| k.clone())
-                {
-                    pending.remove(&oldest);
-                }
-            } else if pending.len() >= MAX_PENDING {
-                return Err(AuthorizeError::TooManyPending);
+        // In a block: the serializer is not `Send`, so it must not live across an await.
+        let url = {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.append_pair("response_type", "code");
+            query.append_pair("client_id", &settings.client.client_id);
+            query.append_pair("redirect_uri", &self.settings.redirect_uri);
+            if let Some(scope) = settings.scope.as_deref().filter(|s| !s.is_empty()) {
+                query.append_pair("scope", scope);
             }
-            pending.insert(
-                state.clone(),
-                Pending {
+            query.append_pair("state", &state);
+            if let Some(v) = &verifier {
+                query.append_pair("code_challenge", &oauth2::pkce_challenge(v));
+                query.append_pair("code_challenge_method", "S256");
+            }
+            let sep = if auth_url.contains('?') { '&' } else { '?' };
+            format!("{auth_url}{sep}{}", query.finish())
+        };
+        let hash = state_sha256(&state);
+        // The secret first: a row never names a verifier that is not there.
+        if let Some(v) = &verifier {
+            self.secrets
+                .put_system(
+                    &verifier_name(&hash),
+                    &StoredVerifier {
+                        verifier: v.clone(),
+                    },
+                )
+                .await
+                .map_err(|_| AuthorizeError::Unavailable)?;
+        }
+        let now = crate::clock::now();
+        let kept = self
+            .store
+            .insert_pending_authorization(
+                &hash,
+                &crate::store::PendingAuthorization {
                     account: row.account.clone(),
-                    credential: row.id,
-                    verifier,
-                    created: Instant::now(),
+                    credential_id: row.id,
+                    has_verifier: verifier.is_some(),
+                    created_at: now,
                 },
-            );
+                now.saturating_sub(AUTHORIZATION_TTL.as_secs() as i64),
+                MAX_PENDING_PER_ACCOUNT,
+                MAX_PENDING,
+            )
+            .await;
+        let outcome = match kept {
+            Ok(crate::store::PendingInsert::Kept { dropped }) => {
+                self.destroy_verifiers(&dropped).await;
+                Ok(())
+            }
+            Ok(crate::store::PendingInsert::Full { dropped }) => {
+                self.destroy_verifiers(&dropped).await;
+                Err(AuthorizeError::TooManyPending)
+            }
+            Err(e) => {
+                tracing::warn!(credential = row.id, error = %e, "cannot keep an authorization request");
+                Err(AuthorizeError::Unavailable)
+            }
+        };
+        if let Err(e) = outcome {
+            if verifier.is_some() {
+                self.destroy_verifiers(&[hash]).await;
+            }
+            return Err(e);
         }
         Ok(Authorization {
             url,
@@ -696,6 +733,16 @@ impl CredentialTokens {
         })
     }
 
+    /// Destroys the PKCE verifiers of authorizations no longer waiting (best effort: one
+    /// left behind names no request and is never used).
+    async fn destroy_verifiers(&self, state_hashes: &[String]) {
+        for hash in state_hashes {
+            if let Err(e) = self.secrets.delete_system(&verifier_name(hash)).await {
+                tracing::warn!(error = %e, "cannot destroy the PKCE verifier of an authorization no longer waiting");
+            }
+        }
+    }
+
     /// The authorization server sent the user back: `code` (or `error`) for `state`.
     /// Answers the credential (account, id) now authorized.
     pub async fn callback(
@@ -703,14 +750,33 @@ impl CredentialTokens {
         state: &str,
         outcome: Result<&str, String>,
     ) -> Result<(String, i64), CallbackError> {
+        let hash = state_sha256(state);
+        let now_secs = crate::clock::now();
         let pending = self
-            .pending()
-            .remove(state)
-            .filter(|p| p.created.elapsed() < AUTHORIZATION_TTL)
+            .store
+            .take_pending_authorization(
+                &hash,
+                now_secs.saturating_sub(AUTHORIZATION_TTL.as_secs() as i64),
+            )
+            .await
+            .map_err(|_| CallbackError::Vault)?
             .ok_or(CallbackError::UnknownState)?;
+        let verifier = if pending.has_verifier {
+            let kept = self
+                .secrets
+                .get_system::<StoredVerifier>(&verifier_name(&hash))
+                .await;
+            self.destroy_verifiers(std::slice::from_ref(&hash)).await;
+            match kept {
+                Ok(Some(v)) => Some(v.verifier),
+                _ => return Err(CallbackError::Vault),
+            }
+        } else {
+            None
+        };
         let row = match self
             .store
-            .credential(&pending.account, pending.credential)
+            .credential(&pending.account, pending.credential_id)
             .await
         {
             Ok(Some(row)) if row.kind().authorized_by_user() => row,
@@ -730,7 +796,7 @@ impl CredentialTokens {
         let grant = Grant::AuthorizationCode {
             code,
             redirect_uri: &self.settings.redirect_uri,
-            verifier: pending.verifier.as_deref(),
+            verifier: verifier.as_deref(),
         };
         let tokens = match self.request(&row, &grant).await {
             Ok(t) => t,
@@ -893,9 +959,10 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let store = crate::store::contract::test_store(&dir).await;
-        let secrets = Secrets::new(Arc::new(crate::secret_store::MemoryStore::new()));
+        let memory = Arc::new(crate::secret_store::MemoryStore::new());
+        let secrets = Secrets::new(memory.clone());
         let tokens = CredentialTokens::new(
-            store,
+            store.clone(),
             secrets,
             oauth2::Client::new(
                 None,
@@ -926,19 +993,55 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
-        let victim = tokens.authorize(&row("b", 2)).unwrap();
+        let victim = tokens.authorize(&row("b", 2)).await.unwrap();
         // An attacker account starts far more authorizations than it may keep.
         for _ in 0..(MAX_PENDING_PER_ACCOUNT * 3) {
-            tokens.authorize(&row("a", 1)).unwrap();
+            tokens.authorize(&row("a", 1)).await.unwrap();
         }
-        let pending = tokens.pending();
-        assert!(
-            pending.contains_key(&victim.state),
-            "another account's was evicted"
-        );
-        let own = pending.values().filter(|p| p.account == "a").count();
-        assert_eq!(own, MAX_PENDING_PER_ACCOUNT);
-        drop(pending);
+        let count = |account: &'static str| {
+            let store = store.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    store.sql("SELECT COUNT(*) FROM oauth_pending WHERE account = ?"),
+                )
+                .bind(account)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                n
+            }
+        };
+        assert_eq!(count("b").await, 1, "another account's was evicted");
+        assert_eq!(count("a").await as usize, MAX_PENDING_PER_ACCOUNT);
+        // The state itself is not stored (its hash is), and the verifiers of the evicted
+        // requests are destroyed with them.
+        let stored: Vec<String> =
+            sqlx::query_scalar(store.sql("SELECT state_sha256 FROM oauth_pending"))
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        assert!(!stored.contains(&victim.state));
+        assert!(stored.contains(&state_sha256(&victim.state)));
+        let verifiers = memory
+            .paths()
+            .into_iter()
+            .filter(|p| p.starts_with("system/oauth-pending/"))
+            .count();
+        assert_eq!(verifiers, MAX_PENDING_PER_ACCOUNT + 1);
+        // The victim's callback is still known (an unknown one is not), and only once.
+        // (The exchange itself fails here: no credential row; what matters is the state.)
+        assert!(matches!(
+            tokens.callback("no-such-state", Ok("code")).await,
+            Err(CallbackError::UnknownState)
+        ));
+        assert!(matches!(
+            tokens.callback(&victim.state, Ok("code")).await,
+            Err(CallbackError::CredentialGone)
+        ));
+        assert!(matches!(
+            tokens.callback(&victim.state, Ok("code")).await,
+            Err(CallbackError::UnknownState)
+        ));
         // A kind that is not authorized by a user is refused as such.
         let mut basic = row("a", 3);
         basic.settings =
@@ -946,7 +1049,7 @@ mod tests {
                 username: "u".into(),
             });
         assert_eq!(
-            tokens.authorize(&basic).err(),
+            tokens.authorize(&basic).await.err(),
             Some(AuthorizeError::NotAuthorizable)
         );
         let _ = std::fs::remove_dir_all(&dir);
@@ -1069,5 +1172,109 @@ mod tests {
         for r in runs {
             r.abort();
         }
+    }
+
+    /// The user's browser comes back to another control plane than the one that started the
+    /// authorization: it finds the request, and the PKCE verifier reaches the token endpoint.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_callback_completes_on_another_control_plane() {
+        use crate::credential_kind::{AuthorizationCodeSettings, OAuthClient};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // A token endpoint that keeps the form it was sent.
+        let seen = Arc::new(Mutex::new(String::new()));
+        let keep = seen.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let keep = keep.clone();
+                async move {
+                    *keep.lock().unwrap() = body;
+                    axum::Json(json!({"access_token": "user-token", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "r"}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let dir = std::env::temp_dir().join(format!(
+            "mtlsgate-callback-replicas-{}",
+            hex::encode(crate::random::bytes::<8>())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (store_a, store_b) = crate::store::contract::test_store_pair(&dir).await;
+        let secrets = Secrets::new(Arc::new(crate::secret_store::MemoryStore::new()));
+        let settings = CredentialSettings::Oauth2AuthorizationCode(AuthorizationCodeSettings {
+            client: OAuthClient {
+                client_id: "web".into(),
+                client_authentication: ClientAuth::Basic,
+            },
+            scope: None,
+            auth_url: "https://idp.example/auth".into(),
+            token_url: format!("http://{addr}/token"),
+            pkce: true,
+        });
+        let id = {
+            let mut tx = store_a.begin_write("a").await.unwrap();
+            let id = Store::insert_credential(&mut tx, "a", "user-grant", &settings)
+                .await
+                .unwrap();
+            let mut secret = Map::new();
+            secret.insert("clientSecret".into(), json!("s3cret"));
+            let version = secrets.put_credential("a", id, &secret).await.unwrap();
+            Store::set_credential_secret_version(&mut tx, "a", id, version)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            id
+        };
+        let loopback = Arc::new(crate::address_policy::AddressPolicy::new(
+            vec![crate::address_policy::parse_range("127.0.0.1/32").unwrap()],
+            vec![],
+            vec![],
+        ));
+        let keeper = |store: Store| {
+            CredentialTokens::new(
+                store,
+                secrets.clone(),
+                oauth2::Client::new(
+                    None,
+                    Duration::from_secs(5),
+                    crate::guarded_dns::GuardedDns::new(loopback.clone(), Duration::from_secs(1)),
+                )
+                .unwrap(),
+                Settings {
+                    redirect_uri: "https://cp/api/oauth2/callback".into(),
+                    messaging_token_url: None,
+                },
+            )
+        };
+        let (a, b) = (keeper(store_a.clone()), keeper(store_b));
+        let row = store_a.credential("a", id).await.unwrap().unwrap();
+        let started = a.authorize(&row).await.unwrap();
+        let challenge = url::Url::parse(&started.url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "code_challenge")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+
+        assert_eq!(
+            b.callback(&started.state, Ok("the-code")).await.unwrap(),
+            ("a".to_owned(), id)
+        );
+        assert_eq!(b.header(id).as_deref(), Some("Bearer user-token"));
+        let form: HashMap<String, String> =
+            url::form_urlencoded::parse(seen.lock().unwrap().as_bytes())
+                .into_owned()
+                .collect();
+        assert_eq!(form.get("code").map(String::as_str), Some("the-code"));
+        let verifier = form.get("code_verifier").expect("the verifier was sent");
+        assert_eq!(oauth2::pkce_challenge(verifier), challenge);
+        // Used once: neither control plane takes it again.
+        assert!(matches!(
+            a.callback(&started.state, Ok("the-code")).await,
+            Err(CallbackError::UnknownState)
+        ));
     }
 }

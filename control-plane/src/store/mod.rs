@@ -21,6 +21,7 @@ mod egress;
 mod leases;
 mod login_failures;
 mod mappings;
+mod oauth_pending;
 mod quotas;
 mod settings;
 mod users;
@@ -39,6 +40,7 @@ pub use dialect::Dialect;
 pub(crate) use dialect::{flag, opt_text, text};
 pub use egress::EgressRow;
 pub use mappings::{MappingRow, NewMapping};
+pub use oauth_pending::{PendingAuthorization, PendingInsert};
 pub use quotas::Counted;
 pub use users::{UserDeletion, UserRow};
 
@@ -55,6 +57,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_login_failures.sql"),
     include_str!("../../migrations/0008_pinned_secret_versions.sql"),
     include_str!("../../migrations/0009_leases.sql"),
+    include_str!("../../migrations/0010_oauth_pending.sql"),
 ];
 
 /// PostgreSQL's and MySQL's migrations: (the schema level it brings the database to, the
@@ -66,10 +69,18 @@ const POSTGRES_MIGRATIONS: &[(usize, &str)] = &[
         include_str!("../../migrations/postgres/0008_baseline.sql"),
     ),
     (9, include_str!("../../migrations/postgres/0009_leases.sql")),
+    (
+        10,
+        include_str!("../../migrations/postgres/0010_oauth_pending.sql"),
+    ),
 ];
 const MYSQL_MIGRATIONS: &[(usize, &str)] = &[
     (8, include_str!("../../migrations/mysql/0008_baseline.sql")),
     (9, include_str!("../../migrations/mysql/0009_leases.sql")),
+    (
+        10,
+        include_str!("../../migrations/mysql/0010_oauth_pending.sql"),
+    ),
 ];
 
 /// The schema level this mtlsgate knows.
