@@ -129,6 +129,13 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub vault_watch_seconds: u64,
 
+    /// How often to look for changes other processes made in the database (another control
+    /// plane on the same database, `mtlsgate user add`), in milliseconds (50 to 10000): such
+    /// a change reaches this control plane's gateways within about this long.
+    #[arg(long, env = "MTLSGATE_CHANGE_POLL_MILLIS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(50..=10_000))]
+    pub change_poll_millis: u64,
+
     /// DEVELOPMENT ONLY: accept `Authorization: Bearer <token>` as an admin of every account.
     #[arg(long, env = "MTLSGATE_DEV_ADMIN_TOKEN", hide_env_values = true)]
     pub dev_admin_token: Option<Secret>,

@@ -83,6 +83,7 @@ mod address_policy;
 mod api;
 mod appkeys;
 mod certinfo;
+mod change_feed;
 mod clock;
 mod cpu_pool;
 mod credential_kind;

@@ -441,6 +441,11 @@ impl Reconciler {
 
     /// Asks for a rebuild (after a metadata-only change such as a new mapping, an AppKey,
     /// a user or the egress allowlist).
+    /// The store generation the last rebuild read (`None` before the first).
+    pub async fn built_generation(&self) -> Option<i64> {
+        self.built.lock().await.generation
+    }
+
     pub fn kick(&self) {
         self.kick.notify_one();
     }

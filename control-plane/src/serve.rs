@@ -119,6 +119,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         max_upload_bytes: cfg.max_upload_bytes(),
         session_ttl_secs: cfg.session_ttl_seconds,
         watch_period: Duration::from_secs(cfg.vault_watch_seconds),
+        change_poll: Duration::from_millis(cfg.change_poll_millis),
         oauth2_client: crate::oauth2::Client::new(
             extra_roots.as_deref(),
             Duration::from_secs(10),

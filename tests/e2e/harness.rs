@@ -38,6 +38,51 @@ pub fn component(var: &str, default: &str) -> PathBuf {
 /// A loopback port nothing listens on. Ports come from a per-process counter starting at a
 /// random point, so tests running in parallel never pick the same one (asking the OS for
 /// port 0 and closing it again can hand the same port to two tests).
+/// A server database for one stack.
+#[derive(Debug, Clone, Copy)]
+pub enum ServerDb {
+    Postgres,
+    MariaDb,
+}
+
+/// Makes a new database on the PostgreSQL or MariaDB server `scripts/db start` runs
+/// (`MTLSGATE_TEST_POSTGRES_URL`, `MTLSGATE_TEST_MYSQL_URL`; missing is a failure, never a
+/// skip) with the server's own client, and answers its URL.
+pub fn server_database(kind: ServerDb) -> String {
+    let var = match kind {
+        ServerDb::Postgres => "MTLSGATE_TEST_POSTGRES_URL",
+        ServerDb::MariaDb => "MTLSGATE_TEST_MYSQL_URL",
+    };
+    let admin = std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: run `scripts/db start` and source .run/db/env (scripts/test does)"
+        )
+    });
+    let name = format!("mtlsgate_e2e_{}", hex::encode(rand_bytes()));
+    let mut url = reqwest::Url::parse(&admin).expect("database URL");
+    let status = match kind {
+        ServerDb::Postgres => Command::new("psql")
+            .args([admin.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .status(),
+        ServerDb::MariaDb => Command::new("mariadb")
+            .arg("--no-defaults")
+            .args(["-h", url.host_str().expect("host")])
+            .args(["-P", &url.port().expect("port").to_string()])
+            .args(["-u", url.username()])
+            .env("MYSQL_PWD", url.password().unwrap_or(""))
+            .arg("-e")
+            .arg(format!(
+                "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin"
+            ))
+            .status(),
+    }
+    .expect("the database client runs");
+    assert!(status.success(), "cannot create database {name}");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
 pub fn free_port() -> u16 {
     free_ports(1)
 }
@@ -148,6 +193,7 @@ pub struct Stack {
     control_plane: Proc,
     bao: Proc,
     scratch: Scratch,
+    database_url: Option<String>,
 }
 
 impl Drop for Stack {
@@ -196,6 +242,9 @@ pub struct Options {
     /// the API (`CONTROL_API_TRANSPORT`). `api` and `gateway` are then `https://…` and
     /// `client` trusts the link CA.
     pub tls: bool,
+    /// `MTLSGATE_DATABASE_URL` (a server database from [`server_database`]) in place of a
+    /// SQLite file in the scratch directory.
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -214,6 +263,7 @@ impl Default for Options {
             forward_timeout_seconds: 60,
             forward_max_body_bytes: 8 * 1024 * 1024,
             tls: false,
+            database_url: None,
         }
     }
 }
@@ -343,7 +393,19 @@ impl Stack {
                 .args(["--link-ca-file", &pki.join("ca.pem").to_string_lossy()])
                 // The CRL `pki init` wrote; `pki revoke-gateway` adds to it.
                 .args(["--link-crl-file", &pki.join("crl.pem").to_string_lossy()])
-                .args(["--database", &dir.join("mtlsgate.db").to_string_lossy()])
+                .args(match &opts.database_url {
+                    Some(_) => vec![],
+                    None => vec![
+                        "--database".to_owned(),
+                        dir.join("mtlsgate.db").to_string_lossy().into_owned(),
+                    ],
+                })
+                // In the environment, not the arguments: the URL carries a password.
+                .envs(
+                    opts.database_url
+                        .iter()
+                        .map(|u| ("MTLSGATE_DATABASE_URL", u)),
+                )
                 .args(["--vault-addr", &format!("http://127.0.0.1:{bao_port}")])
                 .args([
                     "--vault-watch-seconds",
@@ -513,6 +575,7 @@ impl Stack {
             control_plane,
             bao,
             scratch,
+            database_url: opts.database_url.clone(),
         };
         if opts.filter_config.is_none() {
             stack.wait_snapshot_loaded().await;
@@ -823,12 +886,15 @@ impl Stack {
     pub fn add_user(&self, account: &str, username: &str, password: &str, admin: bool) {
         use std::io::Write;
         let mut cmd = Command::new(&self.mtlsgate_bin);
-        cmd.args(["user", "add", "--account", account, "--username", username])
-            .args([
+        cmd.args(["user", "add", "--account", account, "--username", username]);
+        match &self.database_url {
+            Some(url) => cmd.env("MTLSGATE_DATABASE_URL", url),
+            None => cmd.args([
                 "--database",
                 &self.scratch.0.join("mtlsgate.db").to_string_lossy(),
-            ])
-            .stdin(Stdio::piped())
+            ]),
+        };
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if admin {

@@ -26,6 +26,7 @@ mod prefer_wait;
 mod revocation;
 mod runtime;
 mod runtime_api;
+mod server_databases;
 mod slow_partner;
 mod uploads;
 mod vault_watch;

@@ -155,7 +155,7 @@ pub async fn revoke(
                         "no AppKey {id} in this account"
                     )));
                 }
-                tx.commit().await.map_err(crate::store::StoreError::from)?;
+                tx.commit().await?;
                 // Revoked in the store and in memory, under the write lock; a Vault failure
                 // below only leaves unused secrets.
                 state.appkeys.remove(&account, id);

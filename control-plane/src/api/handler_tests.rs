@@ -204,11 +204,14 @@ async fn tenant_admin(s: &AppState, account: &str) -> String {
 
 /// Rows of the account in `table`, deleted or revoked ones included.
 async fn rows(s: &AppState, table: &str, account: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE account = ?"))
-        .bind(account)
-        .fetch_one(s.store.pool())
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        s.store
+            .sql(&format!("SELECT COUNT(*) FROM {table} WHERE account = ?")),
+    )
+    .bind(account)
+    .fetch_one(s.store.pool())
+    .await
+    .unwrap()
 }
 
 /// The secret store's entries of the account (its `accounts/{account}/…` paths).

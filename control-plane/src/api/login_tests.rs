@@ -58,11 +58,15 @@ async fn add_user(state: &AppState, account: &str, user: &str, password: &str) {
 /// The `locked_until` the database holds for a scope (0: counted but not locked; `None`: no
 /// failure counted).
 async fn locked_until(state: &AppState, scope: &str) -> Option<i64> {
-    sqlx::query_scalar("SELECT locked_until FROM login_failures WHERE scope = ?")
-        .bind(scope)
-        .fetch_optional(state.store.pool())
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        state
+            .store
+            .sql("SELECT locked_until FROM login_failures WHERE scope = ?"),
+    )
+    .bind(scope)
+    .fetch_optional(state.store.pool())
+    .await
+    .unwrap()
 }
 
 /// Locks a scope for ten minutes, as many failures would (the real schedule starts at one

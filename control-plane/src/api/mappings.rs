@@ -251,7 +251,7 @@ pub async fn create(
             rows.push(Store::insert_mapping(&mut tx, &account, v).await?);
         }
         let revision = Store::bump_revision(&mut tx, &account).await?;
-        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        tx.commit().await?;
         (rows, revision)
     };
     state.reconciler.kick();
@@ -444,7 +444,7 @@ pub async fn update(
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no mapping {id} in this account")))?;
         let revision = Store::bump_revision(&mut tx, &account).await?;
-        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        tx.commit().await?;
         (row, revision)
     };
     state.reconciler.kick();
@@ -471,7 +471,7 @@ pub async fn delete(
             )));
         }
         let revision = Store::bump_revision(&mut tx, &account).await?;
-        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        tx.commit().await?;
         revision
     };
     state.reconciler.kick();

@@ -93,6 +93,8 @@ pub struct Settings {
     pub session_ttl_secs: u64,
     /// How often the reconciler looks for certificates changed directly in the secret store.
     pub watch_period: Duration,
+    /// How often the database's generation is polled for changes other processes made.
+    pub change_poll: Duration,
     /// The client credential tokens are obtained with, and where users are sent back to.
     pub oauth2_client: crate::oauth2::Client,
     pub credential_tokens: crate::credential_tokens::Settings,
@@ -164,6 +166,13 @@ impl AppState {
                 .clone()
                 .run(settings.watch_period, settings.dns_refresh),
         );
+        tokio::spawn(crate::change_feed::follow(
+            store.clone(),
+            secrets.clone(),
+            appkeys.clone(),
+            reconciler.clone(),
+            settings.change_poll,
+        ));
         let nonces = Arc::new(std::sync::Mutex::new(NonceCache::new(
             mtlsgate_filter::oauth1::DEFAULT_MAX_SKEW_SECS * 2,
             mtlsgate_filter::oauth1::DEFAULT_NONCE_CAPACITY,

@@ -9,11 +9,14 @@ use super::tests::{call, env, DEV};
 use super::AppState;
 
 async fn live(s: &AppState, table: &str, account: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE account = ?"))
-        .bind(account)
-        .fetch_one(s.store.pool())
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        s.store
+            .sql(&format!("SELECT COUNT(*) FROM {table} WHERE account = ?")),
+    )
+    .bind(account)
+    .fetch_one(s.store.pool())
+    .await
+    .unwrap()
 }
 
 fn refused(st: StatusCode, body: &Value, quota: &str, limit: u64) {

@@ -182,6 +182,11 @@ impl Secrets {
         }
     }
 
+    /// Destroys one of mtlsgate's own secrets (every version); gone already is fine.
+    pub(crate) async fn delete_system(&self, name: &str) -> Result<(), SecretStoreError> {
+        self.store.destroy(&system_path(name)).await
+    }
+
     /// Writes one of mtlsgate's own secrets.
     pub(crate) async fn put_system<T: Serialize>(
         &self,

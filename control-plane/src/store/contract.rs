@@ -105,6 +105,38 @@ impl TestDb {
     }
 }
 
+/// The store the handler tests run on: SQLite in `dir`, or, when `MTLSGATE_TEST_DATABASE`
+/// says `postgres` or `mariadb`, a new database on that server (`scripts/test --all` runs
+/// the handler suite on each). The database is left for the server's data directory to take
+/// away (`scripts/db start` makes it anew).
+pub(crate) async fn test_store(dir: &std::path::Path) -> Store {
+    let dialect = match std::env::var("MTLSGATE_TEST_DATABASE").as_deref() {
+        Ok("postgres") => Dialect::Postgres,
+        Ok("mariadb") | Ok("mysql") => Dialect::MySql,
+        Ok("sqlite") | Err(_) => return Store::open(&dir.join("db.sqlite")).await.unwrap(),
+        Ok(other) => panic!("MTLSGATE_TEST_DATABASE={other}: expected sqlite, postgres or mariadb"),
+    };
+    TestDb::new(dialect).await.store().await
+}
+
+/// Two stores on one new database (two control planes), on the backend
+/// `MTLSGATE_TEST_DATABASE` names (SQLite: a file in `dir`).
+pub(crate) async fn test_store_pair(dir: &std::path::Path) -> (Store, Store) {
+    let dialect = match std::env::var("MTLSGATE_TEST_DATABASE").as_deref() {
+        Ok("postgres") => Dialect::Postgres,
+        Ok("mariadb") | Ok("mysql") => Dialect::MySql,
+        _ => {
+            let path = dir.join("db.sqlite");
+            return (
+                Store::open(&path).await.unwrap(),
+                Store::open(&path).await.unwrap(),
+            );
+        }
+    };
+    let db = TestDb::new(dialect).await;
+    (db.store().await, db.store().await)
+}
+
 fn info(serial: &str) -> CertInfo {
     CertInfo {
         subject: "CN=partner ✓".into(),
@@ -455,6 +487,132 @@ async fn soft_deletes_and_settings_round_trip(dialect: Dialect) {
     db.drop_db().await;
 }
 
+/// A URL that asks for verified TLS gets an encrypted connection to a server whose
+/// certificate chains to the given CA, and no connection at all with another CA.
+async fn tls_is_verified_when_the_url_asks(dialect: Dialect) {
+    let db = TestDb::new(dialect).await;
+    let ca = server_url("MTLSGATE_TEST_DB_CA");
+    let mut url = url::Url::parse(&db.url).unwrap();
+    let (mode, root, mode_value) = match dialect {
+        Dialect::Postgres => ("sslmode", "sslrootcert", "verify-full"),
+        _ => ("ssl-mode", "ssl-ca", "VERIFY_IDENTITY"),
+    };
+    url.query_pairs_mut()
+        .append_pair(mode, mode_value)
+        .append_pair(root, &ca);
+    let s = Store::connect(
+        url.as_str(),
+        &super::DbOptions {
+            max_connections: None,
+        },
+    )
+    .await
+    .unwrap();
+    let encrypted: String = match dialect {
+        Dialect::Postgres => sqlx::query_scalar(
+            "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+        )
+        .fetch_one(s.pool())
+        .await
+        .unwrap(),
+        _ => {
+            let row = sqlx::query("SHOW SESSION STATUS LIKE 'Ssl_version'")
+                .fetch_one(s.pool())
+                .await
+                .unwrap();
+            super::text(&row, "Value").unwrap()
+        }
+    };
+    assert!(encrypted.starts_with("TLSv1."), "{encrypted:?}");
+    certificate(&s, "acct", "over-tls").await.unwrap();
+    drop(s);
+
+    // Another CA: the server's certificate does not verify, so nothing connects.
+    let other = std::env::temp_dir().join(format!(
+        "mtlsgate-other-ca-{}.pem",
+        hex::encode(crate::random::bytes::<6>())
+    ));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other, params.self_signed(&key).unwrap().pem()).unwrap();
+    let mut wrong = url::Url::parse(&db.url).unwrap();
+    wrong
+        .query_pairs_mut()
+        .append_pair(mode, mode_value)
+        .append_pair(root, &other.to_string_lossy());
+    let refused = Store::connect(
+        wrong.as_str(),
+        &super::DbOptions {
+            max_connections: None,
+        },
+    )
+    .await;
+    let refused = format!(
+        "{:?}",
+        refused
+            .err()
+            .expect("connected with a CA that did not issue the server's certificate")
+    );
+    assert!(
+        refused.contains("UnknownIssuer") || refused.contains("certificate"),
+        "{refused}"
+    );
+    let _ = std::fs::remove_file(&other);
+    db.drop_db().await;
+}
+
+mod tls {
+    #[tokio::test]
+    async fn postgres() {
+        super::tls_is_verified_when_the_url_asks(super::Dialect::Postgres).await
+    }
+    #[tokio::test]
+    async fn mariadb() {
+        super::tls_is_verified_when_the_url_asks(super::Dialect::MySql).await
+    }
+}
+
+async fn a_lease_has_one_holder_at_a_time(dialect: Dialect) {
+    let db = TestDb::new(dialect).await;
+    let (a, b) = (db.store().await, db.store().await);
+    // Ten asking at once: one gets it.
+    let got = in_parallel(&a, &b, 10, |i, s| async move {
+        s.take_lease("work", &format!("holder-{i}"), 30)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(got.iter().filter(|g| **g).count(), 1, "{got:?}");
+    let holder = format!("holder-{}", got.iter().position(|g| *g).unwrap());
+    // Its holder keeps it; another does not get it; another lease is another matter.
+    assert!(b.take_lease("work", &holder, 30).await.unwrap());
+    assert!(!a.take_lease("work", "other", 30).await.unwrap());
+    assert!(a.take_lease("other work", "other", 30).await.unwrap());
+    // Given back, anyone may take it; a release by a non-holder changes nothing.
+    a.release_lease("work", "not-the-holder").await.unwrap();
+    assert!(!a.take_lease("work", "other", 30).await.unwrap());
+    b.release_lease("work", &holder).await.unwrap();
+    assert!(a.take_lease("work", "other", 30).await.unwrap());
+    // Expired (its holder died): taken over, by the database's clock.
+    assert!(a.take_lease("work", "other", -1).await.unwrap());
+    assert!(b.take_lease("work", "successor", 30).await.unwrap());
+    drop((a, b));
+    db.drop_db().await;
+}
+
+#[test]
+fn every_backend_migrates_to_the_same_schema_level() {
+    assert_eq!(
+        super::POSTGRES_MIGRATIONS.last().map(|m| m.0),
+        Some(super::SCHEMA_LEVEL)
+    );
+    assert_eq!(
+        super::MYSQL_MIGRATIONS.last().map(|m| m.0),
+        Some(super::SCHEMA_LEVEL)
+    );
+}
+
 /// Each case above, on each backend.
 macro_rules! on_every_backend {
     ($($case:ident),* $(,)?) => {
@@ -474,4 +632,5 @@ on_every_backend!(
     names_compare_bytewise_and_deleted_rows_free_theirs,
     long_urls_and_ca_bundles_are_kept_whole,
     soft_deletes_and_settings_round_trip,
+    a_lease_has_one_holder_at_a_time,
 );

@@ -140,6 +140,28 @@ impl Dialect {
         }
     }
 
+    /// The database's clock in Unix seconds, as an SQL expression: leases are judged by one
+    /// clock, whatever the control planes' clocks say.
+    pub(crate) fn unix_now(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "unixepoch()",
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)",
+            Dialect::MySql => "UNIX_TIMESTAMP()",
+        }
+    }
+
+    /// "Insert the row unless its key exists" for a one-key table.
+    pub(crate) fn insert_missing(self, table: &str, columns: &[&str]) -> String {
+        let marks = vec!["?"; columns.len()].join(", ");
+        let cols = columns.join(", ");
+        match self {
+            Dialect::Sqlite | Dialect::Postgres => {
+                format!("INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING")
+            }
+            Dialect::MySql => format!("INSERT IGNORE INTO {table} ({cols}) VALUES ({marks})"),
+        }
+    }
+
     /// The statements that lock an account's row in `account_locks` (taking it into
     /// existence first), run at the start of every write transaction of that account.
     pub(crate) fn account_lock(self) -> &'static [&'static str] {
