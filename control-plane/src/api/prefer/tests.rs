@@ -393,3 +393,48 @@ mod in_process {
         gw.abort();
     }
 }
+
+mod reconciler {
+    use std::time::Duration;
+
+    use crate::api::tests::env;
+
+    #[tokio::test]
+    async fn a_ticket_is_covered_by_the_next_rebuild_and_the_epoch_moves_only_with_the_state() {
+        let env = env().await;
+        let s = &env.state;
+        let mut published = s.reconciler.published();
+        let before = published.borrow().clone();
+
+        // Nothing changed: the rebuild covers the ticket, the epoch stays.
+        let t = s.reconciler.ticket();
+        assert!(t > before.covers);
+        let after = tokio::time::timeout(
+            Duration::from_secs(5),
+            published.wait_for(|p| p.covers >= t),
+        )
+        .await
+        .expect("rebuilt at once, not at the next watch")
+        .unwrap()
+        .clone();
+        assert_eq!(after.epoch, before.epoch);
+
+        // A user added: the state that covers the next ticket is a new epoch.
+        s.store
+            .insert_user("a", "u", "hash", false, &[])
+            .await
+            .unwrap()
+            .unwrap();
+        let t = s.reconciler.ticket();
+        let after = tokio::time::timeout(
+            Duration::from_secs(5),
+            published.wait_for(|p| p.covers >= t),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+        assert!(after.epoch > before.epoch);
+        assert_eq!(after.desired.callers.users.len(), 1);
+    }
+}
