@@ -136,6 +136,13 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(50..=10_000))]
     pub change_poll_millis: u64,
 
+    /// The operator's credential: a file whose first line is a token of at least 32
+    /// characters. `Authorization: Bearer <it>` may take deployment-wide actions (offboarding
+    /// an account) and nothing of a tenant's; it is refused through the gateway. Without it,
+    /// no operator action is possible.
+    #[arg(long, env = "MTLSGATE_OPERATOR_TOKEN_FILE")]
+    pub operator_token_file: Option<PathBuf>,
+
     /// DEVELOPMENT ONLY: accept `Authorization: Bearer <token>` as an admin of every account.
     #[arg(long, env = "MTLSGATE_DEV_ADMIN_TOKEN", hide_env_values = true)]
     pub dev_admin_token: Option<Secret>,

@@ -22,6 +22,7 @@ mod leases;
 mod login_failures;
 mod mappings;
 mod oauth_pending;
+mod offboard;
 mod quotas;
 mod settings;
 mod users;
