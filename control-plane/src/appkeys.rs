@@ -118,6 +118,14 @@ impl Directory {
             .retain(|_, v| !(v.row.account == account && v.row.id == id));
     }
 
+    /// Drops every AppKey of an account (offboarded).
+    pub fn remove_account(&self, account: &str) {
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, v| v.row.account != account);
+    }
+
     pub fn get(&self, consumer_key: &str, token: &str) -> Option<AppKey> {
         self.keys
             .read()

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("appkeys", 4),
     ("credential_tokens", 4),
     ("change_feed", 4),
+    ("consistency", 4),
     ("xds", 4),
     ("store", 5),
     ("secret_store", 5),

@@ -85,6 +85,7 @@ mod appkeys;
 mod certinfo;
 mod change_feed;
 mod clock;
+mod consistency;
 mod cpu_pool;
 mod credential_kind;
 mod credential_tokens;

@@ -13,6 +13,7 @@ mod upstream;
 
 mod api_tls;
 mod bad_material;
+mod consistency;
 mod contract;
 mod credentials;
 mod egress_guard;

@@ -11,6 +11,7 @@ pub mod error;
 pub(crate) mod extract;
 mod mappings;
 pub mod openapi;
+mod operator;
 pub mod p12test;
 pub(crate) mod prefer;
 pub(crate) mod quotas;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub reconciler: Arc<Reconciler>,
     pub acks: Arc<Acks>,
     pub dev_admin_token: Option<Secret>,
+    /// The operator's credential (`--operator-token-file`).
+    pub operator_token: Option<Secret>,
     /// The scheme callers reach this API with directly (what they sign OAuth1 requests for).
     pub api_scheme: auth::Scheme,
     /// How many mappings, certificates, credentials and AppKeys one account may hold.
@@ -83,6 +86,7 @@ pub struct AppState {
 /// What [`AppState::start`] needs besides the store and the secret store.
 pub struct Settings {
     pub dev_admin_token: Option<Secret>,
+    pub operator_token: Option<Secret>,
     /// `https` when the API is served behind TLS (`--public-api-url https://…`).
     pub api_scheme: auth::Scheme,
     pub quotas: quotas::Quotas,
@@ -183,6 +187,7 @@ impl AppState {
             reconciler,
             acks: Arc::new(Acks::default()),
             dev_admin_token: settings.dev_admin_token,
+            operator_token: settings.operator_token,
             api_scheme: settings.api_scheme,
             quotas: settings.quotas,
             domains: settings.domains,
@@ -389,6 +394,10 @@ pub fn router(state: AppState) -> Router {
             get(mappings::get_one)
                 .put(mappings::update)
                 .delete(mappings::delete),
+        )
+        .route(
+            "/api/operator/accounts/{account}",
+            axum::routing::delete(operator::offboard),
         )
         .layer(middleware::from_fn_with_state(
             JSON_BODY_LIMIT,

@@ -369,6 +369,15 @@ pub const OPERATIONS: &[Operation] = &[
         "Egress",
         [200, 400, 401, 403, 413, 415]
     ),
+    op!(
+        "DELETE",
+        "/api/operator/accounts/{accountId}",
+        "Offboard an account (the operator's credential only): every row deleted, every version of its secrets destroyed",
+        Auth::Bearer,
+        Body::None,
+        "Offboarded",
+        [200, 400, 401, 403, 503]
+    ),
 ];
 
 /// A path with the prefixes resolved.

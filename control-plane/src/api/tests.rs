@@ -17,6 +17,8 @@ use crate::secret_store::MemoryStore;
 use crate::store::AppKeyRow;
 
 pub(super) const DEV: &str = "dev-admin";
+/// The operator's credential of every test control plane.
+pub(super) const OPERATOR: &str = "operator-token-of-the-tests-0123456789";
 const NODE: &str = "node-1";
 
 pub(super) struct Env {
@@ -66,6 +68,7 @@ pub(super) async fn env_on(
         Secrets::new(memory.clone()),
         Settings {
             dev_admin_token: Some(Secret::new(DEV)),
+            operator_token: Some(Secret::new(OPERATOR)),
             api_scheme: super::auth::Scheme::Http,
             quotas: super::quotas::Quotas::default(),
             domains: csds::Domains {

@@ -305,6 +305,19 @@ mod tests {
     }
 
     #[test]
+    fn logged_urls_carry_no_password_and_no_parameters() {
+        let logged = super::super::redacted_url(
+            "postgres://mtlsgate:s3cret-pw@db.internal:5432/mtlsgate?sslmode=verify-full&sslrootcert=/k",
+        );
+        assert_eq!(
+            logged,
+            "postgres://mtlsgate:REDACTED@db.internal:5432/mtlsgate"
+        );
+        let odd = super::super::redacted_url("mysql://u:s3cret-pw@[bad");
+        assert!(!odd.contains("s3cret-pw"), "{odd}");
+    }
+
+    #[test]
     fn urls_name_their_dialect() {
         assert_eq!(
             Dialect::of_url("sqlite://x.db?mode=rwc"),

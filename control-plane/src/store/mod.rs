@@ -22,6 +22,7 @@ mod leases;
 mod login_failures;
 mod mappings;
 mod oauth_pending;
+mod offboard;
 mod quotas;
 mod settings;
 mod users;
@@ -215,7 +216,8 @@ pub fn redacted_url(url: &str) -> String {
             u.set_query(None);
             u.to_string()
         }
-        Err(_) => url.split(['?', '@']).next().unwrap_or("").to_owned() + "…",
+        // Nothing of it: an unparsable URL may still hold a password anywhere.
+        Err(_) => "(a database URL that does not parse)".to_owned(),
     }
 }
 
