@@ -170,6 +170,14 @@ impl AppState {
                 .clone()
                 .run(settings.watch_period, settings.dns_refresh),
         );
+        // Other control planes' streams' acknowledgements, and ours for them.
+        let acks = Arc::new(Acks::default());
+        tokio::spawn(crate::xds::shared::share(
+            acks.clone(),
+            store.clone(),
+            hex::encode(crate::random::bytes::<12>()),
+            settings.change_poll,
+        ));
         tokio::spawn(crate::change_feed::follow(
             store.clone(),
             secrets.clone(),
@@ -185,7 +193,7 @@ impl AppState {
             store,
             secrets,
             reconciler,
-            acks: Arc::new(Acks::default()),
+            acks: acks.clone(),
             dev_admin_token: settings.dev_admin_token,
             operator_token: settings.operator_token,
             api_scheme: settings.api_scheme,

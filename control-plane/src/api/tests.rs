@@ -770,3 +770,75 @@ async fn a_write_through_one_control_plane_reaches_the_others_gateways_within_a_
         "B's gateways did not get A's egress host within a second"
     );
 }
+
+/// A gateway's ADS stream on one control plane, its snapshot poll on another: the poll
+/// answers from the acknowledgements the first recorded in the database, and only once
+/// there are some (a mapping is never shown before its cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_on_another_control_plane_than_the_ads_stream_sees_the_streams_acknowledgements() {
+    let dir = std::env::temp_dir().join(format!(
+        "mtlsgate-api-shared-acks-{}",
+        hex::encode(crate::random::bytes::<8>())
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (sa, sb) = crate::store::contract::test_store_pair(&dir).await;
+    let memory = Arc::new(MemoryStore::new());
+    let a = env_on(dir.clone(), sa, memory.clone()).await;
+    let b = env_on(dir.clone(), sb, memory).await;
+    const GW: &str = "gw-elsewhere";
+    let poll = |s: &AppState, wait: u64| {
+        let s = s.clone();
+        async move {
+            feed(
+                &s,
+                &format!("/v1/runtime/snapshot?node={GW}&version=&waitSeconds={wait}"),
+                Some(Some(GW)),
+            )
+            .await
+        }
+    };
+    // A public IP literal: no name lookup in a unit test.
+    let body = json!({"plainTlsHosts": ["93.184.216.34"]});
+    let (st, v) = call(
+        &a.state,
+        Method::PUT,
+        &egress_uri("a"),
+        Some(DEV),
+        Some(body),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let name = crate::desired::tls_cluster_name("93.184.216.34", 443);
+    let mut rx = b.state.reconciler.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        rx.wait_for(|d| d.clusters.contains_key(&name)),
+    )
+    .await
+    .expect("B built the host's cluster")
+    .unwrap();
+    // Nobody acknowledged anything for the node: B's poll waits, and answers nothing.
+    assert_eq!(poll(&b.state, 1).await.0, StatusCode::NOT_MODIFIED);
+
+    // The node's ADS stream is on A and acknowledges the cluster: B's poll answers.
+    a.state.acks.connected(GW);
+    a.state
+        .acks
+        .acked(GW, crate::xds::CLUSTER_TYPE, std::slice::from_ref(&name));
+    let started = std::time::Instant::now();
+    let (st, v) = poll(&b.state, 5).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let snap: Snapshot = serde_json::from_value(v).unwrap();
+    let hosts: Vec<&str> = snap.fallback.iter().map(|f| f.host.as_str()).collect();
+    assert_eq!(hosts, ["93.184.216.34"]);
+
+    // The stream closes: a new filter polling B waits again for a stream somewhere.
+    a.state.acks.disconnected(GW);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(poll(&b.state, 1).await.0, StatusCode::NOT_MODIFIED);
+}

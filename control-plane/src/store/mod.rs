@@ -21,6 +21,7 @@ mod egress;
 mod leases;
 mod login_failures;
 mod mappings;
+mod node_acks;
 mod oauth_pending;
 mod offboard;
 mod quotas;
@@ -59,6 +60,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_pinned_secret_versions.sql"),
     include_str!("../../migrations/0009_leases.sql"),
     include_str!("../../migrations/0010_oauth_pending.sql"),
+    include_str!("../../migrations/0011_node_acks.sql"),
 ];
 
 /// PostgreSQL's and MySQL's migrations: (the schema level it brings the database to, the
@@ -74,6 +76,10 @@ const POSTGRES_MIGRATIONS: &[(usize, &str)] = &[
         10,
         include_str!("../../migrations/postgres/0010_oauth_pending.sql"),
     ),
+    (
+        11,
+        include_str!("../../migrations/postgres/0011_node_acks.sql"),
+    ),
 ];
 const MYSQL_MIGRATIONS: &[(usize, &str)] = &[
     (8, include_str!("../../migrations/mysql/0008_baseline.sql")),
@@ -81,6 +87,10 @@ const MYSQL_MIGRATIONS: &[(usize, &str)] = &[
     (
         10,
         include_str!("../../migrations/mysql/0010_oauth_pending.sql"),
+    ),
+    (
+        11,
+        include_str!("../../migrations/mysql/0011_node_acks.sql"),
     ),
 ];
 

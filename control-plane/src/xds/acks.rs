@@ -74,6 +74,9 @@ impl NodeAcks {
 /// All nodes' acknowledgements, with a change signal.
 pub struct Acks {
     nodes: Mutex<HashMap<String, NodeAcks>>,
+    /// What other control planes' ADS streams recorded ([`super::shared`]): the view of a
+    /// node whose stream is not here.
+    remote: Mutex<HashMap<String, NodeAcks>>,
     changed: watch::Sender<u64>,
     /// Changes whenever what a node enforces, or whether it is connected, does. Apart from
     /// `changed` so that polls and proofs do not wake every other node's held poll.
@@ -84,6 +87,7 @@ impl Default for Acks {
     fn default() -> Self {
         Acks {
             nodes: Mutex::default(),
+            remote: Mutex::default(),
             changed: watch::channel(0).0,
             enforcement: watch::channel(0).0,
         }
@@ -189,13 +193,52 @@ impl Acks {
         });
     }
 
-    /// The node's acknowledgements, if it is connected and has acknowledged clusters.
+    /// The node's acknowledgements, if it is connected and has acknowledged clusters: on a
+    /// stream of this control plane, else on another's (as the database last said).
     pub fn ready(&self, node: &str) -> Option<NodeAcks> {
+        let local = {
+            let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            nodes
+                .get(node)
+                .filter(|n| n.ready && n.streams > 0)
+                .cloned()
+        };
+        local.or_else(|| {
+            let remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            remote
+                .get(node)
+                .filter(|n| n.ready && n.streams > 0)
+                .cloned()
+        })
+    }
+
+    /// Replaces what other control planes recorded; wakes held polls if it changed.
+    pub fn set_remote(&self, nodes: HashMap<String, NodeAcks>) {
+        let changed = {
+            let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            let same = remote.len() == nodes.len()
+                && nodes.iter().all(|(id, n)| {
+                    remote.get(id).is_some_and(|r| {
+                        r.streams == n.streams && r.clusters == n.clusters && r.secrets == n.secrets
+                    })
+                });
+            *remote = nodes;
+            !same
+        };
+        if changed {
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// The nodes whose acknowledgements this control plane recorded, with whether their
+    /// stream here is open (to share through the database).
+    pub fn local(&self) -> Vec<(String, NodeAcks)> {
         let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         nodes
-            .get(node)
-            .filter(|n| n.ready && n.streams > 0)
-            .cloned()
+            .iter()
+            .filter(|(_, n)| n.known)
+            .map(|(id, n)| (id.clone(), n.clone()))
+            .collect()
     }
 
     /// What the node last acknowledged, connected or not; `None` if it never acknowledged
@@ -205,8 +248,14 @@ impl Acks {
     /// mappings, and must reach a gateway whose ADS stream is down. Its Envoy still holds
     /// what it acknowledged, so a snapshot gated on those sets is still true for it.
     pub fn last_known(&self, node: &str) -> Option<NodeAcks> {
-        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        nodes.get(node).filter(|n| n.known).cloned()
+        let local = {
+            let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            nodes.get(node).filter(|n| n.known).cloned()
+        };
+        local.or_else(|| {
+            let remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+            remote.get(node).filter(|n| n.known).cloned()
+        })
     }
 
     /// Changes whenever any node's acknowledgements or connection do.

@@ -8,6 +8,7 @@ pub mod acks;
 pub mod connection;
 pub mod resources;
 pub mod server;
+pub(crate) mod shared;
 
 pub use acks::Acks;
 pub use resources::{ResourceOptions, UpstreamLimits};
