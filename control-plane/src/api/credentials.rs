@@ -468,7 +468,7 @@ pub async fn callback(
         }
         Err(e @ CallbackError::Vault) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "vault_unavailable",
+            "secret_store_unavailable",
             e.to_string(),
         )),
         Err(e @ CallbackError::Exchange(_)) => Err(ApiError::new(
