@@ -640,7 +640,10 @@ async fn certificate_update_with_the_secret_store_down_keeps_the_stored_certific
     let (st, v) = by_file(s, Method::PUT, "a", &second.bytes, meta.clone()).await;
     assert_eq!(
         (st, &v["code"]),
-        (StatusCode::SERVICE_UNAVAILABLE, &json!("secret_store_unavailable"))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!("secret_store_unavailable")
+        )
     );
     env.memory.set_down(false);
     let (version, stored) = entry(&env, &format!("accounts/a/certificates/{id}")).await;
@@ -782,7 +785,10 @@ async fn credential_create_with_the_secret_store_down_leaves_no_row() {
         .await;
         assert_eq!(
             (st, &v["code"]),
-            (StatusCode::SERVICE_UNAVAILABLE, &json!("secret_store_unavailable"))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!("secret_store_unavailable")
+            )
         );
         assert_not_in(&v, &[BASIC_PASSWORD, ACCESS_TOKEN]);
     }
@@ -944,7 +950,10 @@ async fn appkey_create_with_the_secret_store_down_leaves_nothing() {
     let (st, v) = call(s, Method::POST, &appkeys_uri("a"), Some(DEV), None).await;
     assert_eq!(
         (st, &v["code"]),
-        (StatusCode::SERVICE_UNAVAILABLE, &json!("secret_store_unavailable"))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!("secret_store_unavailable")
+        )
     );
     assert!(v.get("consumerSecret").is_none(), "{v}");
     assert_eq!(rows(s, "appkeys", "a").await, 0);

@@ -16,11 +16,11 @@ use crate::appkeys::AppKey;
 use crate::secret_store::MemoryStore;
 use crate::store::AppKeyRow;
 
-pub(super) const DEV: &str = "dev-admin";
+pub(crate) const DEV: &str = "dev-admin";
 const NODE: &str = "node-1";
 
-pub(super) struct Env {
-    pub(super) state: AppState,
+pub(crate) struct Env {
+    pub(crate) state: AppState,
     dir: std::path::PathBuf,
     /// The secret store behind `state`, to look into or to take down.
     pub(super) memory: Arc<MemoryStore>,
@@ -40,6 +40,12 @@ pub(crate) fn dns() -> crate::guarded_dns::GuardedDns {
 }
 
 pub(super) async fn env() -> Env {
+    let memory = Arc::new(MemoryStore::new());
+    env_with(memory.clone(), Secrets::new(memory)).await
+}
+
+/// The same control plane on another secret store (`memory` is then only a bystander).
+pub(crate) async fn env_with(memory: Arc<MemoryStore>, secrets: Secrets) -> Env {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("warn,mtlsgate=debug")
@@ -51,10 +57,9 @@ pub(super) async fn env() -> Env {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let store = crate::store::contract::test_store(&dir).await;
-    let memory = Arc::new(MemoryStore::new());
     let state = AppState::start(
         store,
-        Secrets::new(memory.clone()),
+        secrets,
         Settings {
             dev_admin_token: Some(Secret::new(DEV)),
             api_scheme: super::auth::Scheme::Http,
@@ -83,7 +88,7 @@ pub(super) async fn env() -> Env {
     Env { state, dir, memory }
 }
 
-pub(super) async fn call(
+pub(crate) async fn call(
     state: &AppState,
     method: Method,
     uri: &str,
