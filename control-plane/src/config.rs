@@ -440,6 +440,7 @@ mod tests {
 
     #[test]
     fn the_secret_store_takes_a_token_or_approle_files_never_both() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let links = [
             "--link-cert-file",
             "c",
