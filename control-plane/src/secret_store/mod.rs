@@ -416,6 +416,6 @@ impl Secrets {
 }
 
 #[cfg(test)]
-mod cluster;
+mod cluster_tests;
 #[cfg(test)]
 mod contract;
