@@ -374,3 +374,112 @@ async fn openbao_over_tls_is_verified_and_plain_http_stays_on_loopback() {
         );
     }
 }
+
+/// AppRole on a real OpenBao: a token revoked behind the store's back (here: every token
+/// AppRole issued) means one new login, with the secret id as its file holds it *now* — an
+/// operator rotates the secret id by rewriting the file, no restart.
+#[tokio::test]
+async fn approle_logs_in_again_with_the_secret_id_the_file_holds_now() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = dev_server().await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let root = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        let req = http
+            .request(method, format!("{}/v1/{path}", server.addr))
+            .header("X-Vault-Token", &server.token)
+            .body(body.to_string());
+        let path = path.to_owned();
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            let text = r.text().await.unwrap();
+            assert!(status.is_success(), "{path}: {status} {text}");
+            serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default()
+        }
+    };
+    use reqwest::Method;
+    root(Method::POST, "sys/auth/approle", json!({"type": "approle"})).await;
+    root(
+        Method::PUT,
+        "sys/policies/acl/mtlsgate",
+        json!({"policy": "path \"secret/data/ar/*\" { capabilities = [\"create\", \"read\", \"update\"] }\npath \"secret/metadata/ar/*\" { capabilities = [\"read\", \"list\", \"delete\"] }\npath \"secret/metadata/ar/\" { capabilities = [\"list\"] }"}),
+    )
+    .await;
+    root(
+        Method::POST,
+        "auth/approle/role/m",
+        json!({"token_policies": "mtlsgate", "token_ttl": "1h"}),
+    )
+    .await;
+    let role_id = root(Method::GET, "auth/approle/role/m/role-id", json!({})).await["data"]
+        ["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let new_secret_id = || root(Method::POST, "auth/approle/role/m/secret-id", json!({}));
+    let first = new_secret_id().await["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (role_file, secret_file) = (server.dir.join("role-id"), server.dir.join("secret-id"));
+    std::fs::write(&role_file, &role_id).unwrap();
+    std::fs::write(&secret_file, &first).unwrap();
+
+    let store = OpenBao::new(
+        &server.addr,
+        Auth::AppRole(AppRole::from_files("approle", &role_file, &secret_file).unwrap()),
+        "secret",
+        "ar/",
+        None,
+    )
+    .unwrap();
+    let v = store.write("p", &map(json!({"k": 1}))).await.unwrap();
+    assert_eq!(store.auth_counts(), (1, 0));
+
+    // The operator rotates the secret id (the old one destroyed) and revokes every token
+    // AppRole issued, mtlsgate's among them.
+    let second = new_secret_id().await["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(&secret_file, format!("{second}\n")).unwrap();
+    root(
+        Method::POST,
+        "auth/approle/role/m/secret-id/destroy",
+        json!({ "secret_id": first }),
+    )
+    .await;
+    root(
+        Method::PUT,
+        "sys/leases/revoke-prefix/auth/approle/login",
+        json!({}),
+    )
+    .await;
+
+    // The next request is refused with the revoked token, logs in again with the new
+    // secret id, and is carried out.
+    assert_eq!(
+        store.read("p", Some(v)).await.unwrap(),
+        Some(map(json!({"k": 1})))
+    );
+    assert_eq!(store.auth_counts().0, 2, "one new login");
+
+    // With no valid secret id left, the login is refused: an error, once, not a loop.
+    root(
+        Method::POST,
+        "auth/approle/role/m/secret-id/destroy",
+        json!({ "secret_id": second }),
+    )
+    .await;
+    root(
+        Method::PUT,
+        "sys/leases/revoke-prefix/auth/approle/login",
+        json!({}),
+    )
+    .await;
+    assert!(matches!(
+        store.read("p", None).await,
+        Err(SecretStoreError::Refused(_))
+    ));
+    assert_eq!(store.auth_counts().0, 2, "the refused login is not counted");
+}

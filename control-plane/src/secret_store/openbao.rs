@@ -327,7 +327,7 @@ impl OpenBao {
         })
     }
 
-    /// How many AppRole logins and token renewals this store made (for tests and logs).
+    /// How many AppRole logins and token renewals this store made.
     #[cfg(test)]
     pub(crate) fn auth_counts(&self) -> (u64, u64) {
         (
