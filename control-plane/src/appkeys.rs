@@ -63,6 +63,46 @@ impl Directory {
         Ok(dir)
     }
 
+    /// Brings the directory in line with the store: AppKeys revoked since (by any process)
+    /// go, AppKeys created since are read with their secrets. Answers whether anything
+    /// changed. The caller holds the store's write lock, so this process's own creations and
+    /// revocations are not in the middle of committing.
+    pub async fn sync(&self, store: &Store, secrets: &Secrets) -> Result<bool, LoadError> {
+        let rows = store.all_appkeys().await?;
+        let live: std::collections::HashSet<(&str, i64)> =
+            rows.iter().map(|r| (r.account.as_str(), r.id)).collect();
+        let mut changed = false;
+        let known: std::collections::HashSet<(String, i64)> = {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            let before = keys.len();
+            keys.retain(|_, v| live.contains(&(v.row.account.as_str(), v.row.id)));
+            changed |= keys.len() != before;
+            keys.values()
+                .map(|v| (v.row.account.clone(), v.row.id))
+                .collect()
+        };
+        for row in rows {
+            if known.contains(&(row.account.clone(), row.id)) {
+                continue;
+            }
+            match secrets.get_appkey(&row.account, row.id).await? {
+                Some((consumer_secret, token_secret)) => {
+                    self.insert(AppKey {
+                        row,
+                        consumer_secret,
+                        token_secret,
+                    });
+                    changed = true;
+                }
+                None => tracing::warn!(
+                    appkey = row.id,
+                    "AppKey has no secrets in Vault; it cannot be used"
+                ),
+            }
+        }
+        Ok(changed)
+    }
+
     pub fn insert(&self, key: AppKey) {
         let k = (key.row.consumer_key.clone(), key.row.access_token.clone());
         self.keys
@@ -76,6 +116,14 @@ impl Directory {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, v| !(v.row.account == account && v.row.id == id));
+    }
+
+    /// Drops every AppKey of an account (offboarded).
+    pub fn remove_account(&self, account: &str) {
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, v| v.row.account != account);
     }
 
     pub fn get(&self, consumer_key: &str, token: &str) -> Option<AppKey> {

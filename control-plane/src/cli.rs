@@ -102,6 +102,31 @@ pub async fn keys_rotate_login(args: KeysRotateLogin) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `mtlsgate check`
+#[derive(clap::Args, Debug)]
+pub struct Check {
+    #[command(flatten)]
+    pub database: crate::config::DatabaseArgs,
+    #[command(flatten)]
+    pub secrets: SecretStoreArgs,
+}
+
+/// Reads every live row that names secrets against the secret store and prints the report
+/// (JSON). Answers whether the two agree: the exit status says it to scripts (0: they agree,
+/// 1: differences, listed).
+pub async fn check(args: Check) -> Result<bool, CliError> {
+    let store = args.database.open().await?;
+    let secrets = args.secrets.open().await?;
+    let report = crate::consistency::check(&store, &secrets)
+        .await
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".into())
+    );
+    Ok(report.differences.is_empty())
+}
+
 /// `mtlsgate pki init`
 #[derive(clap::Args, Debug)]
 pub struct PkiInit {

@@ -111,6 +111,20 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub vault_watch_seconds: u64,
 
+    /// How often to look for changes other processes made in the database (another control
+    /// plane on the same database, `mtlsgate user add`), in milliseconds (50 to 10000): such
+    /// a change reaches this control plane's gateways within about this long.
+    #[arg(long, env = "MTLSGATE_CHANGE_POLL_MILLIS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(50..=10_000))]
+    pub change_poll_millis: u64,
+
+    /// The operator's credential: a file whose first line is a token of at least 32
+    /// characters. `Authorization: Bearer <it>` may take deployment-wide actions (offboarding
+    /// an account) and nothing of a tenant's; it is refused through the gateway. Without it,
+    /// no operator action is possible.
+    #[arg(long, env = "MTLSGATE_OPERATOR_TOKEN_FILE")]
+    pub operator_token_file: Option<PathBuf>,
+
     /// DEVELOPMENT ONLY: accept `Authorization: Bearer <token>` as an admin of every account.
     #[arg(long, env = "MTLSGATE_DEV_ADMIN_TOKEN", hide_env_values = true)]
     pub dev_admin_token: Option<Secret>,
@@ -538,5 +552,80 @@ mod tests {
             bare.err().map(|e| e.kind()),
             Some(clap::error::ErrorKind::MissingRequiredArgument)
         );
+    }
+
+    /// Every flag and environment variable the deployment examples (`deploy/`) give
+    /// `mtlsgate serve` exists: an example that names one that does not would fail at
+    /// start, or be silently ignored (an environment variable).
+    #[test]
+    fn the_deployment_examples_use_only_flags_that_exist() {
+        use clap::Args;
+        let cmd = super::ServeConfig::augment_args(clap::Command::new("serve"));
+        let mut flags: std::collections::BTreeSet<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+        // The `mtlsgate` command's own (global) flag.
+        flags.insert("log-json".into());
+        let envs: std::collections::BTreeSet<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env().and_then(|e| e.to_str()).map(str::to_owned))
+            .collect();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let mut files = Vec::new();
+        for dir in ["systemd", "kubernetes"] {
+            for e in std::fs::read_dir(root.join(dir)).unwrap() {
+                files.push(e.unwrap().path());
+            }
+        }
+        files.sort();
+        let mut control_plane_files = 0;
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            // The control plane's files; the gateway's name Envoy's flags.
+            if !text.contains("serve") || text.contains("envoy -c") {
+                continue;
+            }
+            control_plane_files += 1;
+            let mut checked = 0;
+            for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+                for (i, _) in line.match_indices("--") {
+                    let name: String = line[i + 2..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+                        .collect();
+                    // Not a flag: YAML's `---`, a URL's text.
+                    if !name.starts_with(|c: char| c.is_ascii_lowercase())
+                        || (i > 0 && !line[..i].ends_with([' ', '-', '\t']))
+                    {
+                        continue;
+                    }
+                    assert!(
+                        flags.contains(&name),
+                        "{}: --{name} is no flag of `mtlsgate serve`",
+                        file.display()
+                    );
+                    checked += 1;
+                }
+                for word in line
+                    .split(|c: char| !(c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))
+                {
+                    if word.starts_with("MTLSGATE_") || word.starts_with("VAULT_") {
+                        assert!(
+                            envs.contains(word),
+                            "{}: {word} is read by no flag of `mtlsgate serve`",
+                            file.display()
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+            assert!(
+                checked > 15,
+                "{}: only {checked} flags and variables found",
+                file.display()
+            );
+        }
+        assert_eq!(control_plane_files, 2, "{files:?}");
     }
 }

@@ -14,12 +14,20 @@
 //!   token stays in use until it expires. Each request runs in its own task, so a token
 //!   endpoint that hangs delays nothing else.
 //!
-//! Token state lives in this process's memory (authorization-code tokens also in Vault);
-//! nothing here ever logs or answers a token or secret.
+//! - Several control planes: every token obtained is kept in the secret store with the mark of
+//!   the credential's settings it was obtained with, and a control plane about to request
+//!   first looks there: a newer token another one obtained is taken as it is, so every
+//!   replica pushes the same token. Only the holder of the credential's lease in the database
+//!   requests ([`LEASE_SECS`]; given back when done, taken over when its holder died); the
+//!   others look again a second later. A credential changed through another control plane is
+//!   noticed by its new mark and starts over.
+//!
+//! Token state lives in this process's memory and in the secret store; nothing here ever logs
+//! or answers a token or secret.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
@@ -43,6 +51,11 @@ const MAX_PENDING_PER_ACCOUNT: usize = 50;
 /// Open authorization requests kept at most in all: beyond, new ones are refused until some
 /// expire or complete, rather than evicting other accounts' users mid-consent.
 const MAX_PENDING: usize = 10_000;
+/// How long a control plane may take over a credential's token request before another may
+/// (a request times out well before; a holder that died frees it after this).
+const LEASE_SECS: i64 = 30;
+/// How soon a control plane that found another one requesting looks for its result.
+const FOLLOW: Duration = Duration::from_secs(1);
 
 /// Where a credential stands, as its answers show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +111,15 @@ struct Entry {
     busy: bool,
     /// Authorization code: tokens kept in Vault were looked for.
     loaded: bool,
+    /// The settings the tokens were obtained with ([`mark`]); tokens kept under another mark
+    /// are not taken.
+    mark: String,
+}
+
+/// Which settings and secrets of a credential tokens were obtained with: they change with
+/// every update, through whichever control plane.
+fn mark(row: &CredentialRow) -> String {
+    format!("{}:{}", row.updated_at, row.secret_version)
 }
 
 impl Entry {
@@ -120,7 +142,8 @@ impl Entry {
             Some(c) if renewable => c.refresh_at,
             Some(c) => c.expires_at,
             None if renewable || !self.loaded => UNIX_EPOCH,
-            None => return None,
+            // Waiting for a user: looked for again now and then (see `renew`).
+            None => return self.retry_at,
         };
         Some(due.max(self.retry_at.unwrap_or(UNIX_EPOCH)))
     }
@@ -149,9 +172,10 @@ impl Entry {
         self.last_error = Some(error);
     }
 
-    /// What is kept in Vault for an authorization-code credential.
+    /// What is kept in Vault.
     fn persisted(&self) -> Map<String, Value> {
         let mut m = Map::new();
+        m.insert("mark".into(), json!(self.mark));
         if let Some(c) = &self.current {
             m.insert("accessToken".into(), json!(c.token.expose()));
             m.insert("expiresAt".into(), json!(unix(c.expires_at)));
@@ -196,11 +220,21 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-struct Pending {
-    account: String,
-    credential: i64,
-    verifier: Option<String>,
-    created: Instant,
+/// A PKCE verifier, kept in the secret store while its authorization waits for the callback
+/// (at `system/oauth-pending/<hex SHA-256 of the state>`).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredVerifier {
+    verifier: String,
+}
+
+fn verifier_name(state_sha256: &str) -> String {
+    format!("oauth-pending/{state_sha256}")
+}
+
+fn state_sha256(state: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(state.as_bytes()))
 }
 
 /// What `authorize` answers.
@@ -219,6 +253,9 @@ pub enum AuthorizeError {
     NotAuthorizable,
     #[error("too many authorizations are waiting for their callback; try again in a few minutes")]
     TooManyPending,
+    /// The database or the secret store did not answer.
+    #[error("the authorization cannot be recorded now; try again")]
+    Unavailable,
 }
 
 /// Why a callback was refused.
@@ -243,10 +280,11 @@ pub struct CredentialTokens {
     client: oauth2::Client,
     settings: Settings,
     entries: Mutex<HashMap<i64, Entry>>,
-    pending: Mutex<HashMap<String, Pending>>,
     wake: Notify,
     changed: Notify,
     epochs: std::sync::atomic::AtomicU64,
+    /// This process's name on leases.
+    holder: String,
 }
 
 /// The OAuth parameters of a credential row.
@@ -270,10 +308,10 @@ impl CredentialTokens {
             client,
             settings,
             entries: Mutex::default(),
-            pending: Mutex::default(),
             wake: Notify::new(),
             changed: Notify::new(),
             epochs: std::sync::atomic::AtomicU64::new(1),
+            holder: hex::encode(crate::random::bytes::<16>()),
         })
     }
 
@@ -295,10 +333,6 @@ impl CredentialTokens {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             ..Entry::default()
         }
-    }
-
-    fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `None` for a kind that gets no tokens.
@@ -353,7 +387,12 @@ impl CredentialTokens {
     /// settings (and its kept tokens), and look again at once.
     pub async fn forget(&self, account: &str, credential: i64) {
         let had = self.entries().remove(&credential).is_some();
-        self.pending().retain(|_, p| p.credential != credential);
+        match self.store.forget_pending_authorizations(credential).await {
+            Ok(hashes) => self.destroy_verifiers(&hashes).await,
+            Err(e) => {
+                tracing::warn!(credential, error = %e, "cannot drop the credential's waiting authorizations; they expire")
+            }
+        }
         if let Err(e) = self
             .secrets
             .delete_credential_tokens(account, credential)
@@ -401,6 +440,18 @@ impl CredentialTokens {
             });
             for row in &rows {
                 let e = entries.entry(row.id).or_insert_with(|| self.fresh());
+                let m = mark(row);
+                if e.mark.is_empty() {
+                    e.mark = m;
+                } else if e.mark != m {
+                    // Changed through another control plane: what was obtained with the old
+                    // settings goes, as `forget` does here.
+                    changed |= e.current.is_some();
+                    *e = Entry {
+                        mark: m,
+                        ..self.fresh()
+                    };
+                }
                 // Even while a renewal hangs: an expired token is never pushed again.
                 if e.current.as_ref().is_some_and(|c| c.expires_at <= now) {
                     tracing::warn!(credential = row.id, "access token expired without renewal");
@@ -441,6 +492,9 @@ impl CredentialTokens {
     /// Obtains or renews one credential's token and records the outcome.
     async fn renew(self: Arc<Self>, row: CredentialRow, epoch: u64) {
         let outcome = self.renew_once(&row).await;
+        // Given back whenever this control plane may have held it (a release by another
+        // holder's name changes nothing).
+        let leased = matches!(outcome, Ok(Renewed::Tokens(_)) | Err(_));
         let now = SystemTime::now();
         let mut persist = None;
         let mut changed = false;
@@ -460,16 +514,19 @@ impl CredentialTokens {
                     );
                     e.succeeded(tokens, now);
                     changed = true;
-                    if row.kind().authorized_by_user() {
-                        persist = Some(e.persisted());
-                    }
+                    persist = Some(e.persisted());
                 }
                 Ok(Renewed::Restored(kept)) => {
                     e.restore(&kept, now);
                     e.loaded = true;
                     changed = e.current.is_some();
                 }
-                Ok(Renewed::NothingToDo) => e.loaded = true,
+                Ok(Renewed::NothingToDo) => {
+                    e.loaded = true;
+                    // Authorization code: a user may authorize through another control plane.
+                    e.retry_at = Some(after(now, IDLE));
+                }
+                Ok(Renewed::Wait) => e.retry_at = Some(after(now, FOLLOW)),
                 Err(error) => {
                     let message = error.to_string();
                     tracing::warn!(credential = row.id, error = %message, "cannot obtain an access token; retrying with backoff");
@@ -478,9 +535,7 @@ impl CredentialTokens {
                         // try is a new grant (or, for authorization code, a new authorize).
                         if g.oauth_error() == Some("invalid_grant") && e.refresh_token.is_some() {
                             e.refresh_token = None;
-                            if row.kind().authorized_by_user() {
-                                persist = Some(e.persisted());
-                            }
+                            persist = Some(e.persisted());
                         }
                     }
                     e.failed(message, now);
@@ -496,6 +551,15 @@ impl CredentialTokens {
                 tracing::warn!(credential = row.id, error = %e, "cannot keep the tokens in Vault");
             }
         }
+        if leased {
+            if let Err(e) = self
+                .store
+                .release_lease(&lease_name(row.id), &self.holder)
+                .await
+            {
+                tracing::debug!(credential = row.id, error = %e, "cannot give the token lease back; it expires");
+            }
+        }
         if changed {
             self.changed.notify_one();
         }
@@ -503,24 +567,34 @@ impl CredentialTokens {
     }
 
     async fn renew_once(&self, row: &CredentialRow) -> Result<Renewed, RenewError> {
-        let (loaded, refresh_token) = {
+        let now = SystemTime::now();
+        let (ours, refresh_token) = {
             let entries = self.entries();
             let e = entries.get(&row.id);
             (
-                e.is_some_and(|e| e.loaded),
+                e.and_then(|e| e.current.as_ref()).map(|c| c.expires_at),
                 e.and_then(|e| e.refresh_token.clone()),
             )
         };
-        if row.kind().authorized_by_user() && !loaded {
-            return match self
-                .secrets
-                .get_credential_tokens(&row.account, row.id)
-                .await
-            {
-                Ok(Some(kept)) => Ok(Renewed::Restored(kept)),
-                Ok(None) => Ok(Renewed::NothingToDo),
-                Err(_) => Err(RenewError::Vault),
-            };
+        // What another control plane (or this one before a restart) obtained: taken when it
+        // is for these settings and newer than ours.
+        let kept = self
+            .secrets
+            .get_credential_tokens(&row.account, row.id)
+            .await
+            .map_err(|_| RenewError::Vault)?
+            .filter(|k| k.get("mark").and_then(Value::as_str) == Some(mark(row).as_str()));
+        if let Some(kept) = kept {
+            let expires = kept
+                .get("expiresAt")
+                .and_then(Value::as_u64)
+                .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
+            let newer = expires.is_some_and(|k| k > now && ours.is_none_or(|o| k > o));
+            let refresh_only =
+                ours.is_none() && refresh_token.is_none() && kept.contains_key("refreshToken");
+            if newer || refresh_only {
+                return Ok(Renewed::Restored(kept));
+            }
         }
         let grant = match &refresh_token {
             Some(r) => Grant::Refresh { refresh_token: r },
@@ -529,6 +603,20 @@ impl CredentialTokens {
                 scope: self.plan(row).and_then(|p| p.scope),
             },
         };
+        // One control plane requests at a time; the others take its result from the secret
+        // store.
+        match self
+            .store
+            .take_lease(&lease_name(row.id), &self.holder, LEASE_SECS)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Ok(Renewed::Wait),
+            Err(e) => {
+                tracing::warn!(credential = row.id, error = %e, "cannot take the token lease");
+                return Ok(Renewed::Wait);
+            }
+        }
         self.request(row, &grant).await.map(Renewed::Tokens)
     }
 
@@ -561,56 +649,81 @@ impl CredentialTokens {
         Ok(self.client.request(token_url, &client, grant).await?)
     }
 
-    /// The URL to send the user to for an authorization-code credential.
-    pub fn authorize(&self, row: &CredentialRow) -> Result<Authorization, AuthorizeError> {
+    /// The URL to send the user to for an authorization-code credential. The request is kept
+    /// in the database (its PKCE verifier in the secret store), so the callback may reach any
+    /// control plane.
+    pub async fn authorize(&self, row: &CredentialRow) -> Result<Authorization, AuthorizeError> {
         let CredentialSettings::Oauth2AuthorizationCode(settings) = &row.settings else {
             return Err(AuthorizeError::NotAuthorizable);
         };
         let auth_url = &settings.auth_url;
         let state = base64_url(&crate::random::bytes::<32>());
         let verifier = settings.pkce.then(oauth2::pkce_verifier);
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        query.append_pair("response_type", "code");
-        query.append_pair("client_id", &settings.client.client_id);
-        query.append_pair("redirect_uri", &self.settings.redirect_uri);
-        if let Some(scope) = settings.scope.as_deref().filter(|s| !s.is_empty()) {
-            query.append_pair("scope", scope);
-        }
-        query.append_pair("state", &state);
-        if let Some(v) = &verifier {
-            query.append_pair("code_challenge", &oauth2::pkce_challenge(v));
-            query.append_pair("code_challenge_method", "S256");
-        }
-        let sep = if auth_url.contains('?') { '&' } else { '?' };
-        let url = format!("{auth_url}{sep}{}", query.finish());
-        {
-            let mut pending = self.pending();
-            pending.retain(|_, p| p.created.elapsed() < AUTHORIZATION_TTL);
-            let own = pending
-                .values()
-                .filter(|p| p.account == row.account)
-                .count();
-            if own >= MAX_PENDING_PER_ACCOUNT {
-                if let Some(oldest) = pending
-                    .iter()
-                    .filter(|(_, p)| p.account == row.account)
-                    .min_by_key(|(_, p)| p.created)
-                    .map(|(k, _)| k.clone())
-                {
-                    pending.remove(&oldest);
-                }
-            } else if pending.len() >= MAX_PENDING {
-                return Err(AuthorizeError::TooManyPending);
+        // In a block: the serializer is not `Send`, so it must not live across an await.
+        let url = {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.append_pair("response_type", "code");
+            query.append_pair("client_id", &settings.client.client_id);
+            query.append_pair("redirect_uri", &self.settings.redirect_uri);
+            if let Some(scope) = settings.scope.as_deref().filter(|s| !s.is_empty()) {
+                query.append_pair("scope", scope);
             }
-            pending.insert(
-                state.clone(),
-                Pending {
+            query.append_pair("state", &state);
+            if let Some(v) = &verifier {
+                query.append_pair("code_challenge", &oauth2::pkce_challenge(v));
+                query.append_pair("code_challenge_method", "S256");
+            }
+            let sep = if auth_url.contains('?') { '&' } else { '?' };
+            format!("{auth_url}{sep}{}", query.finish())
+        };
+        let hash = state_sha256(&state);
+        // The secret first: a row never names a verifier that is not there.
+        if let Some(v) = &verifier {
+            self.secrets
+                .put_system(
+                    &verifier_name(&hash),
+                    &StoredVerifier {
+                        verifier: v.clone(),
+                    },
+                )
+                .await
+                .map_err(|_| AuthorizeError::Unavailable)?;
+        }
+        let now = crate::clock::now();
+        let kept = self
+            .store
+            .insert_pending_authorization(
+                &hash,
+                &crate::store::PendingAuthorization {
                     account: row.account.clone(),
-                    credential: row.id,
-                    verifier,
-                    created: Instant::now(),
+                    credential_id: row.id,
+                    has_verifier: verifier.is_some(),
+                    created_at: now,
                 },
-            );
+                now.saturating_sub(AUTHORIZATION_TTL.as_secs() as i64),
+                MAX_PENDING_PER_ACCOUNT,
+                MAX_PENDING,
+            )
+            .await;
+        let outcome = match kept {
+            Ok(crate::store::PendingInsert::Kept { dropped }) => {
+                self.destroy_verifiers(&dropped).await;
+                Ok(())
+            }
+            Ok(crate::store::PendingInsert::Full { dropped }) => {
+                self.destroy_verifiers(&dropped).await;
+                Err(AuthorizeError::TooManyPending)
+            }
+            Err(e) => {
+                tracing::warn!(credential = row.id, error = %e, "cannot keep an authorization request");
+                Err(AuthorizeError::Unavailable)
+            }
+        };
+        if let Err(e) = outcome {
+            if verifier.is_some() {
+                self.destroy_verifiers(&[hash]).await;
+            }
+            return Err(e);
         }
         Ok(Authorization {
             url,
@@ -620,6 +733,16 @@ impl CredentialTokens {
         })
     }
 
+    /// Destroys the PKCE verifiers of authorizations no longer waiting (best effort: one
+    /// left behind names no request and is never used).
+    async fn destroy_verifiers(&self, state_hashes: &[String]) {
+        for hash in state_hashes {
+            if let Err(e) = self.secrets.delete_system(&verifier_name(hash)).await {
+                tracing::warn!(error = %e, "cannot destroy the PKCE verifier of an authorization no longer waiting");
+            }
+        }
+    }
+
     /// The authorization server sent the user back: `code` (or `error`) for `state`.
     /// Answers the credential (account, id) now authorized.
     pub async fn callback(
@@ -627,14 +750,33 @@ impl CredentialTokens {
         state: &str,
         outcome: Result<&str, String>,
     ) -> Result<(String, i64), CallbackError> {
+        let hash = state_sha256(state);
+        let now_secs = crate::clock::now();
         let pending = self
-            .pending()
-            .remove(state)
-            .filter(|p| p.created.elapsed() < AUTHORIZATION_TTL)
+            .store
+            .take_pending_authorization(
+                &hash,
+                now_secs.saturating_sub(AUTHORIZATION_TTL.as_secs() as i64),
+            )
+            .await
+            .map_err(|_| CallbackError::Vault)?
             .ok_or(CallbackError::UnknownState)?;
+        let verifier = if pending.has_verifier {
+            let kept = self
+                .secrets
+                .get_system::<StoredVerifier>(&verifier_name(&hash))
+                .await;
+            self.destroy_verifiers(std::slice::from_ref(&hash)).await;
+            match kept {
+                Ok(Some(v)) => Some(v.verifier),
+                _ => return Err(CallbackError::Vault),
+            }
+        } else {
+            None
+        };
         let row = match self
             .store
-            .credential(&pending.account, pending.credential)
+            .credential(&pending.account, pending.credential_id)
             .await
         {
             Ok(Some(row)) if row.kind().authorized_by_user() => row,
@@ -654,7 +796,7 @@ impl CredentialTokens {
         let grant = Grant::AuthorizationCode {
             code,
             redirect_uri: &self.settings.redirect_uri,
-            verifier: pending.verifier.as_deref(),
+            verifier: verifier.as_deref(),
         };
         let tokens = match self.request(&row, &grant).await {
             Ok(t) => t,
@@ -677,6 +819,7 @@ impl CredentialTokens {
             let e = entries.entry(row.id).or_insert_with(|| self.fresh());
             // A new authorization replaces whatever the old grant left.
             e.refresh_token = None;
+            e.mark = mark(&row);
             e.succeeded(tokens, now);
             e.persisted()
         };
@@ -694,9 +837,17 @@ impl CredentialTokens {
 }
 
 enum Renewed {
+    /// Obtained by this control plane, which holds the lease until it has kept them.
     Tokens(TokenSet),
     Restored(Map<String, Value>),
     NothingToDo,
+    /// Another control plane holds the lease: look for its result shortly.
+    Wait,
+}
+
+/// The lease of a credential's token requests.
+fn lease_name(credential: i64) -> String {
+    format!("credential-token:{credential}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -808,9 +959,10 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let store = crate::store::contract::test_store(&dir).await;
-        let secrets = Secrets::new(Arc::new(crate::secret_store::MemoryStore::new()));
+        let memory = Arc::new(crate::secret_store::MemoryStore::new());
+        let secrets = Secrets::new(memory.clone());
         let tokens = CredentialTokens::new(
-            store,
+            store.clone(),
             secrets,
             oauth2::Client::new(
                 None,
@@ -841,19 +993,55 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
-        let victim = tokens.authorize(&row("b", 2)).unwrap();
+        let victim = tokens.authorize(&row("b", 2)).await.unwrap();
         // An attacker account starts far more authorizations than it may keep.
         for _ in 0..(MAX_PENDING_PER_ACCOUNT * 3) {
-            tokens.authorize(&row("a", 1)).unwrap();
+            tokens.authorize(&row("a", 1)).await.unwrap();
         }
-        let pending = tokens.pending();
-        assert!(
-            pending.contains_key(&victim.state),
-            "another account's was evicted"
-        );
-        let own = pending.values().filter(|p| p.account == "a").count();
-        assert_eq!(own, MAX_PENDING_PER_ACCOUNT);
-        drop(pending);
+        let count = |account: &'static str| {
+            let store = store.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    store.sql("SELECT COUNT(*) FROM oauth_pending WHERE account = ?"),
+                )
+                .bind(account)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                n
+            }
+        };
+        assert_eq!(count("b").await, 1, "another account's was evicted");
+        assert_eq!(count("a").await as usize, MAX_PENDING_PER_ACCOUNT);
+        // The state itself is not stored (its hash is), and the verifiers of the evicted
+        // requests are destroyed with them.
+        let stored: Vec<String> =
+            sqlx::query_scalar(store.sql("SELECT state_sha256 FROM oauth_pending"))
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        assert!(!stored.contains(&victim.state));
+        assert!(stored.contains(&state_sha256(&victim.state)));
+        let verifiers = memory
+            .paths()
+            .into_iter()
+            .filter(|p| p.starts_with("system/oauth-pending/"))
+            .count();
+        assert_eq!(verifiers, MAX_PENDING_PER_ACCOUNT + 1);
+        // The victim's callback is still known (an unknown one is not), and only once.
+        // (The exchange itself fails here: no credential row; what matters is the state.)
+        assert!(matches!(
+            tokens.callback("no-such-state", Ok("code")).await,
+            Err(CallbackError::UnknownState)
+        ));
+        assert!(matches!(
+            tokens.callback(&victim.state, Ok("code")).await,
+            Err(CallbackError::CredentialGone)
+        ));
+        assert!(matches!(
+            tokens.callback(&victim.state, Ok("code")).await,
+            Err(CallbackError::UnknownState)
+        ));
         // A kind that is not authorized by a user is refused as such.
         let mut basic = row("a", 3);
         basic.settings =
@@ -861,7 +1049,7 @@ mod tests {
                 username: "u".into(),
             });
         assert_eq!(
-            tokens.authorize(&basic).err(),
+            tokens.authorize(&basic).await.err(),
             Some(AuthorizeError::NotAuthorizable)
         );
         let _ = std::fs::remove_dir_all(&dir);
@@ -881,5 +1069,212 @@ mod tests {
         late.restore(&kept, now + Duration::from_secs(200));
         assert!(late.current.is_none());
         assert!(late.refresh_token.is_some());
+    }
+
+    /// Two control planes on one database and one secret store: one token request for a new
+    /// client-credentials credential, and both push that one token.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_control_planes_request_once_and_push_the_same_token() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("warn,mtlsgate=debug")
+            .try_init();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // A real token endpoint on loopback that answers slowly (a wide window for a race)
+        // and counts what it is asked.
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || {
+                let counter = counter.clone();
+                async move {
+                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    axum::Json(json!({"access_token": format!("token-{n}"), "token_type": "Bearer", "expires_in": 3600}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let dir = std::env::temp_dir().join(format!(
+            "mtlsgate-token-replicas-{}",
+            hex::encode(crate::random::bytes::<8>())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (store_a, store_b) = crate::store::contract::test_store_pair(&dir).await;
+        let secrets = Secrets::new(Arc::new(crate::secret_store::MemoryStore::new()));
+        let settings = CredentialSettings::from_json(
+            CredentialKind::Oauth2ClientCredentials,
+            json!({"clientId": "c", "tokenUrl": format!("http://{addr}/token")}),
+        )
+        .unwrap();
+        let id = {
+            let mut tx = store_a.begin_write("a").await.unwrap();
+            let id = Store::insert_credential(&mut tx, "a", "partner", &settings)
+                .await
+                .unwrap();
+            let mut secret = Map::new();
+            secret.insert("clientSecret".into(), json!("s3cret"));
+            let version = secrets.put_credential("a", id, &secret).await.unwrap();
+            Store::set_credential_secret_version(&mut tx, "a", id, version)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            id
+        };
+        let loopback = Arc::new(crate::address_policy::AddressPolicy::new(
+            vec![crate::address_policy::parse_range("127.0.0.1/32").unwrap()],
+            vec![],
+            vec![],
+        ));
+        let keeper = |store: Store| {
+            CredentialTokens::new(
+                store,
+                secrets.clone(),
+                oauth2::Client::new(
+                    None,
+                    Duration::from_secs(5),
+                    crate::guarded_dns::GuardedDns::new(loopback.clone(), Duration::from_secs(1)),
+                )
+                .unwrap(),
+                Settings {
+                    redirect_uri: "http://api/cb".into(),
+                    messaging_token_url: None,
+                },
+            )
+        };
+        let (a, b) = (keeper(store_a), keeper(store_b));
+        let runs = [tokio::spawn(a.clone().run()), tokio::spawn(b.clone().run())];
+        let both = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let (Some(x), Some(y)) = (a.header(id), b.header(id)) {
+                    return (x, y);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("both control planes push a token within 10 s");
+        assert_eq!(
+            both.0, both.1,
+            "the two control planes push different tokens"
+        );
+        assert_eq!(both.0, "Bearer token-1");
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "the token endpoint was asked more than once"
+        );
+        for r in runs {
+            r.abort();
+        }
+    }
+
+    /// The user's browser comes back to another control plane than the one that started the
+    /// authorization: it finds the request, and the PKCE verifier reaches the token endpoint.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_callback_completes_on_another_control_plane() {
+        use crate::credential_kind::{AuthorizationCodeSettings, OAuthClient};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // A token endpoint that keeps the form it was sent.
+        let seen = Arc::new(Mutex::new(String::new()));
+        let keep = seen.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let keep = keep.clone();
+                async move {
+                    *keep.lock().unwrap() = body;
+                    axum::Json(json!({"access_token": "user-token", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "r"}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let dir = std::env::temp_dir().join(format!(
+            "mtlsgate-callback-replicas-{}",
+            hex::encode(crate::random::bytes::<8>())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (store_a, store_b) = crate::store::contract::test_store_pair(&dir).await;
+        let secrets = Secrets::new(Arc::new(crate::secret_store::MemoryStore::new()));
+        let settings = CredentialSettings::Oauth2AuthorizationCode(AuthorizationCodeSettings {
+            client: OAuthClient {
+                client_id: "web".into(),
+                client_authentication: ClientAuth::Basic,
+            },
+            scope: None,
+            auth_url: "https://idp.example/auth".into(),
+            token_url: format!("http://{addr}/token"),
+            pkce: true,
+        });
+        let id = {
+            let mut tx = store_a.begin_write("a").await.unwrap();
+            let id = Store::insert_credential(&mut tx, "a", "user-grant", &settings)
+                .await
+                .unwrap();
+            let mut secret = Map::new();
+            secret.insert("clientSecret".into(), json!("s3cret"));
+            let version = secrets.put_credential("a", id, &secret).await.unwrap();
+            Store::set_credential_secret_version(&mut tx, "a", id, version)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            id
+        };
+        let loopback = Arc::new(crate::address_policy::AddressPolicy::new(
+            vec![crate::address_policy::parse_range("127.0.0.1/32").unwrap()],
+            vec![],
+            vec![],
+        ));
+        let keeper = |store: Store| {
+            CredentialTokens::new(
+                store,
+                secrets.clone(),
+                oauth2::Client::new(
+                    None,
+                    Duration::from_secs(5),
+                    crate::guarded_dns::GuardedDns::new(loopback.clone(), Duration::from_secs(1)),
+                )
+                .unwrap(),
+                Settings {
+                    redirect_uri: "https://cp/api/oauth2/callback".into(),
+                    messaging_token_url: None,
+                },
+            )
+        };
+        let (a, b) = (keeper(store_a.clone()), keeper(store_b));
+        let row = store_a.credential("a", id).await.unwrap().unwrap();
+        let started = a.authorize(&row).await.unwrap();
+        let challenge = url::Url::parse(&started.url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "code_challenge")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+
+        assert_eq!(
+            b.callback(&started.state, Ok("the-code")).await.unwrap(),
+            ("a".to_owned(), id)
+        );
+        assert_eq!(b.header(id).as_deref(), Some("Bearer user-token"));
+        let form: HashMap<String, String> =
+            url::form_urlencoded::parse(seen.lock().unwrap().as_bytes())
+                .into_owned()
+                .collect();
+        assert_eq!(form.get("code").map(String::as_str), Some("the-code"));
+        let verifier = form.get("code_verifier").expect("the verifier was sent");
+        assert_eq!(oauth2::pkce_challenge(verifier), challenge);
+        // Used once: neither control plane takes it again.
+        assert!(matches!(
+            a.callback(&started.state, Ok("the-code")).await,
+            Err(CallbackError::UnknownState)
+        ));
     }
 }

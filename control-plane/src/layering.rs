@@ -23,6 +23,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("reconciler", 4),
     ("appkeys", 4),
     ("credential_tokens", 4),
+    ("change_feed", 4),
+    ("consistency", 4),
     ("xds", 4),
     ("store", 5),
     ("secret_store", 5),

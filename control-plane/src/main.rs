@@ -32,6 +32,10 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// Do the database and the secret store agree? Every live certificate, credential and
+    /// AppKey is read against the secret store (after restoring backups taken apart, or for
+    /// an audit); prints a JSON report; exits 3 when they differ (1 when it cannot tell).
+    Check(mtlsgate::cli::Check),
     /// mtlsgate's own keys in the secret store.
     Keys {
         #[command(subcommand)]
@@ -94,31 +98,56 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
+    // `Ok(false)`: the command ran and says no (`check` found differences).
+    let result: Result<bool, Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
-            Command::Serve(cfg) => Ok(mtlsgate::serve::run(*cfg).await?),
+            Command::Check(args) => Ok(mtlsgate::cli::check(args).await?),
+            Command::Serve(cfg) => {
+                mtlsgate::serve::run(*cfg).await?;
+                Ok(true)
+            }
             Command::User {
                 command: UserCommand::Add(args),
-            } => Ok(mtlsgate::cli::user_add(args).await?),
+            } => {
+                mtlsgate::cli::user_add(args).await?;
+                Ok(true)
+            }
             Command::Pki {
                 command: PkiCommand::Init(args),
-            } => Ok(mtlsgate::cli::pki_init(args)?),
+            } => {
+                mtlsgate::cli::pki_init(args)?;
+                Ok(true)
+            }
             Command::Pki {
                 command: PkiCommand::IssueGateway(args),
-            } => Ok(mtlsgate::cli::pki_issue_gateway(args)?),
+            } => {
+                mtlsgate::cli::pki_issue_gateway(args)?;
+                Ok(true)
+            }
             Command::Pki {
                 command: PkiCommand::IssueControlPlane(args),
-            } => Ok(mtlsgate::cli::pki_issue_control_plane(args)?),
+            } => {
+                mtlsgate::cli::pki_issue_control_plane(args)?;
+                Ok(true)
+            }
             Command::Keys {
                 command: KeysCommand::RotateLogin(args),
-            } => Ok(mtlsgate::cli::keys_rotate_login(args).await?),
+            } => {
+                mtlsgate::cli::keys_rotate_login(args).await?;
+                Ok(true)
+            }
             Command::Pki {
                 command: PkiCommand::RevokeGateway(args),
-            } => Ok(mtlsgate::cli::pki_revoke_gateway(args)?),
+            } => {
+                mtlsgate::cli::pki_revoke_gateway(args)?;
+                Ok(true)
+            }
         }
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        // Distinct from a failure (1): the command worked, and its answer is no.
+        Ok(false) => std::process::ExitCode::from(3),
         Err(e) => {
             tracing::error!(error = %e, "mtlsgate stopped");
             std::process::ExitCode::FAILURE

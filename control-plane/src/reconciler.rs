@@ -183,6 +183,11 @@ pub struct Reconciler {
     access_tokens: Arc<CredentialTokens>,
     kick: Notify,
     tx: watch::Sender<Arc<Desired>>,
+    /// The same desired state with its epoch and the write tickets it covers, for whoever
+    /// proves what a gateway enforces (ADS, the feed, `Prefer: wait`).
+    published: watch::Sender<Published>,
+    /// The last write ticket handed out ([`Reconciler::ticket`]).
+    tickets: std::sync::atomic::AtomicU64,
     built: Mutex<Built>,
     /// Looks up and checks target hosts; Envoy gets only what it answered.
     dns: GuardedDns,
@@ -212,6 +217,7 @@ impl Reconciler {
         dns: GuardedDns,
     ) -> Arc<Self> {
         let (tx, _) = watch::channel(Arc::new(Desired::default()));
+        let (published, _) = watch::channel(Published::default());
         Arc::new(Reconciler {
             store,
             secrets,
@@ -222,6 +228,8 @@ impl Reconciler {
             access_tokens,
             kick: Notify::new(),
             tx,
+            published,
+            tickets: std::sync::atomic::AtomicU64::new(0),
             built: Mutex::default(),
             dns,
             resolutions: Mutex::default(),
@@ -321,6 +329,28 @@ impl Reconciler {
         self.tx.subscribe()
     }
 
+    /// The current desired state with its epoch and the write tickets it covers.
+    pub fn published(&self) -> watch::Receiver<Published> {
+        self.published.subscribe()
+    }
+
+    /// Hands a write that has committed (and told the in-memory directories) a ticket, and
+    /// asks for a rebuild now: every state published with `covers` at or past the ticket was
+    /// built from reads made after the write, so it holds it.
+    pub fn ticket(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        // why: SeqCst pairs with the load at the start of `rebuild`: a rebuild that reads the
+        // new value reads the store after this write's commit.
+        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
+        self.kick.notify_one();
+        ticket
+    }
+
+    /// Whether a ticket is waiting for a full rebuild.
+    fn tickets_pending(&self) -> bool {
+        self.tickets.load(std::sync::atomic::Ordering::SeqCst) > self.published.borrow().covers
+    }
+
     /// Records material the API has just written to Vault and committed to the row (never
     /// before the commit: the cache holds committed versions only), then rebuilds.
     pub async fn remember(&self, certificate_id: i64, vault_version: u64, material: Material) {
@@ -411,6 +441,11 @@ impl Reconciler {
 
     /// Asks for a rebuild (after a metadata-only change such as a new mapping, an AppKey,
     /// a user or the egress allowlist).
+    /// The store generation the last rebuild read (`None` before the first).
+    pub async fn built_generation(&self) -> Option<i64> {
+        self.built.lock().await.generation
+    }
+
     pub fn kick(&self) {
         self.kick.notify_one();
     }
@@ -711,6 +746,9 @@ impl Reconciler {
     /// it) or something failed to load last time; otherwise only the versions rows pin that
     /// are not cached yet are read from Vault.
     pub async fn rebuild(&self, check_vault: bool) -> Result<(), StoreError> {
+        // why: before anything is read: every write ticketed by now has committed, so what
+        // this rebuild reads holds it (see `ticket`).
+        let covers = self.tickets.load(std::sync::atomic::Ordering::SeqCst);
         // Read first: a change committed after this read is seen by the next rebuild.
         let generation = self.store.generation().await?;
         if check_vault {
@@ -769,12 +807,25 @@ impl Reconciler {
         )
         .with_egress(&egress, &resolutions, &rejected)
         .with_callers(callers);
-        self.tx.send_if_modified(|cur| {
+        let modified = self.tx.send_if_modified(|cur| {
             if **cur == desired {
                 false
             } else {
                 *cur = Arc::new(desired);
                 true
+            }
+        });
+        let current = self.tx.borrow().clone();
+        self.published.send_if_modified(|p| {
+            let moved = covers > p.covers;
+            if modified || !Arc::ptr_eq(&p.desired, &current) {
+                p.epoch = p.epoch.saturating_add(1);
+                p.desired = current;
+                p.covers = p.covers.max(covers);
+                true
+            } else {
+                p.covers = p.covers.max(covers);
+                moved
             }
         });
         *self.built.lock().await = Built {
@@ -812,8 +863,8 @@ impl Reconciler {
                     false
                 }
                 // Expired rejections are offered again: a full rebuild, not the watch's
-                // "nothing changed" shortcut.
-                _ = tick.tick() => !self.rejections.expire(),
+                // "nothing changed" shortcut; so is a write waiting for its ticket.
+                _ = tick.tick() => !self.rejections.expire() && !self.tickets_pending(),
                 _ = dns_tick.tick() => {
                     if !self.refresh_dns().await {
                         continue;
@@ -828,6 +879,17 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// The desired state as published, numbered.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub desired: Arc<Desired>,
+    /// Grows by one each time the desired state changes: a gateway that enforces a state of
+    /// epoch `e` enforces every write held by the states up to `e`.
+    pub epoch: u64,
+    /// The highest write ticket ([`Reconciler::ticket`]) this state holds.
+    pub covers: u64,
 }
 
 /// What [`Reconciler::newer_version`] found.

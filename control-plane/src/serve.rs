@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::api::{self, AppState, StartError};
 use crate::config::ServeConfig;
+use crate::secret::Secret;
 use crate::secret_store::Secrets;
 use crate::xds::{Ads, ResourceOptions};
 
@@ -31,6 +32,8 @@ pub enum ServeError {
     OAuthClient(#[from] crate::oauth2::ClientError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::server_tls::ServerTlsError),
+    #[error("--operator-token-file {0}: {1}")]
+    OperatorToken(String, String),
     #[error("--http-addr {0} is not a loopback address: give --tls-cert and --tls-key (the API carries passwords, tokens and P12 files; plain HTTP is for loopback only)")]
     PlaintextApi(std::net::SocketAddr),
 }
@@ -57,7 +60,32 @@ async fn own_endpoints(cfg: &ServeConfig) -> Vec<std::net::SocketAddr> {
     own
 }
 
+/// The operator's token from its file: the first line, at least 32 characters, not the
+/// development token.
+fn operator_token(cfg: &ServeConfig) -> Result<Option<Secret>, ServeError> {
+    let Some(path) = &cfg.operator_token_file else {
+        return Ok(None);
+    };
+    let bad = |why: &str| ServeError::OperatorToken(path.display().to_string(), why.to_owned());
+    let text = std::fs::read_to_string(path).map_err(|e| bad(&e.to_string()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.chars().count() < 32 {
+        return Err(bad("the token must be at least 32 characters"));
+    }
+    if cfg
+        .dev_admin_token
+        .as_ref()
+        .is_some_and(|d| d.matches(token.as_bytes()))
+    {
+        return Err(bad(
+            "the operator's token must not be the development token",
+        ));
+    }
+    Ok(Some(Secret::new(token)))
+}
+
 pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
+    let operator_token = operator_token(&cfg)?;
     if cfg.dev_admin_token.is_some() {
         tracing::warn!(
             "DEVELOPMENT ADMIN TOKEN ENABLED: anyone with it administers every account. \
@@ -98,6 +126,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
     );
     let settings = api::Settings {
         dev_admin_token: cfg.dev_admin_token.clone(),
+        operator_token,
         quotas: cfg.quotas(),
         api_scheme: if cfg
             .public_api_url
@@ -117,6 +146,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         max_upload_bytes: cfg.max_upload_bytes(),
         session_ttl_secs: cfg.session_ttl_seconds,
         watch_period: Duration::from_secs(cfg.vault_watch_seconds),
+        change_poll: Duration::from_millis(cfg.change_poll_millis),
         oauth2_client: crate::oauth2::Client::new(
             extra_roots.as_deref(),
             Duration::from_secs(10),
@@ -137,7 +167,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         limits: cfg.upstream_limits(),
     };
     let ads = Ads::new(
-        state.reconciler.subscribe(),
+        state.reconciler.published(),
         state.acks.clone(),
         state.reconciler.rejections(),
         opts,

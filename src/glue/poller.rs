@@ -168,7 +168,9 @@ impl Poller {
                 self.version = snapshot.version;
                 self.failures = 0;
                 // why: poll again at once; waiting for the next tick delays a change made
-                // right after this one by up to a tick (docs/benchmarks.md).
+                // right after this one by up to a tick (docs/benchmarks.md). The poll carries
+                // the version just published to the workers, which the control plane takes as
+                // proof that this gateway enforces it (`Prefer: wait`): publish, then poll.
                 self.on_tick();
             }
             Err(e) => {

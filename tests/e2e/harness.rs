@@ -879,6 +879,18 @@ impl Stack {
         }
     }
 
+    /// Sets `cmd`'s database as the stack's control plane has it (a command of `mtlsgate`
+    /// other than `serve`: `user add`, `check`).
+    pub fn with_database<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        match &self.database_url {
+            Some(url) => cmd.env("MTLSGATE_DATABASE_URL", url),
+            None => cmd.args([
+                "--database",
+                &self.scratch.0.join("mtlsgate.db").to_string_lossy(),
+            ]),
+        }
+    }
+
     /// Adds a user with the `mtlsgate user add` command, the password on standard input.
     pub fn add_user(&self, account: &str, username: &str, password: &str, admin: bool) {
         use std::io::Write;
@@ -984,6 +996,11 @@ impl Stack {
                 line
             })
             .collect()
+    }
+
+    /// The process id of this stack's Envoy (to stop and continue it).
+    pub fn envoy_pid(&self) -> u32 {
+        self.envoy.child.id()
     }
 
     pub fn control_plane_alive(&mut self) -> bool {

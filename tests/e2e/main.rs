@@ -13,6 +13,7 @@ mod upstream;
 
 mod api_tls;
 mod bad_material;
+mod consistency;
 mod contract;
 mod credentials;
 mod egress_guard;
@@ -22,6 +23,7 @@ mod login_keys;
 mod management;
 mod oauth;
 mod p12tester;
+mod prefer_wait;
 mod revocation;
 mod runtime;
 mod runtime_api;

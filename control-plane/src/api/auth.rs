@@ -18,6 +18,9 @@ use super::AppState;
 pub enum Principal {
     /// The development admin token: admin of every account.
     DevAdmin,
+    /// The operator (`--operator-token-file`): deployment-wide actions, nothing of a
+    /// tenant's.
+    Operator,
     /// A user who logged in (Bearer token).
     User {
         account: String,
@@ -89,7 +92,7 @@ fn forbidden(message: &str) -> ApiError {
 impl Principal {
     fn account(&self) -> Option<&str> {
         match self {
-            Principal::DevAdmin => None,
+            Principal::DevAdmin | Principal::Operator => None,
             Principal::User { account, .. } | Principal::AppKey { account, .. } => Some(account),
         }
     }
@@ -146,10 +149,23 @@ impl Principal {
         }
     }
 
+    /// The operator, and only the operator: deployment-wide actions.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Operator => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "operator_required",
+                "only the operator's credential may do this",
+            )),
+        }
+    }
+
     /// Who did it, for logs and `createdBy` fields: never a secret.
     pub fn describe(&self) -> String {
         match self {
             Principal::DevAdmin => "dev-admin".into(),
+            Principal::Operator => "operator".into(),
             Principal::User { user_id, name, .. } => format!("user:{user_id}:{name}"),
             Principal::AppKey { id, .. } => format!("appkey:{id}"),
         }
@@ -188,6 +204,20 @@ impl FromRequestParts<AppState> for Principal {
 }
 
 async fn bearer(state: &AppState, token: &str, via_gateway: bool) -> Result<Principal, ApiError> {
+    if let Some(operator) = &state.operator_token {
+        if operator.matches(token.as_bytes()) {
+            // why: as the development token, never through the gateway listener every
+            // internal service reaches.
+            if via_gateway {
+                return Err(unauthorized(
+                    "operator_token_not_accepted",
+                    "the operator's credential is accepted on the control plane's API only, \
+                     never through the gateway",
+                ));
+            }
+            return Ok(Principal::Operator);
+        }
+    }
     if let Some(dev) = &state.dev_admin_token {
         if dev.matches(token.as_bytes()) {
             // why: the development token is admin of every account; the public gateway

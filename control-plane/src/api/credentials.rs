@@ -380,6 +380,7 @@ pub async fn authorize(
     let a = state
         .credential_tokens
         .authorize(&row)
+        .await
         .map_err(|e| match e {
             AuthorizeError::NotAuthorizable => {
                 ApiError::conflict("credential_not_authorizable", e.to_string())
@@ -390,6 +391,11 @@ pub async fn authorize(
                 e.to_string(),
             )
             .retry_after(60),
+            AuthorizeError::Unavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "secret_store_unavailable",
+                e.to_string(),
+            ),
         })?;
     tracing::info!(account, credential = id, by = %principal.describe(), "authorization started");
     Ok(JsonOut(json!({

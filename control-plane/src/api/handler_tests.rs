@@ -9,7 +9,7 @@ use axum::http::{Method, Request, StatusCode};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::tests::{call, env, send, Env, DEV};
+use super::tests::{call, env, send, Env, DEV, OPERATOR};
 
 mod write_order;
 use super::AppState;
@@ -1367,4 +1367,153 @@ async fn a_saturated_cpu_pool_answers_503_busy_and_stores_nothing() {
     drop(held);
     let (st, v) = by_file(s, Method::POST, "a", &p12s()[0].bytes, meta).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Offboarding (the operator's credential)
+// ---------------------------------------------------------------------------------------
+
+/// Gives `account` one of everything: a certificate and a mapping on it, a credential, an
+/// AppKey, an admin user, an egress host.
+async fn populate(s: &AppState, account: &str) {
+    let (st, v) = call(
+        s,
+        Method::POST,
+        &certificates_uri(account),
+        Some(DEV),
+        Some(json!([json_certificate("c")])),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let cert = id_of(saved(&v));
+    let mapping = json!([{"certificationId": cert.to_string(), "serviceId": "1", "enable": true,
+        "url": "https://93.184.216.34/x", "siteId": account, "name": "m", "deleted": false}]);
+    let (st, v) = call(
+        s,
+        Method::POST,
+        &format!("/api/account/{account}/configuration/ac-common/mtls?v=3.0"),
+        Some(DEV),
+        Some(mapping),
+    )
+    .await;
+    assert!(st.is_success(), "{v}");
+    create_credential(s, account, basic("pw-of-the-partner")).await;
+    let (st, v) = call(s, Method::POST, &appkeys_uri(account), Some(DEV), None).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    tenant_admin(s, account).await;
+    let (st, v) = call(
+        s,
+        Method::PUT,
+        &format!("/api/account/{account}/egress"),
+        Some(DEV),
+        Some(json!({"plainTlsHosts": ["partner.example"]})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn offboarding_removes_every_row_and_every_secret_of_the_account_and_nothing_else() {
+    let env = setup().await;
+    let s = &env.state;
+    populate(s, "a").await;
+    populate(s, "b").await;
+    let admin_a = tenant_admin_token(s, "a").await;
+    let uri = "/api/operator/accounts/a";
+
+    // Not a tenant's admin, not the development token: the operator's credential only.
+    for who in [admin_a.as_str(), DEV] {
+        let (st, v) = call(s, Method::DELETE, uri, Some(who), None).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("operator_required"))
+        );
+    }
+    // Nor does the operator's credential reach a tenant's resources.
+    let (st, _) = call(s, Method::GET, &certificates_uri("a"), Some(OPERATOR), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(!entries(&env, "a").is_empty());
+    // The operator's credential is refused through the gateway listener.
+    let through_gateway = Request::builder()
+        .method(Method::DELETE)
+        .uri(uri)
+        .header("authorization", format!("Bearer {OPERATOR}"))
+        .header(super::auth::VIA_HEADER, "gateway")
+        .body(Body::empty())
+        .unwrap();
+    let (st, v) = send(s, through_gateway).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("operator_token_not_accepted")
+        )
+    );
+    assert!(!entries(&env, "a").is_empty());
+
+    let (st, v) = call(s, Method::DELETE, uri, Some(OPERATOR), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["removed"],
+        json!({"certificates": 1, "mappings": 1, "credentials": 1, "users": 2, "appKeys": 1, "egressHosts": 1})
+    );
+    let destroyed: Vec<String> = v["secretsDestroyed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        destroyed.iter().all(|p| p.starts_with("accounts/a/")),
+        "{v}"
+    );
+    assert_eq!(v["secretsNotDestroyed"], json!([]));
+    // Nothing of a's left in the secret store, every version; b's untouched.
+    assert_eq!(entries(&env, "a"), Vec::<String>::new());
+    assert!(entries(&env, "b").len() >= 3, "{:?}", entries(&env, "b"));
+    // a's token no longer works (its user is gone); a's rows are all deleted or revoked.
+    let (st, _) = call(s, Method::GET, &certificates_uri("a"), Some(&admin_a), None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    for table in ["certificates", "mappings", "credentials", "users"] {
+        let live: i64 = sqlx::query_scalar(s.store.sql(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE account = ? AND deleted = 0"
+        )))
+        .bind("a")
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap();
+        assert_eq!(live, 0, "{table}");
+    }
+    assert!(s.appkeys.all().iter().all(|k| k.row.account != "a"));
+    assert!(s.appkeys.all().iter().any(|k| k.row.account == "b"));
+    assert!(s.store.egress_hosts("a").await.unwrap().is_empty());
+    assert_eq!(s.store.egress_hosts("b").await.unwrap().len(), 1);
+    // Again: nothing more to remove, and it says so.
+    let (st, v) = call(s, Method::DELETE, uri, Some(OPERATOR), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["removed"]["certificates"], 0);
+}
+
+/// A second admin of `account` (the first is made by `populate`), logged in.
+async fn tenant_admin_token(s: &AppState, account: &str) -> String {
+    let password = "another-long-password";
+    let (st, v) = call(
+        s,
+        Method::POST,
+        &format!("/api/account/{account}/users"),
+        Some(DEV),
+        Some(json!({"username": "second", "password": password, "isAdmin": true})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, v) = call(
+        s,
+        Method::POST,
+        &format!("/api/account/{account}/login"),
+        None,
+        Some(json!({"username": "second", "password": password})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["bearer"].as_str().unwrap().to_owned()
 }

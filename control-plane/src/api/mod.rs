@@ -11,7 +11,9 @@ pub mod error;
 pub(crate) mod extract;
 mod mappings;
 pub mod openapi;
+mod operator;
 pub mod p12test;
+pub(crate) mod prefer;
 pub(crate) mod quotas;
 mod runtime;
 mod schemas;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub reconciler: Arc<Reconciler>,
     pub acks: Arc<Acks>,
     pub dev_admin_token: Option<Secret>,
+    /// The operator's credential (`--operator-token-file`).
+    pub operator_token: Option<Secret>,
     /// The scheme callers reach this API with directly (what they sign OAuth1 requests for).
     pub api_scheme: auth::Scheme,
     /// How many mappings, certificates, credentials and AppKeys one account may hold.
@@ -82,6 +86,7 @@ pub struct AppState {
 /// What [`AppState::start`] needs besides the store and the secret store.
 pub struct Settings {
     pub dev_admin_token: Option<Secret>,
+    pub operator_token: Option<Secret>,
     /// `https` when the API is served behind TLS (`--public-api-url https://…`).
     pub api_scheme: auth::Scheme,
     pub quotas: quotas::Quotas,
@@ -92,6 +97,8 @@ pub struct Settings {
     pub session_ttl_secs: u64,
     /// How often the reconciler looks for certificates changed directly in the secret store.
     pub watch_period: Duration,
+    /// How often the database's generation is polled for changes other processes made.
+    pub change_poll: Duration,
     /// The client credential tokens are obtained with, and where users are sent back to.
     pub oauth2_client: crate::oauth2::Client,
     pub credential_tokens: crate::credential_tokens::Settings,
@@ -163,6 +170,13 @@ impl AppState {
                 .clone()
                 .run(settings.watch_period, settings.dns_refresh),
         );
+        tokio::spawn(crate::change_feed::follow(
+            store.clone(),
+            secrets.clone(),
+            appkeys.clone(),
+            reconciler.clone(),
+            settings.change_poll,
+        ));
         let nonces = Arc::new(std::sync::Mutex::new(NonceCache::new(
             mtlsgate_filter::oauth1::DEFAULT_MAX_SKEW_SECS * 2,
             mtlsgate_filter::oauth1::DEFAULT_NONCE_CAPACITY,
@@ -173,6 +187,7 @@ impl AppState {
             reconciler,
             acks: Arc::new(Acks::default()),
             dev_admin_token: settings.dev_admin_token,
+            operator_token: settings.operator_token,
             api_scheme: settings.api_scheme,
             quotas: settings.quotas,
             domains: settings.domains,
@@ -380,6 +395,10 @@ pub fn router(state: AppState) -> Router {
                 .put(mappings::update)
                 .delete(mappings::delete),
         )
+        .route(
+            "/api/operator/accounts/{account}",
+            axum::routing::delete(operator::offboard),
+        )
         .layer(middleware::from_fn_with_state(
             JSON_BODY_LIMIT,
             refuse_oversized,
@@ -387,7 +406,9 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .merge(certificates_json)
         .merge(by_file)
-        .layer(middleware::from_fn(deadline));
+        .layer(middleware::from_fn(deadline))
+        // Outside the deadline: the wait follows a committed write (see `prefer`).
+        .layer(middleware::from_fn_with_state(state.clone(), prefer::wait));
     Router::new()
         .route(
             "/healthz",

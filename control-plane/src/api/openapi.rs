@@ -369,6 +369,15 @@ pub const OPERATIONS: &[Operation] = &[
         "Egress",
         [200, 400, 401, 403, 413, 415]
     ),
+    op!(
+        "DELETE",
+        "/api/operator/accounts/{accountId}",
+        "Offboard an account (the operator's credential only): every row deleted, every version of its secrets destroyed",
+        Auth::Bearer,
+        Body::None,
+        "Offboarded",
+        [200, 400, 401, 403, 503]
+    ),
 ];
 
 /// A path with the prefixes resolved.
@@ -431,6 +440,15 @@ fn other_parameters(op: &Operation) -> Vec<Value> {
                         "description": "The account's revision (the ac-revision of a GET); 412 when it is not the current one.",
                         "schema": {"type": "string", "pattern": "^(?:\\*|\"?[0-9]{1,18}\"?)$"}}));
     }
+    if is_write(op) {
+        // why: no pattern and no length. RFC 7240 has servers ignore the preferences they do
+        // not know, so nearly every value is accepted; only a `wait` whose value is not a
+        // number of seconds is refused (400 invalid_preference), which a pattern cannot say
+        // simply, and the contract test holds the server to every bound written here.
+        out.push(json!({"name": "Prefer", "in": "header", "required": false,
+                        "description": PREFER,
+                        "schema": {"type": "string"}}));
+    }
     if op.path == "/api/oauth2/callback" {
         for (name, required, description) in [
             ("state", true, "What the authorization was started with; single use, 10 minutes (400 invalid_state otherwise)"),
@@ -444,6 +462,29 @@ fn other_parameters(op: &Operation) -> Vec<Value> {
         }
     }
     out
+}
+
+/// What `Prefer: wait` does (see `api::prefer`).
+const PREFER: &str = "RFC 7240. `wait=N` (N seconds, 0 to 60; more is taken as 60): the write \
+    answers only once every connected gateway enforces it, with `Preference-Applied: wait=N`; \
+    if some did not within N seconds, it answers as usual (the write is committed) with \
+    `X-Mtlsgate-Not-Enforced-By` naming them. A `wait` that is not a number of seconds is \
+    refused with 400 invalid_preference before anything is written; other preferences are \
+    ignored.";
+
+/// Whether an operation is a write, which honours `Prefer: wait`.
+fn is_write(op: &Operation) -> bool {
+    matches!(op.method, "POST" | "PUT" | "PATCH" | "DELETE")
+}
+
+/// The headers a write's success answer may carry after `Prefer: wait`.
+fn wait_headers() -> Value {
+    json!({
+        "Preference-Applied": {"description": "`wait=N`: every connected gateway enforces the write.",
+                               "schema": {"type": "string", "pattern": "^wait=[0-9]+$"}},
+        "X-Mtlsgate-Not-Enforced-By": {"description": "The connected gateways (node ids, comma-separated) not proven to enforce the write when the wait ran out.",
+                                       "schema": {"type": "string"}},
+    })
 }
 
 /// The OpenAPI 3.0 document.
@@ -460,11 +501,14 @@ pub fn document() -> Value {
             };
             // why: a URI over the limit is refused by the HTTP server itself, before the
             // router, with no body.
-            let response = if *s == 414 {
+            let mut response = if *s == 414 {
                 json!({"description": reason(*s)})
             } else {
                 json!({"description": reason(*s), "content": {"application/json": {"schema": schema}}})
             };
+            if is_write(op) && (200..300).contains(s) {
+                response["headers"] = wait_headers();
+            }
             responses.insert(s.to_string(), response);
         }
         let mut parameters: Vec<Value> = path

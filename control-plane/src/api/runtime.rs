@@ -45,6 +45,9 @@ pub struct Poll {
 pub struct Encoded {
     pub version: String,
     pub body: Bytes,
+    /// Nothing of the desired state was held back for an acknowledgement the node has not
+    /// sent yet: a filter running this snapshot enforces the whole desired state.
+    pub complete: bool,
 }
 
 /// The snapshot one node may use, serialized once. Its version is the SHA-256 of the
@@ -55,6 +58,8 @@ pub struct Encoded {
 /// field. Truncated, it names the content without revealing the secrets in it.
 pub fn encode(desired: &Desired, acks: &NodeAcks) -> Encoded {
     let snap = unversioned(desired, acks);
+    let complete = snap.mappings.len() == desired.mappings.len()
+        && snap.fallback.len() == desired.fallback.len();
     // why: plain structs of strings, numbers and enums cannot fail to serialize.
     let json = serde_json::to_vec(&snap).unwrap_or_default();
     let version = short_hash(Sha256::new_with_prefix(&json));
@@ -78,6 +83,7 @@ pub fn encode(desired: &Desired, acks: &NodeAcks) -> Encoded {
     Encoded {
         version,
         body: Bytes::from(body),
+        complete,
     }
 }
 
@@ -210,7 +216,9 @@ pub async fn snapshot(
         return e.into_response();
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait_seconds.min(MAX_WAIT));
-    let mut desired = state.reconciler.subscribe();
+    // The node counts as connected (for `Prefer: wait`) while this poll is held.
+    let _poll = state.acks.poll(&q.node);
+    let mut desired = state.reconciler.published();
     let mut acks = state.acks.subscribe();
     loop {
         desired.borrow_and_update();
@@ -227,7 +235,12 @@ pub async fn snapshot(
         });
         if let Some(node) = view {
             let current = desired.borrow().clone();
-            let encoded = state.feed.get(&q.node, &current, &node);
+            let encoded = state.feed.get(&q.node, &current.desired, &node);
+            if encoded.version == q.version && encoded.complete {
+                // why: the filter publishes a snapshot to its workers before it polls with
+                // its version, so this poll proves the node enforces this state.
+                state.acks.fed(&q.node, current.epoch);
+            }
             if encoded.version != q.version {
                 return ([(header::CONTENT_TYPE, "application/json")], encoded.body)
                     .into_response();

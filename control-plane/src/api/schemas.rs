@@ -525,5 +525,24 @@ pub(crate) fn components() -> Value {
                                 against the operator's address policy."}},
         }),
     );
+    let count = json!({"type": "integer", "minimum": 0});
+    m.insert(
+        "Offboarded".into(),
+        json!({
+            "type": "object", "additionalProperties": false,
+            "required": ["account", "removed", "secretsDestroyed", "secretsNotDestroyed"],
+            "properties": {
+                "account": {"type": "string"},
+                "removed": {"type": "object", "additionalProperties": false,
+                    "required": ["certificates", "mappings", "credentials", "users", "appKeys", "egressHosts"],
+                    "properties": {"certificates": count, "mappings": count, "credentials": count,
+                                   "users": count, "appKeys": count, "egressHosts": count}},
+                "secretsDestroyed": {"type": "array", "items": {"type": "string"},
+                    "description": "secret-store entries destroyed (every version), relative to the mount and prefix"},
+                "secretsNotDestroyed": {"type": "array", "items": {"type": "string"},
+                    "description": "entries the secret store refused to destroy now: call again"},
+            },
+        }),
+    );
     Value::Object(m)
 }

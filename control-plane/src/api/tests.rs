@@ -17,6 +17,8 @@ use crate::secret_store::MemoryStore;
 use crate::store::AppKeyRow;
 
 pub(crate) const DEV: &str = "dev-admin";
+/// The operator's credential of every test control plane.
+pub(super) const OPERATOR: &str = "operator-token-of-the-tests-0123456789";
 const NODE: &str = "node-1";
 
 pub(crate) struct Env {
@@ -40,28 +42,55 @@ pub(crate) fn dns() -> crate::guarded_dns::GuardedDns {
 }
 
 pub(super) async fn env() -> Env {
-    let memory = Arc::new(MemoryStore::new());
-    env_with(memory.clone(), Secrets::new(memory)).await
+    let (dir, store) = new_database().await;
+    env_on(dir, store, Arc::new(MemoryStore::new())).await
 }
 
-/// The same control plane on another secret store (`memory` is then only a bystander).
-pub(crate) async fn env_with(memory: Arc<MemoryStore>, secrets: Secrets) -> Env {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("warn,mtlsgate=debug")
-        .try_init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// An empty database in a directory of its own.
+async fn new_database() -> (std::path::PathBuf, crate::store::Store) {
     let dir = std::env::temp_dir().join(format!(
         "mtlsgate-api-test-{}",
         hex::encode(crate::random::bytes::<8>())
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let store = crate::store::contract::test_store(&dir).await;
+    (dir, store)
+}
+
+/// [`env`] on another secret store (`memory` is then only a bystander).
+pub(crate) async fn env_with(memory: Arc<MemoryStore>, secrets: Secrets) -> Env {
+    let (dir, store) = new_database().await;
+    env_on_secrets(dir, store, memory, secrets).await
+}
+
+/// [`env`] on a given database and secret store (two of them on one database and one secret
+/// store are two control planes).
+pub(super) async fn env_on(
+    dir: std::path::PathBuf,
+    store: crate::store::Store,
+    memory: Arc<MemoryStore>,
+) -> Env {
+    let secrets = Secrets::new(memory.clone());
+    env_on_secrets(dir, store, memory, secrets).await
+}
+
+async fn env_on_secrets(
+    dir: std::path::PathBuf,
+    store: crate::store::Store,
+    memory: Arc<MemoryStore>,
+    secrets: Secrets,
+) -> Env {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn,mtlsgate=debug")
+        .try_init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let state = AppState::start(
         store,
         secrets,
         Settings {
             dev_admin_token: Some(Secret::new(DEV)),
+            operator_token: Some(Secret::new(OPERATOR)),
             api_scheme: super::auth::Scheme::Http,
             quotas: super::quotas::Quotas::default(),
             domains: csds::Domains {
@@ -72,6 +101,7 @@ pub(crate) async fn env_with(memory: Arc<MemoryStore>, secrets: Secrets) -> Env 
             max_upload_bytes: 1024,
             session_ttl_secs: 3600,
             watch_period: Duration::from_secs(3600),
+            change_poll: Duration::from_millis(50),
             oauth2_client: crate::oauth2::Client::new(None, Duration::from_secs(1), dns()).unwrap(),
             credential_tokens: crate::credential_tokens::Settings {
                 redirect_uri: "http://api/api/oauth2/callback".into(),
@@ -351,6 +381,43 @@ fn appkey(id: i64) -> AppKey {
     }
 }
 
+/// AppKey `id` of account `a` (the `id`th made in this database), made as the API makes it:
+/// its row, its secrets, then the directory (the change feed keeps the directory in line
+/// with the store, so one in the directory alone would be dropped).
+async fn add_appkey(s: &AppState, id: i64) {
+    let key = appkey(id);
+    let _w = s.store.write_lock().await;
+    let mut tx = s.store.begin_write("a").await.unwrap();
+    let row = crate::store::Store::insert_appkey(
+        &mut tx,
+        "a",
+        &key.row.consumer_key,
+        &key.row.access_token,
+        &key.row.privileges,
+        "test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(row.id, id);
+    s.secrets
+        .put_appkey("a", id, &key.consumer_secret, &key.token_secret)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    s.appkeys.insert(key);
+}
+
+/// Revokes AppKey `id` of account `a` as the API does.
+async fn revoke_appkey(s: &AppState, id: i64) {
+    let _w = s.store.write_lock().await;
+    let mut tx = s.store.begin_write("a").await.unwrap();
+    assert!(crate::store::Store::revoke_appkey(&mut tx, "a", id)
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+    s.appkeys.remove("a", id);
+}
+
 /// Finding 9: the whole snapshot, revocations included, used to wait for the node's ADS
 /// stream. A gateway whose stream is down but whose filter runs a snapshot gets revocations
 /// at once (gated on what its Envoy last acknowledged); a new filter still waits for ADS.
@@ -358,7 +425,7 @@ fn appkey(id: i64) -> AppKey {
 async fn revocations_reach_a_gateway_whose_ads_stream_is_down() {
     let env = env().await;
     let s = &env.state;
-    s.appkeys.insert(appkey(1));
+    add_appkey(s, 1).await;
     s.reconciler.rebuild(false).await.unwrap();
     let (st, v) = snapshot(s, "", 0).await;
     assert_eq!(st, StatusCode::OK);
@@ -373,7 +440,7 @@ async fn revocations_reach_a_gateway_whose_ads_stream_is_down() {
         async move { snapshot(&s, &v, 10).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    s.appkeys.remove("a", 1);
+    revoke_appkey(s, 1).await;
     s.reconciler.kick();
     let (st, v) = tokio::time::timeout(Duration::from_secs(2), poll)
         .await
@@ -402,7 +469,7 @@ async fn revocations_reach_a_gateway_whose_ads_stream_is_down() {
 async fn the_snapshot_carries_credentials_and_long_polls_wake_on_every_change() {
     let env = env().await;
     let s = &env.state;
-    s.appkeys.insert(appkey(1));
+    add_appkey(s, 1).await;
     let user = s
         .store
         .insert_user("a", "u", "hash", false, &[])
@@ -486,11 +553,11 @@ async fn the_snapshot_carries_credentials_and_long_polls_wake_on_every_change() 
 async fn change(s: &AppState, what: &str) {
     match what {
         "AppKey revoked" => {
-            s.appkeys.remove("a", 1);
+            revoke_appkey(s, 1).await;
             s.reconciler.kick();
         }
         "AppKey created" => {
-            s.appkeys.insert(appkey(2));
+            add_appkey(s, 2).await;
             s.reconciler.kick();
         }
         "user created" => {
@@ -620,4 +687,108 @@ async fn every_operation_answers_a_documented_status() {
         }
     }
     assert_eq!(checked, openapi::OPERATIONS.len() * 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// Two control planes on one database
+// ---------------------------------------------------------------------------------------
+
+/// Waits (at most `within`) until `b`'s gateway view satisfies `done`.
+async fn view_of_b_until(
+    b: &AppState,
+    within: Duration,
+    done: impl Fn(&crate::desired::Desired) -> bool,
+) -> bool {
+    let mut rx = b.reconciler.subscribe();
+    tokio::time::timeout(within, async {
+        loop {
+            if done(&rx.borrow_and_update()) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_control_plane_reaches_the_others_gateways_within_a_second() {
+    let dir = std::env::temp_dir().join(format!(
+        "mtlsgate-api-replicas-{}",
+        hex::encode(crate::random::bytes::<8>())
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (sa, sb) = crate::store::contract::test_store_pair(&dir).await;
+    let memory = Arc::new(MemoryStore::new());
+    let a = env_on(dir.clone(), sa, memory.clone()).await;
+    let b = env_on(dir.clone(), sb, memory).await;
+
+    // An AppKey created through A: B's gateways get it (with its secrets) within a second,
+    // though nothing on B was called.
+    let (st, created) = call(
+        &a.state,
+        Method::POST,
+        "/api/account/a/appkeys",
+        Some(DEV),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_u64().unwrap();
+    let secret = created["consumerSecret"].as_str().unwrap().to_owned();
+    let has_key = |d: &crate::desired::Desired| {
+        d.callers
+            .app_keys
+            .iter()
+            .any(|k| k.id == id && k.consumer_secret == secret)
+    };
+    assert!(
+        view_of_b_until(&b.state, Duration::from_secs(1), has_key).await,
+        "B's gateways did not get A's new AppKey within a second"
+    );
+    // B checks its signatures too (its API's own directory).
+    let key = b.state.appkeys.all();
+    assert!(
+        key.iter().any(|k| k.row.id as u64 == id),
+        "not in B's directory"
+    );
+
+    // Revoked through A: gone from B's gateways within a second.
+    let (st, v) = call(
+        &a.state,
+        Method::DELETE,
+        &format!("/api/account/a/appkeys/{id}"),
+        Some(DEV),
+        None,
+    )
+    .await;
+    assert!(st.is_success(), "{st} {v}");
+    assert!(
+        view_of_b_until(&b.state, Duration::from_secs(1), |d| !has_key(d)).await,
+        "B's gateways still accept the AppKey A revoked"
+    );
+    assert!(b.state.appkeys.all().iter().all(|k| k.row.id as u64 != id));
+
+    // Another kind of change (read at every rebuild, not kept in memory): an egress host.
+    let body = json!({"plainTlsHosts": ["partner.example"]});
+    let (st, v) = call(
+        &a.state,
+        Method::PUT,
+        &egress_uri("a"),
+        Some(DEV),
+        Some(body),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(
+        view_of_b_until(&b.state, Duration::from_secs(1), |d| d
+            .fallback
+            .iter()
+            .any(|f| f.account == "a"))
+        .await,
+        "B's gateways did not get A's egress host within a second"
+    );
 }

@@ -185,6 +185,43 @@ impl Secrets {
         }
     }
 
+    /// Offboarding: destroys every version of the named secrets of `account` (certificates,
+    /// credentials with their kept tokens, AppKeys). Answers the entries destroyed and the
+    /// ones that could not be (to be destroyed again: destroying is idempotent).
+    pub(crate) async fn destroy_account(
+        &self,
+        account: &str,
+        certificates: &[i64],
+        credentials: &[i64],
+        appkeys: &[i64],
+    ) -> (Vec<String>, Vec<String>) {
+        let mut paths: Vec<String> = certificates
+            .iter()
+            .map(|id| certificate_path(account, *id))
+            .collect();
+        for id in credentials {
+            paths.push(credential_path(account, *id));
+            paths.push(credential_tokens_path(account, *id));
+        }
+        paths.extend(appkeys.iter().map(|id| appkey_path(account, *id)));
+        let (mut done, mut failed) = (Vec::new(), Vec::new());
+        for path in paths {
+            match self.store.destroy(&path).await {
+                Ok(()) => done.push(path),
+                Err(e) => {
+                    tracing::warn!(path, error = %e, "offboarding: cannot destroy a secret");
+                    failed.push(path);
+                }
+            }
+        }
+        (done, failed)
+    }
+
+    /// Destroys one of mtlsgate's own secrets (every version); gone already is fine.
+    pub(crate) async fn delete_system(&self, name: &str) -> Result<(), SecretStoreError> {
+        self.store.destroy(&system_path(name)).await
+    }
+
     /// Writes one of mtlsgate's own secrets.
     pub(crate) async fn put_system<T: Serialize>(
         &self,

@@ -119,6 +119,24 @@ pub(crate) async fn test_store(dir: &std::path::Path) -> Store {
     TestDb::new(dialect).await.store().await
 }
 
+/// Two stores on one new database (two control planes), on the backend
+/// `MTLSGATE_TEST_DATABASE` names (SQLite: a file in `dir`).
+pub(crate) async fn test_store_pair(dir: &std::path::Path) -> (Store, Store) {
+    let dialect = match std::env::var("MTLSGATE_TEST_DATABASE").as_deref() {
+        Ok("postgres") => Dialect::Postgres,
+        Ok("mariadb") | Ok("mysql") => Dialect::MySql,
+        _ => {
+            let path = dir.join("db.sqlite");
+            return (
+                Store::open(&path).await.unwrap(),
+                Store::open(&path).await.unwrap(),
+            );
+        }
+    };
+    let db = TestDb::new(dialect).await;
+    (db.store().await, db.store().await)
+}
+
 fn info(serial: &str) -> CertInfo {
     CertInfo {
         subject: "CN=partner ✓".into(),
@@ -555,6 +573,46 @@ mod tls {
     }
 }
 
+async fn a_lease_has_one_holder_at_a_time(dialect: Dialect) {
+    let db = TestDb::new(dialect).await;
+    let (a, b) = (db.store().await, db.store().await);
+    // Ten asking at once: one gets it.
+    let got = in_parallel(&a, &b, 10, |i, s| async move {
+        s.take_lease("work", &format!("holder-{i}"), 30)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(got.iter().filter(|g| **g).count(), 1, "{got:?}");
+    let holder = format!("holder-{}", got.iter().position(|g| *g).unwrap());
+    // Its holder keeps it; another does not get it; another lease is another matter.
+    assert!(b.take_lease("work", &holder, 30).await.unwrap());
+    assert!(!a.take_lease("work", "other", 30).await.unwrap());
+    assert!(a.take_lease("other work", "other", 30).await.unwrap());
+    // Given back, anyone may take it; a release by a non-holder changes nothing.
+    a.release_lease("work", "not-the-holder").await.unwrap();
+    assert!(!a.take_lease("work", "other", 30).await.unwrap());
+    b.release_lease("work", &holder).await.unwrap();
+    assert!(a.take_lease("work", "other", 30).await.unwrap());
+    // Expired (its holder died): taken over, by the database's clock.
+    assert!(a.take_lease("work", "other", -1).await.unwrap());
+    assert!(b.take_lease("work", "successor", 30).await.unwrap());
+    drop((a, b));
+    db.drop_db().await;
+}
+
+#[test]
+fn every_backend_migrates_to_the_same_schema_level() {
+    assert_eq!(
+        super::POSTGRES_MIGRATIONS.last().map(|m| m.0),
+        Some(super::SCHEMA_LEVEL)
+    );
+    assert_eq!(
+        super::MYSQL_MIGRATIONS.last().map(|m| m.0),
+        Some(super::SCHEMA_LEVEL)
+    );
+}
+
 /// Each case above, on each backend.
 macro_rules! on_every_backend {
     ($($case:ident),* $(,)?) => {
@@ -574,4 +632,5 @@ on_every_backend!(
     names_compare_bytewise_and_deleted_rows_free_theirs,
     long_urls_and_ca_bundles_are_kept_whole,
     soft_deletes_and_settings_round_trip,
+    a_lease_has_one_holder_at_a_time,
 );

@@ -65,6 +65,17 @@ impl Store {
         .await
     }
 
+    /// Every live credential of every account, oldest first.
+    pub async fn all_credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
+        self.fetch_rows(
+            sqlx::query(self.sql(&format!(
+                "SELECT {COLUMNS} FROM credentials WHERE deleted = 0 ORDER BY id"
+            ))),
+            from_row,
+        )
+        .await
+    }
+
     pub async fn credential(
         &self,
         account: &str,

@@ -140,6 +140,28 @@ impl Dialect {
         }
     }
 
+    /// The database's clock in Unix seconds, as an SQL expression: leases are judged by one
+    /// clock, whatever the control planes' clocks say.
+    pub(crate) fn unix_now(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "unixepoch()",
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)",
+            Dialect::MySql => "UNIX_TIMESTAMP()",
+        }
+    }
+
+    /// "Insert the row unless its key exists" for a one-key table.
+    pub(crate) fn insert_missing(self, table: &str, columns: &[&str]) -> String {
+        let marks = vec!["?"; columns.len()].join(", ");
+        let cols = columns.join(", ");
+        match self {
+            Dialect::Sqlite | Dialect::Postgres => {
+                format!("INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING")
+            }
+            Dialect::MySql => format!("INSERT IGNORE INTO {table} ({cols}) VALUES ({marks})"),
+        }
+    }
+
     /// The statements that lock an account's row in `account_locks` (taking it into
     /// existence first), run at the start of every write transaction of that account.
     pub(crate) fn account_lock(self) -> &'static [&'static str] {
@@ -280,6 +302,19 @@ mod tests {
             Dialect::Postgres.sql(sql),
             Dialect::Postgres.sql(sql)
         ));
+    }
+
+    #[test]
+    fn logged_urls_carry_no_password_and_no_parameters() {
+        let logged = super::super::redacted_url(
+            "postgres://mtlsgate:s3cret-pw@db.internal:5432/mtlsgate?sslmode=verify-full&sslrootcert=/k",
+        );
+        assert_eq!(
+            logged,
+            "postgres://mtlsgate:REDACTED@db.internal:5432/mtlsgate"
+        );
+        let odd = super::super::redacted_url("mysql://u:s3cret-pw@[bad");
+        assert!(!odd.contains("s3cret-pw"), "{odd}");
     }
 
     #[test]

@@ -18,8 +18,11 @@ pub(crate) mod contract;
 mod credentials;
 pub mod dialect;
 mod egress;
+mod leases;
 mod login_failures;
 mod mappings;
+mod oauth_pending;
+mod offboard;
 mod quotas;
 mod settings;
 mod users;
@@ -38,6 +41,7 @@ pub use dialect::Dialect;
 pub(crate) use dialect::{flag, opt_text, text};
 pub use egress::EgressRow;
 pub use mappings::{MappingRow, NewMapping};
+pub use oauth_pending::{PendingAuthorization, PendingInsert};
 pub use quotas::Counted;
 pub use users::{UserDeletion, UserRow};
 
@@ -53,17 +57,32 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_generation.sql"),
     include_str!("../../migrations/0007_login_failures.sql"),
     include_str!("../../migrations/0008_pinned_secret_versions.sql"),
+    include_str!("../../migrations/0009_leases.sql"),
+    include_str!("../../migrations/0010_oauth_pending.sql"),
 ];
 
 /// PostgreSQL's and MySQL's migrations: (the schema level it brings the database to, the
 /// SQL). Their first step is the whole schema of SQLite's level 8; from level 9 on, every
 /// migration comes in all three dialects.
-const POSTGRES_MIGRATIONS: &[(usize, &str)] = &[(
-    8,
-    include_str!("../../migrations/postgres/0008_baseline.sql"),
-)];
-const MYSQL_MIGRATIONS: &[(usize, &str)] =
-    &[(8, include_str!("../../migrations/mysql/0008_baseline.sql"))];
+const POSTGRES_MIGRATIONS: &[(usize, &str)] = &[
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_baseline.sql"),
+    ),
+    (9, include_str!("../../migrations/postgres/0009_leases.sql")),
+    (
+        10,
+        include_str!("../../migrations/postgres/0010_oauth_pending.sql"),
+    ),
+];
+const MYSQL_MIGRATIONS: &[(usize, &str)] = &[
+    (8, include_str!("../../migrations/mysql/0008_baseline.sql")),
+    (9, include_str!("../../migrations/mysql/0009_leases.sql")),
+    (
+        10,
+        include_str!("../../migrations/mysql/0010_oauth_pending.sql"),
+    ),
+];
 
 /// The schema level this mtlsgate knows.
 const SCHEMA_LEVEL: usize = SQLITE_MIGRATIONS.len();
@@ -197,7 +216,8 @@ pub fn redacted_url(url: &str) -> String {
             u.set_query(None);
             u.to_string()
         }
-        Err(_) => url.split(['?', '@']).next().unwrap_or("").to_owned() + "…",
+        // Nothing of it: an unparsable URL may still hold a password anywhere.
+        Err(_) => "(a database URL that does not parse)".to_owned(),
     }
 }
 

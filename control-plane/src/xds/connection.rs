@@ -32,6 +32,11 @@ struct Sent {
     fingerprints: Vec<String>,
     /// Names requested when it was sent.
     requested: Vec<String>,
+    /// Epoch of the newest desired state this response's content is (it stays current
+    /// while the desired state changes elsewhere).
+    epoch: u64,
+    /// Whether Envoy acknowledged it.
+    acked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +47,8 @@ struct Subscription {
     rejected: Option<String>,
     /// What the last ACKed response held: name → fingerprint.
     acked: HashMap<String, String>,
+    /// Epoch of the newest desired state whose resources of this type Envoy holds.
+    synced: Option<u64>,
 }
 
 /// An acknowledgement to record.
@@ -67,6 +74,8 @@ pub struct Connection {
     subs: HashMap<String, Subscription>,
     next_nonce: u64,
     opts: ResourceOptions,
+    /// Epoch of the desired state the next calls are given ([`Connection::set_epoch`]).
+    epoch: u64,
 }
 
 impl Connection {
@@ -76,7 +85,25 @@ impl Connection {
             subs: HashMap::new(),
             next_nonce: 0,
             opts,
+            epoch: 0,
         }
+    }
+
+    /// Sets the epoch ([`crate::reconciler::Published`]) of the desired state the next
+    /// [`Connection::handle_request`] and [`Connection::handle_update`] receive.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+    }
+
+    /// Epoch of the newest desired state whose clusters and secrets Envoy has acknowledged,
+    /// every subscription; `None` before each one has acknowledged something.
+    ///
+    /// why: proves what the gateway enforces for `Prefer: wait` — a new certificate is
+    /// presented only once Envoy holds the secret that carries it.
+    pub fn synced(&self) -> Option<u64> {
+        let mut epochs = self.subs.values().map(|s| s.synced);
+        let first = epochs.next()??;
+        epochs.try_fold(first, |min, e| e.map(|e| min.min(e)))
     }
 
     /// The node id, once the first request named it.
@@ -120,11 +147,15 @@ impl Connection {
                     .cloned()
                     .zip(sent.fingerprints.iter().cloned())
                     .collect();
+                sub.synced = sub.synced.max(Some(sent.epoch));
                 out.ack = Some(Ack {
                     type_url: type_url.clone(),
                     version: sent.version.clone(),
                     names: sent.names.clone(),
                 });
+                if let Some(s) = sub.sent.as_mut() {
+                    s.acked = true;
+                }
             }
         }
         let mut requested = req.resource_names;
@@ -151,7 +182,18 @@ impl Connection {
             .sent
             .as_ref()
             .is_some_and(|s| s.version == version && s.requested == sub.requested);
-        if unchanged || sub.rejected.as_deref() == Some(version.as_str()) {
+        if unchanged {
+            // The content Envoy has (or was sent) is still the desired state's: it is now
+            // this epoch's too.
+            if let Some(sent) = sub.sent.as_mut() {
+                sent.epoch = sent.epoch.max(self.epoch);
+                if sent.acked {
+                    sub.synced = sub.synced.max(Some(sent.epoch));
+                }
+            }
+            return None;
+        }
+        if sub.rejected.as_deref() == Some(version.as_str()) {
             return None;
         }
         // why: built only when sent. Most desired-state changes (an AppKey, a user) touch
@@ -169,6 +211,8 @@ impl Connection {
             names,
             fingerprints,
             requested: sub.requested.clone(),
+            epoch: self.epoch,
+            acked: false,
         });
         Some(DiscoveryResponse {
             version_info: version,

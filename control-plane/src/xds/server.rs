@@ -17,13 +17,13 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::connection::Connection;
 use super::{Acks, ResourceOptions};
-use crate::desired::Desired;
+use crate::reconciler::Published;
 use crate::rejections::Rejections;
 
 /// The ADS service.
 #[derive(Clone)]
 pub struct Ads {
-    desired: watch::Receiver<Arc<Desired>>,
+    desired: watch::Receiver<Published>,
     acks: Arc<Acks>,
     rejections: Arc<Rejections>,
     opts: ResourceOptions,
@@ -31,7 +31,7 @@ pub struct Ads {
 
 impl Ads {
     pub fn new(
-        desired: watch::Receiver<Arc<Desired>>,
+        desired: watch::Receiver<Published>,
         acks: Arc<Acks>,
         rejections: Arc<Rejections>,
         opts: ResourceOptions,
@@ -114,7 +114,7 @@ async fn serve_stream(
     peer: String,
     mut inbound: Streaming<DiscoveryRequest>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    mut desired: watch::Receiver<Arc<Desired>>,
+    mut desired: watch::Receiver<Published>,
     acks: Arc<Acks>,
     rejections: Arc<Rejections>,
     mut conn: Connection,
@@ -130,7 +130,8 @@ async fn serve_stream(
                         break;
                     }
                     let current = desired.borrow_and_update().clone();
-                    let out = conn.handle_request(req, &current);
+                    conn.set_epoch(current.epoch);
+                    let out = conn.handle_request(req, &current.desired);
                     if node.is_none() {
                         if let Some(id) = conn.node() {
                             tracing::info!(node = id, "Envoy connected");
@@ -158,9 +159,13 @@ async fn serve_stream(
                     break;
                 }
                 let current = desired.borrow_and_update().clone();
-                conn.handle_update(&current)
+                conn.set_epoch(current.epoch);
+                conn.handle_update(&current.desired)
             }
         };
+        if let (Some(id), Some(epoch)) = (&node, conn.synced()) {
+            acks.synced(id, epoch);
+        }
         for r in responses {
             // A failed send means Envoy went away.
             if tx.send(Ok(r)).await.is_err() {

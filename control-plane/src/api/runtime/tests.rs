@@ -68,6 +68,7 @@ fn acked_all(d: &Desired) -> NodeAcks {
         streams: 1,
         ready: true,
         known: true,
+        enforced: Default::default(),
     }
 }
 

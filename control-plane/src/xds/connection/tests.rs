@@ -429,3 +429,52 @@ fn a_change_of_credentials_only_pushes_nothing_to_envoy() {
     assert_ne!(d, with_user);
     assert!(c.handle_update(&with_user).is_empty());
 }
+
+#[test]
+fn synced_is_the_epoch_envoy_acknowledged_on_every_subscription() {
+    let d = desired(&[(1, "https://a.example/")], 1);
+    let mut c = Connection::new(opts());
+    c.set_epoch(3);
+    let cds = c
+        .handle_request(request(CLUSTER_TYPE, "", &[], None), &d)
+        .responses
+        .remove(0);
+    assert_eq!(c.synced(), None, "sent, not acknowledged");
+    c.handle_request(request(CLUSTER_TYPE, &cds.nonce, &[], None), &d);
+    assert_eq!(c.synced(), Some(3));
+    let sds = c
+        .handle_request(request(SECRET_TYPE, "", &["cert-1"], None), &d)
+        .responses
+        .remove(0);
+    assert_eq!(c.synced(), None, "the secrets are not acknowledged yet");
+    c.handle_request(request(SECRET_TYPE, &sds.nonce, &["cert-1"], None), &d);
+    assert_eq!(c.synced(), Some(3));
+
+    // A desired state whose clusters and secrets are the same: Envoy holds it already.
+    c.set_epoch(4);
+    assert!(c.handle_update(&d).is_empty());
+    assert_eq!(c.synced(), Some(4));
+
+    // A rotated certificate: Envoy holds epoch 5 only once it acknowledges the new secret.
+    let rotated = desired(&[(1, "https://a.example/")], 2);
+    c.set_epoch(5);
+    let pushed = c.handle_update(&rotated);
+    assert_eq!(pushed.len(), 1);
+    assert_eq!(c.synced(), Some(4));
+    // A refusal proves nothing.
+    c.handle_request(
+        request(SECRET_TYPE, &pushed[0].nonce, &["cert-1"], Some("bad key")),
+        &rotated,
+    );
+    assert_eq!(c.synced(), Some(4));
+    // Offered again after the refusal (say the reconciler rebuilt), then acknowledged.
+    let rotated_again = desired(&[(1, "https://a.example/")], 3);
+    c.set_epoch(6);
+    let pushed = c.handle_update(&rotated_again);
+    assert_eq!(pushed.len(), 1);
+    c.handle_request(
+        request(SECRET_TYPE, &pushed[0].nonce, &["cert-1"], None),
+        &rotated_again,
+    );
+    assert_eq!(c.synced(), Some(6));
+}
