@@ -44,38 +44,11 @@ pub enum CliError {
     Rotate(#[from] identity::RotateError),
 }
 
-/// The secret store, as `serve` reaches it (the same flags and environment variables).
-#[derive(clap::Args, Debug)]
-pub struct SecretStoreArgs {
-    /// Vault / OpenBao address.
-    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
-    pub vault_addr: String,
-    /// The CA (PEM) that verifies an https `--vault-addr`'s certificate, besides the
-    /// system's roots. Plain http is accepted for a loopback address only.
-    #[arg(long, env = "VAULT_CACERT")]
-    pub vault_ca_file: Option<PathBuf>,
-    /// Vault / OpenBao token.
-    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
-    pub vault_token: Secret,
-    /// KV v2 mount that holds mtlsgate's secrets.
-    #[arg(long, env = "MTLSGATE_VAULT_MOUNT", default_value = "secret")]
-    pub vault_mount: String,
-    /// Path prefix inside the mount.
-    #[arg(long, env = "MTLSGATE_VAULT_PREFIX", default_value = "mtlsgate/")]
-    pub vault_prefix: String,
-}
+pub use crate::config::SecretStoreArgs;
 
 impl SecretStoreArgs {
     async fn open(&self) -> Result<crate::secret_store::Secrets, CliError> {
-        let secrets = crate::secret_store::Secrets::new(std::sync::Arc::new(
-            crate::secret_store::OpenBao::new(
-                &self.vault_addr,
-                &self.vault_token,
-                &self.vault_mount,
-                &self.vault_prefix,
-                self.vault_ca_file.as_deref(),
-            )?,
-        ));
+        let secrets = crate::secret_store::Secrets::new(std::sync::Arc::new(self.store()?));
         secrets.check().await?;
         Ok(secrets)
     }

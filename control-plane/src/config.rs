@@ -102,26 +102,8 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// Vault / OpenBao address.
-    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
-    pub vault_addr: String,
-
-    /// The CA (PEM) that verifies an https `--vault-addr`'s certificate, besides the
-    /// system's roots. Plain http is accepted for a loopback address only.
-    #[arg(long, env = "VAULT_CACERT")]
-    pub vault_ca_file: Option<PathBuf>,
-
-    /// Vault / OpenBao token.
-    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
-    pub vault_token: Secret,
-
-    /// KV v2 mount that holds certificate material.
-    #[arg(long, env = "MTLSGATE_VAULT_MOUNT", default_value = "secret")]
-    pub vault_mount: String,
-
-    /// Path prefix inside the mount.
-    #[arg(long, env = "MTLSGATE_VAULT_PREFIX", default_value = "mtlsgate/")]
-    pub vault_prefix: String,
+    #[command(flatten)]
+    pub vault: SecretStoreArgs,
 
     /// How often to look for certificates rotated directly in Vault (seconds, 1 to 86400).
     /// Changes made through the API reach Envoy at once, whatever this is.
@@ -357,6 +339,92 @@ impl ServeConfig {
     }
 }
 
+/// The secret store, as `serve` and the commands that use it reach it (the same flags and
+/// environment variables everywhere).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SecretStoreArgs {
+    /// Vault / OpenBao address; for a cluster, every node's, comma-separated (requests go
+    /// to the active node, found and followed as the cluster elects one).
+    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
+    pub vault_addr: String,
+
+    /// The CA (PEM) that verifies an https `--vault-addr`'s certificate, besides the
+    /// system's roots. Plain http is accepted for a loopback address only.
+    #[arg(long, env = "VAULT_CACERT")]
+    pub vault_ca_file: Option<PathBuf>,
+
+    /// Vault / OpenBao token, FOR DEVELOPMENT (never renewed): in production, use AppRole
+    /// (`--vault-approle-role-id-file` and `--vault-approle-secret-id-file`).
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true,
+          required_unless_present = "vault_approle_role_id_file",
+          conflicts_with_all = ["vault_approle_role_id_file", "vault_approle_secret_id_file"])]
+    pub vault_token: Option<Secret>,
+
+    /// A file holding the AppRole role id: mtlsgate logs in with AppRole and keeps its
+    /// token renewed (read once, at start).
+    #[arg(
+        long,
+        env = "MTLSGATE_VAULT_APPROLE_ROLE_ID_FILE",
+        requires = "vault_approle_secret_id_file"
+    )]
+    pub vault_approle_role_id_file: Option<PathBuf>,
+
+    /// A file holding the AppRole secret id (read at start and again at every login, so a
+    /// new secret id written there is used without a restart).
+    #[arg(
+        long,
+        env = "MTLSGATE_VAULT_APPROLE_SECRET_ID_FILE",
+        requires = "vault_approle_role_id_file"
+    )]
+    pub vault_approle_secret_id_file: Option<PathBuf>,
+
+    /// Where the AppRole auth method is mounted.
+    #[arg(long, env = "MTLSGATE_VAULT_APPROLE_MOUNT", default_value = "approle")]
+    pub vault_approle_mount: String,
+
+    /// KV v2 mount that holds mtlsgate's secrets.
+    #[arg(long, env = "MTLSGATE_VAULT_MOUNT", default_value = "secret")]
+    pub vault_mount: String,
+
+    /// Path prefix inside the mount.
+    #[arg(long, env = "MTLSGATE_VAULT_PREFIX", default_value = "mtlsgate/")]
+    pub vault_prefix: String,
+}
+
+impl SecretStoreArgs {
+    /// The store these flags name (nothing is sent yet: `check` it).
+    pub(crate) fn store(
+        &self,
+    ) -> Result<crate::secret_store::OpenBao, crate::secret_store::SecretStoreError> {
+        use crate::secret_store::{AppRole, Auth, OpenBao, SecretStoreError};
+        let auth = match (
+            &self.vault_token,
+            &self.vault_approle_role_id_file,
+            &self.vault_approle_secret_id_file,
+        ) {
+            (Some(token), None, None) => Auth::Token(token.clone()),
+            (None, Some(role), Some(secret)) => Auth::AppRole(AppRole::from_files(
+                &self.vault_approle_mount,
+                role,
+                secret,
+            )?),
+            // (clap refuses these combinations; this is for a caller that builds the struct.)
+            _ => {
+                return Err(SecretStoreError::Credentials(
+                    "give --vault-token, or both AppRole files, not both".into(),
+                ))
+            }
+        };
+        OpenBao::new(
+            &self.vault_addr,
+            auth,
+            &self.vault_mount,
+            &self.vault_prefix,
+            self.vault_ca_file.as_deref(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -382,6 +450,54 @@ mod tests {
         .iter()
         .chain(extra);
         Command::try_parse_from(args).map(|c| c.serve)
+    }
+
+    #[test]
+    fn the_secret_store_takes_a_token_or_approle_files_never_both() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let links = [
+            "--link-cert-file",
+            "c",
+            "--link-key-file",
+            "k",
+            "--link-ca-file",
+            "ca",
+        ];
+        let with = |extra: &[&str]| {
+            Command::try_parse_from(["mtlsgate"].iter().chain(&links).chain(extra)).map(|c| c.serve)
+        };
+        let approle = [
+            "--vault-approle-role-id-file",
+            "r",
+            "--vault-approle-secret-id-file",
+            "s",
+        ];
+        let ok = with(&approle).unwrap();
+        assert!(ok.vault.vault_token.is_none());
+        assert_eq!(ok.vault.vault_approle_mount, "approle");
+        let both = [&approle[..], &["--vault-token", "t"]].concat();
+        assert_eq!(
+            with(&both).err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(
+            with(&approle[..2]).err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::MissingRequiredArgument),
+            "a role id without a secret id"
+        );
+        assert_eq!(
+            with(&[]).err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::MissingRequiredArgument),
+            "neither"
+        );
+        let addrs = with(&[
+            "--vault-token",
+            "t",
+            "--vault-addr",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+        ])
+        .unwrap();
+        assert!(addrs.vault.store().is_ok());
     }
 
     #[test]

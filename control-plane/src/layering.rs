@@ -82,10 +82,14 @@ fn module_of(file: &Path) -> Option<String> {
     (!["lib", "main", "layering"].contains(&name.as_str())).then_some(name)
 }
 
-/// The production code of a file: tests (sibling `tests.rs` files and `mod tests` blocks)
-/// may reach anywhere, comments say anything.
+/// The production code of a file: tests (sibling `tests.rs` and `*_tests.rs` files, and
+/// `mod tests` blocks) may reach anywhere, comments say anything.
 fn code(file: &Path) -> String {
-    if file.file_name().is_some_and(|n| n == "tests.rs") {
+    if file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == "tests.rs" || n.ends_with("_tests.rs"))
+    {
         return String::new();
     }
     let text = std::fs::read_to_string(file).unwrap();

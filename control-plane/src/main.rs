@@ -72,9 +72,8 @@ enum UserCommand {
     Add(mtlsgate::cli::UserAdd),
 }
 
-/// The Vault client logs every 404 (an absent entry, which is normal here) as an error;
-/// mtlsgate reports Vault failures itself.
-const DEFAULT_LOG: &str = "info,vaultrs=off,rustify=off";
+/// What is logged unless `MTLSGATE_LOG` says otherwise.
+const DEFAULT_LOG: &str = "info";
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

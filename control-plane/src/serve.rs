@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::api::{self, AppState, StartError};
 use crate::config::ServeConfig;
 use crate::secret::Secret;
-use crate::secret_store::{OpenBao, Secrets};
+use crate::secret_store::Secrets;
 use crate::xds::{Ads, ResourceOptions};
 
 /// Why the server could not start or stopped.
@@ -42,7 +42,11 @@ pub enum ServeError {
 /// operator allows: this process's listeners and its secret store.
 async fn own_endpoints(cfg: &ServeConfig) -> Vec<std::net::SocketAddr> {
     let mut own = vec![cfg.http_addr, cfg.xds_addr, cfg.feed_addr];
-    if let Ok(url) = url::Url::parse(&cfg.vault_addr) {
+    // (Every node of a cluster.)
+    for addr in cfg.vault.vault_addr.split(',').map(str::trim) {
+        let Ok(url) = url::Url::parse(addr) else {
+            continue;
+        };
         if let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             match tokio::net::lookup_host((host, port)).await {
@@ -103,13 +107,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
         None => None,
     };
     let store = cfg.database.open().await?;
-    let secrets = Secrets::new(Arc::new(OpenBao::new(
-        &cfg.vault_addr,
-        &cfg.vault_token,
-        &cfg.vault_mount,
-        &cfg.vault_prefix,
-        cfg.vault_ca_file.as_deref(),
-    )?));
+    let secrets = Secrets::new(Arc::new(cfg.vault.store()?));
     secrets.check().await?;
     let extra_roots = match &cfg.token_endpoint_ca_file {
         Some(path) => Some(

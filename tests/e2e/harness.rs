@@ -451,10 +451,7 @@ impl Stack {
                 })
                 .env("VAULT_TOKEN", &bao_token)
                 .env("MTLSGATE_DEV_ADMIN_TOKEN", TOKEN)
-                .env(
-                    "MTLSGATE_LOG",
-                    "info,mtlsgate=debug,vaultrs=off,rustify=off",
-                ),
+                .env("MTLSGATE_LOG", "info,mtlsgate=debug"),
         );
         let scheme = if opts.tls { "https" } else { "http" };
         let api = format!("{scheme}://127.0.0.1:{api_port}");

@@ -185,7 +185,10 @@ async fn bad_uploads_are_refused_and_store_nothing() {
     let r = stack
         .upload(ACCOUNT, "while-vault-is-down", good, "right")
         .await;
-    assert_eq!(error_code(r).await, (503, "vault_unavailable".into()));
+    assert_eq!(
+        error_code(r).await,
+        (503, "secret_store_unavailable".into())
+    );
     assert_eq!(certificate_count(&stack).await, 1);
     assert!(
         stack.control_plane_alive(),

@@ -199,7 +199,7 @@ async fn save_all(
                 Some(id) => save_update(&state, &account, id, &new, p.material).await,
                 None => save_new(&state, &account, &new, p.material).await,
             };
-            let stop = matches!(&result, Err(e) if e.code != "vault_unavailable");
+            let stop = matches!(&result, Err(e) if e.code != "secret_store_unavailable");
             out.push(result);
             if stop {
                 break;
@@ -545,7 +545,7 @@ async fn save_json(
     for (item, result) in items.iter().zip(save_all(&state, &account, pending).await?) {
         match result {
             Ok(row) => rows.push(view(&state, &row).await),
-            Err(e) if e.code == "vault_unavailable" => {
+            Err(e) if e.code == "secret_store_unavailable" => {
                 let id = item.id.as_ref().and_then(id_of);
                 failed.push(
                     json!({"name": item.name, "id": id, "code": e.code, "message": e.message}),

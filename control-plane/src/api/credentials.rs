@@ -393,7 +393,7 @@ pub async fn authorize(
             .retry_after(60),
             AuthorizeError::Unavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "vault_unavailable",
+                "secret_store_unavailable",
                 e.to_string(),
             ),
         })?;
@@ -474,7 +474,7 @@ pub async fn callback(
         }
         Err(e @ CallbackError::Vault) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "vault_unavailable",
+            "secret_store_unavailable",
             e.to_string(),
         )),
         Err(e @ CallbackError::Exchange(_)) => Err(ApiError::new(

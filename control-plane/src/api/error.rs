@@ -117,10 +117,10 @@ impl From<StoreError> for ApiError {
 
 impl From<SecretStoreError> for ApiError {
     fn from(e: SecretStoreError) -> Self {
-        tracing::error!(error = %e, "Vault failure");
+        tracing::error!(error = %e, "secret store failure");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "vault_unavailable",
+            "secret_store_unavailable",
             "the secret store is unavailable; nothing was saved",
         )
     }

@@ -575,7 +575,7 @@ async fn certificate_create_with_the_secret_store_down_leaves_nothing_then_succe
     // By file: the API's error body.
     let (st, v) = by_file(s, Method::POST, "a", &p12.bytes, meta.clone()).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert_eq!(v["code"], "vault_unavailable");
+    assert_eq!(v["code"], "secret_store_unavailable");
     // JSON: the documented batch answer, the item listed as refused with the same code.
     let (st, v) = call(
         s,
@@ -591,7 +591,7 @@ async fn certificate_create_with_the_secret_store_down_leaves_nothing_then_succe
     assert_eq!(failed.len(), 1, "{v}");
     assert_eq!(
         (&failed[0]["name"], &failed[0]["code"]),
-        (&json!("json"), &json!("vault_unavailable"))
+        (&json!("json"), &json!("secret_store_unavailable"))
     );
     assert_no_certificate_secret_text(&v);
     assert_eq!(
@@ -640,7 +640,10 @@ async fn certificate_update_with_the_secret_store_down_keeps_the_stored_certific
     let (st, v) = by_file(s, Method::PUT, "a", &second.bytes, meta.clone()).await;
     assert_eq!(
         (st, &v["code"]),
-        (StatusCode::SERVICE_UNAVAILABLE, &json!("vault_unavailable"))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!("secret_store_unavailable")
+        )
     );
     env.memory.set_down(false);
     let (version, stored) = entry(&env, &format!("accounts/a/certificates/{id}")).await;
@@ -782,7 +785,10 @@ async fn credential_create_with_the_secret_store_down_leaves_no_row() {
         .await;
         assert_eq!(
             (st, &v["code"]),
-            (StatusCode::SERVICE_UNAVAILABLE, &json!("vault_unavailable"))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!("secret_store_unavailable")
+            )
         );
         assert_not_in(&v, &[BASIC_PASSWORD, ACCESS_TOKEN]);
     }
@@ -944,7 +950,10 @@ async fn appkey_create_with_the_secret_store_down_leaves_nothing() {
     let (st, v) = call(s, Method::POST, &appkeys_uri("a"), Some(DEV), None).await;
     assert_eq!(
         (st, &v["code"]),
-        (StatusCode::SERVICE_UNAVAILABLE, &json!("vault_unavailable"))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!("secret_store_unavailable")
+        )
     );
     assert!(v.get("consumerSecret").is_none(), "{v}");
     assert_eq!(rows(s, "appkeys", "a").await, 0);

@@ -526,4 +526,4 @@ mod login_tests;
 #[cfg(test)]
 mod quota_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -405,7 +405,8 @@ fn reason(status: u16) -> &'static str {
         429 => "Too many attempts or pending requests; see Retry-After",
         502 => "The token endpoint refused the exchange or failed",
         503 => {
-            "Secret store unavailable, (login, user creation) too many passwords being hashed at \
+            "Secret store unavailable (secret_store_unavailable: no active OpenBao node; nothing \
+             was saved), (login, user creation) too many passwords being hashed at \
              once, or (key-store uploads, the P12 tester) too many key stores being opened at \
              once (busy, Retry-After)"
         }

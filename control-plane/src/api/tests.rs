@@ -16,13 +16,13 @@ use crate::appkeys::AppKey;
 use crate::secret_store::MemoryStore;
 use crate::store::AppKeyRow;
 
-pub(super) const DEV: &str = "dev-admin";
+pub(crate) const DEV: &str = "dev-admin";
 /// The operator's credential of every test control plane.
 pub(super) const OPERATOR: &str = "operator-token-of-the-tests-0123456789";
 const NODE: &str = "node-1";
 
-pub(super) struct Env {
-    pub(super) state: AppState,
+pub(crate) struct Env {
+    pub(crate) state: AppState,
     dir: std::path::PathBuf,
     /// The secret store behind `state`, to look into or to take down.
     pub(super) memory: Arc<MemoryStore>,
@@ -42,13 +42,25 @@ pub(crate) fn dns() -> crate::guarded_dns::GuardedDns {
 }
 
 pub(super) async fn env() -> Env {
+    let (dir, store) = new_database().await;
+    env_on(dir, store, Arc::new(MemoryStore::new())).await
+}
+
+/// An empty database in a directory of its own.
+async fn new_database() -> (std::path::PathBuf, crate::store::Store) {
     let dir = std::env::temp_dir().join(format!(
         "mtlsgate-api-test-{}",
         hex::encode(crate::random::bytes::<8>())
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let store = crate::store::contract::test_store(&dir).await;
-    env_on(dir, store, Arc::new(MemoryStore::new())).await
+    (dir, store)
+}
+
+/// [`env`] on another secret store (`memory` is then only a bystander).
+pub(crate) async fn env_with(memory: Arc<MemoryStore>, secrets: Secrets) -> Env {
+    let (dir, store) = new_database().await;
+    env_on_secrets(dir, store, memory, secrets).await
 }
 
 /// [`env`] on a given database and secret store (two of them on one database and one secret
@@ -58,6 +70,16 @@ pub(super) async fn env_on(
     store: crate::store::Store,
     memory: Arc<MemoryStore>,
 ) -> Env {
+    let secrets = Secrets::new(memory.clone());
+    env_on_secrets(dir, store, memory, secrets).await
+}
+
+async fn env_on_secrets(
+    dir: std::path::PathBuf,
+    store: crate::store::Store,
+    memory: Arc<MemoryStore>,
+    secrets: Secrets,
+) -> Env {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("warn,mtlsgate=debug")
@@ -65,7 +87,7 @@ pub(super) async fn env_on(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let state = AppState::start(
         store,
-        Secrets::new(memory.clone()),
+        secrets,
         Settings {
             dev_admin_token: Some(Secret::new(DEV)),
             operator_token: Some(Secret::new(OPERATOR)),
@@ -96,7 +118,7 @@ pub(super) async fn env_on(
     Env { state, dir, memory }
 }
 
-pub(super) async fn call(
+pub(crate) async fn call(
     state: &AppState,
     method: Method,
     uri: &str,

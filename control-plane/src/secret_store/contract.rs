@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::*;
 
-fn map(v: serde_json::Value) -> JsonMap {
+pub(super) fn map(v: serde_json::Value) -> JsonMap {
     match v {
         serde_json::Value::Object(m) => m,
         _ => JsonMap::new(),
@@ -19,7 +19,7 @@ fn map(v: serde_json::Value) -> JsonMap {
 }
 
 /// What every [`SecretStore`] must do.
-async fn contract(store: Arc<dyn SecretStore>) {
+pub(super) async fn contract(store: Arc<dyn SecretStore>) {
     let path = "accounts/a/certificates/1";
     // Absent: nothing to read, no version, destroying is fine.
     assert_eq!(store.read(path, None).await.unwrap(), None);
@@ -206,7 +206,7 @@ impl Drop for DevServer {
 
 /// The real `bao`: `BAO_BIN`, else the one `scripts/setup` installs. Missing is a failure,
 /// never a skip: this test is what keeps the memory store honest.
-fn bao_bin() -> PathBuf {
+pub(super) fn bao_bin() -> PathBuf {
     let path = std::env::var_os("BAO_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/bao"));
@@ -272,7 +272,7 @@ async fn dev_server_with(tls: bool) -> DevServer {
             // (With -dev-tls the CA file appears once the server is up.)
             if let Ok(probe) = OpenBao::new(
                 &server.addr,
-                &Secret::new(&server.token),
+                Auth::Token(Secret::new(&server.token)),
                 "secret",
                 "t/",
                 server.ca.as_deref(),
@@ -293,7 +293,7 @@ async fn openbao_keeps_the_contract() {
     let server = dev_server().await;
     let store = OpenBao::new(
         &server.addr,
-        &Secret::new(&server.token),
+        Auth::Token(Secret::new(&server.token)),
         "secret",
         "mtlsgate-contract/",
         None,
@@ -301,7 +301,14 @@ async fn openbao_keeps_the_contract() {
     .unwrap();
     contract(Arc::new(store)).await;
     // A token the store refuses is an error, not an empty answer.
-    let wrong = OpenBao::new(&server.addr, &Secret::new("wrong"), "secret", "x/", None).unwrap();
+    let wrong = OpenBao::new(
+        &server.addr,
+        Auth::Token(Secret::new("wrong")),
+        "secret",
+        "x/",
+        None,
+    )
+    .unwrap();
     assert!(matches!(
         wrong.read("p", None).await,
         Err(SecretStoreError::Refused(403))
@@ -317,7 +324,14 @@ async fn openbao_over_tls_is_verified_and_plain_http_stays_on_loopback() {
     let server = dev_server_with(true).await;
     let token = Secret::new(&server.token);
     let ca = server.ca.clone().unwrap();
-    let store = OpenBao::new(&server.addr, &token, "secret", "tls/", Some(&ca)).unwrap();
+    let store = OpenBao::new(
+        &server.addr,
+        Auth::Token(token.clone()),
+        "secret",
+        "tls/",
+        Some(&ca),
+    )
+    .unwrap();
     store.check().await.unwrap();
     let mut entry = JsonMap::new();
     entry.insert("k".into(), serde_json::json!("v"));
@@ -325,7 +339,14 @@ async fn openbao_over_tls_is_verified_and_plain_http_stays_on_loopback() {
     assert_eq!(store.read("p", Some(v)).await.unwrap(), Some(entry));
 
     // Without its CA (the system roots only): the handshake fails, nothing is read.
-    let unverified = OpenBao::new(&server.addr, &token, "secret", "tls/", None).unwrap();
+    let unverified = OpenBao::new(
+        &server.addr,
+        Auth::Token(token.clone()),
+        "secret",
+        "tls/",
+        None,
+    )
+    .unwrap();
     assert!(matches!(
         unverified.check().await,
         Err(SecretStoreError::Unavailable(_))
@@ -340,7 +361,7 @@ async fn openbao_over_tls_is_verified_and_plain_http_stays_on_loopback() {
     ] {
         assert!(
             matches!(
-                OpenBao::new(addr, &token, "secret", "x/", None),
+                OpenBao::new(addr, Auth::Token(token.clone()), "secret", "x/", None),
                 Err(SecretStoreError::Address(_))
             ),
             "{addr}"
@@ -348,8 +369,117 @@ async fn openbao_over_tls_is_verified_and_plain_http_stays_on_loopback() {
     }
     for addr in ["http://127.0.0.1:8200", "http://[::1]:8200"] {
         assert!(
-            OpenBao::new(addr, &token, "secret", "x/", None).is_ok(),
+            OpenBao::new(addr, Auth::Token(token.clone()), "secret", "x/", None).is_ok(),
             "{addr}"
         );
     }
+}
+
+/// AppRole on a real OpenBao: a token revoked behind the store's back (here: every token
+/// AppRole issued) means one new login, with the secret id as its file holds it *now* — an
+/// operator rotates the secret id by rewriting the file, no restart.
+#[tokio::test]
+async fn approle_logs_in_again_with_the_secret_id_the_file_holds_now() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = dev_server().await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let root = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        let req = http
+            .request(method, format!("{}/v1/{path}", server.addr))
+            .header("X-Vault-Token", &server.token)
+            .body(body.to_string());
+        let path = path.to_owned();
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            let text = r.text().await.unwrap();
+            assert!(status.is_success(), "{path}: {status} {text}");
+            serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default()
+        }
+    };
+    use reqwest::Method;
+    root(Method::POST, "sys/auth/approle", json!({"type": "approle"})).await;
+    root(
+        Method::PUT,
+        "sys/policies/acl/mtlsgate",
+        json!({"policy": "path \"secret/data/ar/*\" { capabilities = [\"create\", \"read\", \"update\"] }\npath \"secret/metadata/ar/*\" { capabilities = [\"read\", \"list\", \"delete\"] }\npath \"secret/metadata/ar/\" { capabilities = [\"list\"] }"}),
+    )
+    .await;
+    root(
+        Method::POST,
+        "auth/approle/role/m",
+        json!({"token_policies": "mtlsgate", "token_ttl": "1h"}),
+    )
+    .await;
+    let role_id = root(Method::GET, "auth/approle/role/m/role-id", json!({})).await["data"]
+        ["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let new_secret_id = || root(Method::POST, "auth/approle/role/m/secret-id", json!({}));
+    let first = new_secret_id().await["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (role_file, secret_file) = (server.dir.join("role-id"), server.dir.join("secret-id"));
+    std::fs::write(&role_file, &role_id).unwrap();
+    std::fs::write(&secret_file, &first).unwrap();
+
+    let store = OpenBao::new(
+        &server.addr,
+        Auth::AppRole(AppRole::from_files("approle", &role_file, &secret_file).unwrap()),
+        "secret",
+        "ar/",
+        None,
+    )
+    .unwrap();
+    let v = store.write("p", &map(json!({"k": 1}))).await.unwrap();
+    assert_eq!(store.auth_counts(), (1, 0));
+
+    // The operator rotates the secret id (the old one destroyed) and revokes every token
+    // AppRole issued, mtlsgate's among them.
+    let second = new_secret_id().await["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(&secret_file, format!("{second}\n")).unwrap();
+    root(
+        Method::POST,
+        "auth/approle/role/m/secret-id/destroy",
+        json!({ "secret_id": first }),
+    )
+    .await;
+    root(
+        Method::PUT,
+        "sys/leases/revoke-prefix/auth/approle/login",
+        json!({}),
+    )
+    .await;
+
+    // The next request is refused with the revoked token, logs in again with the new
+    // secret id, and is carried out.
+    assert_eq!(
+        store.read("p", Some(v)).await.unwrap(),
+        Some(map(json!({"k": 1})))
+    );
+    assert_eq!(store.auth_counts().0, 2, "one new login");
+
+    // With no valid secret id left, the login is refused: an error, once, not a loop.
+    root(
+        Method::POST,
+        "auth/approle/role/m/secret-id/destroy",
+        json!({ "secret_id": second }),
+    )
+    .await;
+    root(
+        Method::PUT,
+        "sys/leases/revoke-prefix/auth/approle/login",
+        json!({}),
+    )
+    .await;
+    assert!(matches!(
+        store.read("p", None).await,
+        Err(SecretStoreError::Refused(_))
+    ));
+    assert_eq!(store.auth_counts().0, 2, "the refused login is not counted");
 }

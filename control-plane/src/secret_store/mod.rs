@@ -25,7 +25,7 @@ use crate::secret::Secret;
 
 #[cfg(test)]
 pub(crate) use memory::MemoryStore;
-pub(crate) use openbao::OpenBao;
+pub(crate) use openbao::{AppRole, Auth, OpenBao};
 
 /// A JSON object: what one entry holds.
 pub(crate) type JsonMap = serde_json::Map<String, serde_json::Value>;
@@ -41,6 +41,9 @@ pub enum SecretStoreError {
     Refused(u16),
     #[error("the secret store entry is not in mtlsgate's format")]
     Malformed,
+    /// The AppRole files cannot be read (names the file, never its content).
+    #[error("secret store credentials: {0}")]
+    Credentials(String),
 }
 
 /// A KV version 2 engine, as mtlsgate uses it. Paths are relative to mtlsgate's own place
@@ -449,5 +452,7 @@ impl Secrets {
     }
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod contract;
