@@ -47,7 +47,7 @@ fn rotate(stack: &Stack, extra: &[&str]) -> String {
 /// and the account's user list.
 async fn statuses(stack: &Stack, url: &str, bearer: &str) -> (u16, u16) {
     let auth = format!("Bearer {bearer}");
-    let gateway = stack
+    let r = stack
         .forward(
             ACCOUNT,
             "GET",
@@ -56,9 +56,14 @@ async fn statuses(stack: &Stack, url: &str, bearer: &str) -> (u16, u16) {
             &[("authorization", auth.as_str())],
             None,
         )
-        .await
-        .status()
-        .as_u16();
+        .await;
+    let gateway = r.status().as_u16();
+    if gateway != 200 {
+        eprintln!(
+            "gateway answered {gateway}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
     let api = stack
         .client
         .get(format!("{}/api/account/{ACCOUNT}/users", stack.api))

@@ -197,6 +197,16 @@ pub(crate) async fn enforced(
         let all = acks.not_enforcing(u64::MAX);
         return if all.is_empty() { Ok(()) } else { Err(all) };
     };
+    epoch_enforced(acks, epoch, deadline).await
+}
+
+/// Waits until every connected gateway enforces the desired state of `epoch` (or a later
+/// one), or `deadline`; answers the connected gateways that do not (sorted) if it passes.
+pub(crate) async fn epoch_enforced(
+    acks: &Acks,
+    epoch: u64,
+    deadline: Instant,
+) -> Result<(), Vec<String>> {
     let mut changes = acks.subscribe_enforcement();
     loop {
         changes.borrow_and_update();

@@ -321,6 +321,15 @@ pub async fn login(
             user = user.id,
             "the gateway's snapshot does not list this user yet"
         );
+    } else {
+        // And until the connected gateways run that snapshot (bounded): a token used at once
+        // would otherwise race the gateway's next poll. No rebuild is asked for: the state
+        // published now already lists the user.
+        let epoch = state.reconciler.published().borrow().epoch;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        if let Err(nodes) = super::prefer::epoch_enforced(&state.acks, epoch, deadline).await {
+            tracing::info!(account, user = user.id, nodes = %nodes.join(", "), "login answered before every gateway ran a snapshot listing the user");
+        }
     }
     let bearer = state.login_tokens.issue(&user);
     tracing::info!(account, user = user.id, "login");
