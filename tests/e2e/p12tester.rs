@@ -87,7 +87,10 @@ async fn reports_on_files_from_real_tools_and_stores_nothing() {
     let report: Value = r.json().await.expect("json");
     assert_eq!(report["code"], "p12_not_usable");
     assert!(report["requestId"].is_string());
-    assert!(codes(&report).contains(&"p12_bad_password".to_owned()));
+    assert!(
+        codes(&report).contains(&"p12_bad_password".to_owned()),
+        "{report}"
+    );
 
     let report: Value = test_file(&stack, b"definitely not pkcs12".to_vec(), "x", &token)
         .await
